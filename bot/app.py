@@ -1,0 +1,115 @@
+"""Wiring: database, PTB Application, update processor, sender, and polling or webhook."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from telegram.ext import Application, ContextTypes
+
+from bot import handlers
+from bot.config import Settings
+from bot.db.migrate import upgrade_to_head_async
+from bot.db.session import create_engine, create_sessionmaker
+from bot.handlers.common import ReuniteContext
+from bot.services import users
+from bot.transport.polling import poll_forever
+from bot.transport.processor import UpdateProcessor, collect_handler_error
+from bot.transport.sender import Sender
+from bot.transport.webhook import add_webhook_route, webhook_path
+
+log = logging.getLogger(__name__)
+
+
+def build_application(settings: Settings) -> Application:
+    """The real PTB Application, pointed at TELEGRAM_API_URL; we poll and send ourselves."""
+    api = settings.telegram_api_url
+    application = (
+        Application.builder()
+        .token(settings.telegram_bot_token)
+        .base_url(f"{api}/bot")
+        .base_file_url(f"{api}/file/bot")
+        .updater(None)
+        .context_types(ContextTypes(context=ReuniteContext))
+        .connection_pool_size(32)
+        .pool_timeout(10.0)
+        .build()
+    )
+    handlers.register(application)
+    application.add_error_handler(collect_handler_error)
+    return application
+
+
+@dataclass
+class Reunite:
+    settings: Settings
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    application: Application
+    processor: UpdateProcessor
+    sender: Sender
+    web_runner: web.AppRunner | None = None
+    tasks: tuple[asyncio.Task, ...] = ()
+
+    @classmethod
+    async def start(cls, settings: Settings, *, migrate: bool = True) -> "Reunite":
+        """Migrate, connect, and start receiving and sending."""
+        settings.media_dir.mkdir(parents=True, exist_ok=True)
+        if migrate:
+            await upgrade_to_head_async(settings.database_url)
+        engine = create_engine(settings.database_url)
+        sessionmaker = create_sessionmaker(engine)
+        async with sessionmaker() as session:
+            await users.bootstrap_admins(session, settings.admins)
+            await session.commit()
+        application = build_application(settings)
+        await application.initialize()
+        await application.start()
+        sender = Sender(application.bot, engine, sessionmaker, settings.media_dir, settings.send_rate)
+        processor = UpdateProcessor(application, sessionmaker, settings, on_committed=sender.wake)
+        self = cls(settings, engine, sessionmaker, application, processor, sender)
+        recovered = await processor.recover()
+        if recovered:
+            log.info("resuming %d stored updates", recovered)
+        tasks = [asyncio.create_task(sender.run(), name="sender")]
+        if settings.webhook_url:
+            await self._start_webhook()
+        else:
+            tasks.append(asyncio.create_task(poll_forever(application.bot, sessionmaker, processor.submit),
+                                             name="polling"))
+        self.tasks = tuple(tasks)
+        log.info("Reunite is running as @%s", application.bot.username)
+        return self
+
+    async def _start_webhook(self) -> None:
+        settings = self.settings
+        web_app = web.Application()
+        add_webhook_route(web_app, webhook_path(settings.webhook_url), settings.webhook_secret,
+                          self.sessionmaker, self.processor.submit)
+        web_app.router.add_get("/healthz", lambda _request: web.Response(text="ok"))
+        self.web_runner = web.AppRunner(web_app)
+        await self.web_runner.setup()
+        await web.TCPSite(self.web_runner, "0.0.0.0", settings.port).start()
+        await self.application.bot.set_webhook(settings.webhook_url, secret_token=settings.webhook_secret,
+                                               allowed_updates=["message", "edited_message", "callback_query",
+                                                                "my_chat_member", "channel_post"])
+
+    async def wait(self) -> None:
+        """Until a task fails (for example an invalid token), which is then raised."""
+        done, _ = await asyncio.wait(self.tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            task.result()
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.processor.stop()
+        if self.web_runner is not None:
+            await self.web_runner.cleanup()
+        await self.application.stop()
+        await self.application.shutdown()
+        await self.engine.dispose()

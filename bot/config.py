@@ -1,0 +1,121 @@
+"""Settings from the environment, read and validated once at start.
+
+Every variable has a default and is documented in the README; a bad value stops the program with a
+message that names the variable, rather than failing later in the middle of a conversation.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Mapping
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+DEFAULT_API_URL = "https://api.telegram.org"
+
+
+class SettingsError(ValueError):
+    """A variable of the environment has a value we cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    telegram_bot_token: str | None = None
+    telegram_api_url: str = DEFAULT_API_URL
+    data_dir: Path = Path("data")
+    database_url: str = ""
+    admins: frozenset[int] = frozenset()
+    coordinator_chat_id: int | None = None
+    bot_username: str | None = None
+    timezone: str = "UTC"
+    user_rate_limit: int = 20
+    send_rate: float = 25.0
+    # None: the translated default from the message catalogs
+    emergency_text: str | None = None
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    port: int = 8080
+
+    @property
+    def media_dir(self) -> Path:
+        return self.data_dir / "media"
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def with_overrides(self, **changes) -> "Settings":
+        return replace(self, **changes)
+
+
+def _int(env: Mapping[str, str], name: str, default: int | None, minimum: int | None = None) -> int | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _user_ids(env: Mapping[str, str], name: str) -> frozenset[int]:
+    ids = set()
+    for part in env.get(name, "").replace(" ", "").split(","):
+        if not part:
+            continue
+        if not part.lstrip("-").isdigit():
+            raise SettingsError(f"{name} must be comma-separated Telegram user ids, got {part!r}")
+        ids.add(int(part))
+    return frozenset(ids)
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read every REUNITE_*, TELEGRAM_*, WEBHOOK_* and PORT variable, check it and fill defaults."""
+    env = os.environ if env is None else env
+    data_dir = Path(env.get("REUNITE_DATA_DIR", "").strip() or "data")
+    database_url = env.get("DATABASE_URL", "").strip() or f"sqlite+aiosqlite:///{data_dir}/reunite.db"
+    if database_url.startswith("postgresql://") or database_url.startswith("postgres://"):
+        database_url = "postgresql+asyncpg://" + database_url.split("://", 1)[1]
+    timezone = env.get("REUNITE_TIMEZONE", "").strip() or "UTC"
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(f"REUNITE_TIMEZONE is not a known time zone: {timezone!r}") from None
+    webhook_url = env.get("WEBHOOK_URL", "").strip() or None
+    webhook_secret = env.get("WEBHOOK_SECRET", "").strip() or None
+    if webhook_secret and not all(c.isalnum() or c in "_-" for c in webhook_secret):
+        raise SettingsError("WEBHOOK_SECRET may contain only A-Z, a-z, 0-9, _ and - (Telegram's rule)")
+    username = (env.get("REUNITE_BOT_USERNAME", "").strip().lstrip("@")) or None
+    return Settings(
+        telegram_bot_token=env.get("TELEGRAM_BOT_TOKEN", "").strip() or None,
+        telegram_api_url=(env.get("TELEGRAM_API_URL", "").strip() or DEFAULT_API_URL).rstrip("/"),
+        data_dir=data_dir,
+        database_url=database_url,
+        admins=_user_ids(env, "REUNITE_ADMINS"),
+        coordinator_chat_id=_int(env, "REUNITE_COORDINATOR_CHAT_ID", None),
+        bot_username=username,
+        timezone=timezone,
+        user_rate_limit=_int(env, "REUNITE_USER_RATE_LIMIT", 20, minimum=1),
+        send_rate=_float(env, "REUNITE_SEND_RATE", 25.0),
+        emergency_text=env.get("REUNITE_EMERGENCY_TEXT", "").strip() or None,
+        webhook_url=webhook_url,
+        webhook_secret=webhook_secret,
+        port=_int(env, "PORT", 8080, minimum=0),
+    )

@@ -1,0 +1,265 @@
+"""Typed SQLAlchemy 2 models. Alembic migrations in ``migrations/`` are the only way the schema changes.
+
+Privacy by construction: nothing here stores a Telegram name, username or phone number. A tipster is a
+numeric id (needed to answer them) and a random per-tip alias is all a coordinator ever sees.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every backend (SQLite hands back naive values otherwise)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored: pass an aware UTC time")
+        return value.astimezone(timezone.utc) if value is not None else None
+
+    def process_result_value(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+# Roles, in increasing power.
+ROLE_PUBLIC = "public"
+ROLE_COORDINATOR = "coordinator"
+ROLE_ADMIN = "admin"
+
+
+class User(Base):
+    """A Telegram user who has talked to the bot: id, role, language and nothing else."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    role: Mapped[str] = mapped_column(String(16), default=ROLE_PUBLIC)
+    language: Mapped[str] = mapped_column(String(8), default="en")
+    language_chosen: Mapped[bool] = mapped_column(Boolean, default=False)
+    blocked_bot: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class Case(Base):
+    """A missing-person case. Reporting and verification arrive with the cases feature."""
+
+    __tablename__ = "cases"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(12), unique=True)
+    status: Mapped[str] = mapped_column(String(16), default="pending_review", index=True)
+    name: Mapped[str] = mapped_column(Text)
+    other_names: Mapped[str | None] = mapped_column(Text)
+    sex: Mapped[str | None] = mapped_column(String(8))
+    date_of_birth: Mapped[date | None] = mapped_column(Date)
+    birth_year: Mapped[int | None] = mapped_column(SmallInteger)
+    age_when_missing: Mapped[float | None] = mapped_column(Float)
+    missing_since: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    missing_since_has_time: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_seen_place: Mapped[str | None] = mapped_column(Text)
+    last_seen_lat: Mapped[float | None] = mapped_column(Float)
+    last_seen_lon: Mapped[float | None] = mapped_column(Float)
+    height_cm: Mapped[int | None] = mapped_column(SmallInteger)
+    build: Mapped[str | None] = mapped_column(Text)
+    hair: Mapped[str | None] = mapped_column(Text)
+    eyes: Mapped[str | None] = mapped_column(Text)
+    distinguishing_marks: Mapped[str | None] = mapped_column(Text)
+    clothing: Mapped[str | None] = mapped_column(Text)
+    circumstances: Mapped[str | None] = mapped_column(Text)
+    agency_name: Mapped[str | None] = mapped_column(Text)
+    agency_phone: Mapped[str | None] = mapped_column(String(64))
+    agency_reference: Mapped[str | None] = mapped_column(Text)
+    family_contact: Mapped[str | None] = mapped_column(Text)
+    family_contact_public: Mapped[bool] = mapped_column(Boolean, default=False)
+    language: Mapped[str] = mapped_column(String(8), default="en")
+    external_id: Mapped[str | None] = mapped_column(String(128), unique=True)
+    reported_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    verified_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    deep_link_token: Mapped[str] = mapped_column(String(32), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+# Tip statuses
+TIP_NEW = "new"
+TIP_USEFUL = "useful"
+TIP_DISMISSED = "dismissed"
+
+
+class Tip(Base):
+    """One tip: a tipster's messages, joined by the rules of DESIGN.md flow 1."""
+
+    __tablename__ = "tips"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    reference: Mapped[str] = mapped_column(String(12), unique=True)
+    alias: Mapped[str] = mapped_column(String(40))
+    case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"), index=True)
+    tipster_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    status: Mapped[str] = mapped_column(String(12), default=TIP_NEW)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    last_message_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    last_team_reply_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+    entries: Mapped[list["TipEntry"]] = relationship(
+        back_populates="tip", order_by="TipEntry.id", cascade="all, delete-orphan"
+    )
+    media: Mapped[list["TipMedia"]] = relationship(
+        back_populates="tip", order_by="TipMedia.id", cascade="all, delete-orphan"
+    )
+
+    __table_args__ = (Index("ix_tips_tipster_last", "tipster_id", "last_message_at"),)
+
+
+# Who wrote a tip entry
+AUTHOR_TIPSTER = "tipster"
+AUTHOR_TEAM = "team"
+
+
+class TipEntry(Base):
+    """One message within a tip: the tipster's text or location, or the team's reply."""
+
+    __tablename__ = "tip_entries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tip_id: Mapped[int] = mapped_column(ForeignKey("tips.id", ondelete="CASCADE"), index=True)
+    author: Mapped[str] = mapped_column(String(8), default=AUTHOR_TIPSTER)
+    kind: Mapped[str] = mapped_column(String(12))  # text | photo | location | edit
+    text: Mapped[str | None] = mapped_column(Text)
+    latitude: Mapped[float | None] = mapped_column(Float)
+    longitude: Mapped[float | None] = mapped_column(Float)
+    # an album arrives as several messages sharing this id; it is one tip with one acknowledgement
+    media_group_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+    tip: Mapped[Tip] = relationship(back_populates="entries")
+
+
+class TipMedia(Base):
+    """A stored, EXIF-stripped image of a tip; what the EXIF said is kept here for coordinators."""
+
+    __tablename__ = "tip_media"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tip_id: Mapped[int] = mapped_column(ForeignKey("tips.id", ondelete="CASCADE"), index=True)
+    entry_id: Mapped[int | None] = mapped_column(ForeignKey("tip_entries.id", ondelete="CASCADE"))
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    taken_at: Mapped[str | None] = mapped_column(String(32))  # as the camera wrote it, no zone
+    gps_lat: Mapped[float | None] = mapped_column(Float)
+    gps_lon: Mapped[float | None] = mapped_column(Float)
+    # file_id of our own stripped re-upload, so later coordinator views re-send without uploading
+    upload_file_id: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+    tip: Mapped[Tip] = relationship(back_populates="media")
+
+
+class AuditEvent(Base):
+    """Who did what to which object, when. Ids only: never message text, photos or tipster identity."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    actor_id: Mapped[int | None] = mapped_column(BigInteger)
+    action: Mapped[str] = mapped_column(String(40))
+    object_ref: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+
+
+class ConversationState(Base):
+    """Where a user is in a multi-step flow; in the database so restarts and other workers see it."""
+
+    __tablename__ = "conversation_state"
+
+    user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    flow: Mapped[str] = mapped_column(String(32))
+    step: Mapped[str] = mapped_column(String(32))
+    data: Mapped[str] = mapped_column(Text, default="{}")  # JSON
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class InboxUpdate(Base):
+    """A raw Telegram update, stored before Telegram is told it was received."""
+
+    __tablename__ = "inbox"
+
+    update_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    # updates with the same key are processed in order, one at a time
+    user_key: Mapped[int] = mapped_column(BigInteger)
+    payload: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    processed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    attempts: Mapped[int] = mapped_column(SmallInteger, default=0)
+    error: Mapped[str | None] = mapped_column(String(200))
+
+    __table_args__ = (Index("ix_inbox_unprocessed", "processed_at", "update_id"),)
+
+
+# Outbox priorities: lower is sent first
+PRIORITY_ACK = 0
+PRIORITY_ALERT = 1
+PRIORITY_BULK = 2
+
+# Outbox statuses
+OUT_PENDING = "pending"
+OUT_SENDING = "sending"
+OUT_SENT = "sent"
+OUT_FAILED = "failed"
+OUT_UNKNOWN = "unknown"
+
+
+class OutboxMessage(Base):
+    """A message waiting to be sent; the one pacer sends these by priority within Telegram's limits."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    chat_id: Mapped[int] = mapped_column(BigInteger)
+    method: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[str] = mapped_column(Text)  # JSON of the Bot API parameters
+    # a short line that may stand for this message in a digest when the chat is behind
+    digest_line: Mapped[str | None] = mapped_column(Text)
+    priority: Mapped[int] = mapped_column(SmallInteger, default=PRIORITY_ACK)
+    status: Mapped[str] = mapped_column(String(10), default=OUT_PENDING)
+    attempts: Mapped[int] = mapped_column(SmallInteger, default=0)
+    not_before: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    message_id: Mapped[int | None] = mapped_column(BigInteger)
+    # the tip an acknowledgement belongs to, so a Telegram reply to it joins that tip
+    tip_id: Mapped[int | None] = mapped_column(ForeignKey("tips.id", ondelete="SET NULL"))
+    error: Mapped[str | None] = mapped_column(String(200))
+
+    __table_args__ = (
+        Index("ix_outbox_pending", "status", "priority", "id"),
+        Index("ix_outbox_chat_message", "chat_id", "message_id"),
+    )

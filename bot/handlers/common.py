@@ -1,0 +1,136 @@
+"""What every handler shares: the per-update scope (database session, user, settings), answers that
+go through the outbox in the user's language, role checks and signed callback data.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import hashlib
+import hmac
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+from telegram import Update
+from telegram.ext import Application, CallbackContext, ExtBot
+
+from bot.config import Settings
+from bot.db.models import PRIORITY_ACK, User
+from bot.i18n import t
+from bot.services import outbox, users
+
+
+@dataclass
+class UpdateScope:
+    """Everything one update is handled with; set by the update processor around each update."""
+
+    session: AsyncSession
+    settings: Settings
+    user: User | None
+    now: datetime
+    # over the per-user rate limit: content is still kept, acknowledgements are held back
+    quiet: bool = False
+    errors: list[BaseException] = field(default_factory=list)
+
+
+current_scope: contextvars.ContextVar[UpdateScope] = contextvars.ContextVar("current_scope")
+
+
+class ReuniteContext(CallbackContext[ExtBot, dict, dict, dict]):
+    """PTB's context plus the scope of the update being handled."""
+
+    def __init__(self, application: Application, chat_id: int | None = None, user_id: int | None = None):
+        super().__init__(application=application, chat_id=chat_id, user_id=user_id)
+
+    @property
+    def scope(self) -> UpdateScope:
+        return current_scope.get()
+
+    @property
+    def session(self) -> AsyncSession:
+        return current_scope.get().session
+
+    @property
+    def user(self) -> User:
+        return current_scope.get().user
+
+    @property
+    def language(self) -> str:
+        user = current_scope.get().user
+        return user.language if user else "en"
+
+
+def say(context: ReuniteContext, update: Update, key: str, *, reply_markup: dict | None = None,
+        tip_id: int | None = None, force: bool = False, **values: object) -> None:
+    """Answer the person behind ``update`` with message ``key`` in their language."""
+    scope = context.scope
+    if scope.quiet and not force:
+        return
+    text = t(context.language, key, **values)
+    outbox.enqueue_text(context.session, update.effective_chat.id, text, priority=PRIORITY_ACK,
+                        reply_markup=reply_markup, tip_id=tip_id)
+
+
+def emergency_text(context: ReuniteContext) -> str:
+    return context.scope.settings.emergency_text or t(context.language, "emergency_default")
+
+
+def coordinators_only(handler):
+    """Run ``handler`` only for coordinators and admins; the role is checked on every call."""
+
+    @functools.wraps(handler)
+    async def checked(update: Update, context: ReuniteContext) -> None:
+        if context.user is None or not users.is_coordinator(context.user):
+            say(context, update, "coordinators_only", force=True)
+            return
+        await handler(update, context)
+
+    return checked
+
+
+def admins_only(handler):
+    @functools.wraps(handler)
+    async def checked(update: Update, context: ReuniteContext) -> None:
+        if context.user is None or not users.is_admin(context.user):
+            say(context, update, "admins_only", force=True)
+            return
+        await handler(update, context)
+
+    return checked
+
+
+# Callback data is at most 64 bytes and comes back from the client: we sign what we send and
+# check the signature on the way back, so a forged or altered button does nothing.
+_SIGNATURE_CHARS = 10
+
+
+def _signature(secret: str, data: str) -> str:
+    return hmac.new(secret.encode(), data.encode(), hashlib.sha256).hexdigest()[:_SIGNATURE_CHARS]
+
+
+def signing_secret(settings: Settings) -> str:
+    return "reunite-callbacks:" + (settings.telegram_bot_token or "")
+
+
+def sign_callback(settings: Settings, *parts: str) -> str:
+    data = "|".join(parts)
+    signed = f"{data}|{_signature(signing_secret(settings), data)}"
+    if len(signed.encode()) > 64:
+        raise ValueError(f"callback data too long: {signed!r}")
+    return signed
+
+
+def verify_callback(settings: Settings, signed: str | None) -> list[str] | None:
+    """The parts of signed callback data, or None when it was forged, altered or is not ours."""
+    if not signed or "|" not in signed:
+        return None
+    data, _, signature = signed.rpartition("|")
+    if not hmac.compare_digest(signature, _signature(signing_secret(settings), data)):
+        return None
+    return data.split("|")
+
+
+def inline_keyboard(rows: list[list[tuple[str, str]]]) -> dict:
+    """Bot API InlineKeyboardMarkup from rows of (label, callback data)."""
+    return {"inline_keyboard": [[{"text": label, "callback_data": data} for label, data in row] for row in rows]}

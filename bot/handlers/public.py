@@ -1,0 +1,226 @@
+"""What anyone can do: /start, /help, /privacy, /language, and send a tip by simply writing.
+
+A tip is text, a photo, an album, an image sent as a file, or a location, sent privately outside any
+other flow. It is committed before the acknowledgement is queued (both in one transaction).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from telegram import Update
+from telegram.ext import (
+    Application,
+    CallbackQueryHandler,
+    ChatMemberHandler,
+    CommandHandler,
+    MessageHandler,
+    filters,
+)
+
+from bot.handlers.common import (
+    ReuniteContext,
+    emergency_text,
+    inline_keyboard,
+    say,
+    sign_callback,
+    verify_callback,
+)
+from bot.i18n import LANGUAGE_NAMES, LANGUAGES, t
+from bot.services import alerts, cases, conversation, media, outbox, tips, users
+from bot.services.media import ImageRejected
+
+# Conversation flow names (state lives in the database)
+FLOW_CASE_TIP = "case_tip"
+
+# Documents we try to read as images; anything else is answered without downloading
+IMAGE_MIME_PREFIX = "image/"
+
+
+async def start(update: Update, context: ReuniteContext) -> None:
+    """Welcome. With a flyer's deep link ``c_<token>``: the next message is a tip about that case."""
+    payload = context.args[0] if context.args else ""
+    if payload.startswith("c_"):
+        await _start_from_flyer(update, context, payload[2:])
+        return
+    say(context, update, "welcome", emergency=emergency_text(context))
+
+
+async def _start_from_flyer(update: Update, context: ReuniteContext, token: str) -> None:
+    target = await cases.resolve_deep_link(context.session, token)
+    if target.state == "active":
+        await conversation.put(context.session, context.user.id, FLOW_CASE_TIP, "waiting",
+                               {"case_id": target.case.id})
+        say(context, update, "case_tip_intro", name=target.case.name, code=target.case.code,
+            emergency=emergency_text(context))
+    elif target.state == "closed":
+        say(context, update, "appeal_closed")
+    else:
+        say(context, update, "appeal_not_active")
+
+
+async def help_command(update: Update, context: ReuniteContext) -> None:
+    """How to send a tip, the commands a person can use, and what to do if someone is in danger."""
+    say(context, update, "help", emergency=emergency_text(context))
+    if users.is_coordinator(context.user):
+        say(context, update, "help_coordinator")
+
+
+async def privacy(update: Update, context: ReuniteContext) -> None:
+    """What we keep, who sees it, and that tipsters stay anonymous."""
+    say(context, update, "privacy", emergency=emergency_text(context))
+
+
+async def language(update: Update, context: ReuniteContext) -> None:
+    """Buttons to choose English or Simplified Chinese."""
+    settings = context.scope.settings
+    keyboard = inline_keyboard([[(LANGUAGE_NAMES[code], sign_callback(settings, "lang", code))
+                                 for code in LANGUAGES]])
+    say(context, update, "language_choose", reply_markup=keyboard)
+
+
+async def language_chosen(update: Update, context: ReuniteContext) -> None:
+    """The user pressed a language button: from now on the bot speaks it."""
+    parts = verify_callback(context.scope.settings, update.callback_query.data)
+    if parts is None or len(parts) != 2 or parts[1] not in LANGUAGES:
+        await _answer_stale_button(update, context)
+        return
+    users.choose_language(context.user, parts[1])
+    outbox.enqueue(context.session, update.effective_chat.id, "answerCallbackQuery",
+                   {"callback_query_id": update.callback_query.id})
+    say(context, update, "language_set")
+
+
+async def _answer_stale_button(update: Update, context: ReuniteContext) -> None:
+    outbox.enqueue(context.session, update.effective_chat.id, "answerCallbackQuery",
+                   {"callback_query_id": update.callback_query.id,
+                    "text": t(context.language, "button_stale")})
+
+
+async def _tip_target(update: Update, context: ReuniteContext) -> tuple[int | None, object | None]:
+    """(tip a Telegram reply points at, case of a pending flyer deep link)."""
+    message = update.effective_message
+    replied_tip_id = None
+    if message.reply_to_message is not None:
+        replied_tip_id = await outbox.tip_of_message(context.session, message.chat_id,
+                                                     message.reply_to_message.message_id)
+    about_case = None
+    state = await conversation.get(context.session, context.user.id)
+    if state is not None and state.flow == FLOW_CASE_TIP:
+        await conversation.clear(context.session, context.user.id)
+        about_case = await context.session.get(cases.Case, state.data["case_id"])
+        if about_case is not None and about_case.status != cases.STATUS_ACTIVE:
+            about_case = None
+    return replied_tip_id, about_case
+
+
+async def _record(update: Update, context: ReuniteContext, content: tips.TipContent) -> None:
+    """Keep one tip message, alert coordinators, and acknowledge it (all queued in one transaction)."""
+    replied_tip_id, about_case = await _tip_target(update, context)
+    scope = context.scope
+    result = await tips.add_message(context.session, context.user.id, content, scope.now,
+                                    replied_tip_id=replied_tip_id, about_case=about_case)
+    answering_team = not result.is_new and result.tip.last_team_reply_at is not None
+    await alerts.alert_tip(context.session, scope.settings.coordinator_chat_id, result, answering_team)
+    if not result.needs_ack:
+        return
+    if result.is_new:
+        say(context, update, "tip_received", reference=result.tip.reference, tip_id=result.tip.id,
+            emergency=emergency_text(context))
+    else:
+        say(context, update, "tip_added", reference=result.tip.reference, tip_id=result.tip.id)
+
+
+async def tip_text(update: Update, context: ReuniteContext) -> None:
+    """A written tip. The tipster gets the T- reference (or 'added to T-...')."""
+    await _record(update, context, tips.TipContent(kind="text", text=update.effective_message.text))
+
+
+async def tip_location(update: Update, context: ReuniteContext) -> None:
+    """A shared location becomes part of the tip."""
+    location = update.effective_message.location
+    await _record(update, context, tips.TipContent(kind="location", latitude=location.latitude,
+                                                   longitude=location.longitude))
+
+
+async def tip_edited(update: Update, context: ReuniteContext) -> None:
+    """An edited message: the new wording is added to the tip (the first wording stays too)."""
+    message = update.edited_message
+    text = message.text or message.caption
+    if not text:
+        return
+    await _record(update, context, tips.TipContent(kind="edit", text=text))
+
+
+async def tip_photo(update: Update, context: ReuniteContext) -> None:
+    """A photo (or one photo of an album): downloaded, checked, stripped and stored with the tip."""
+    message = update.effective_message
+    await _record_image(update, context, message.photo[-1].file_id, message.photo[-1].file_size)
+
+
+async def tip_image_file(update: Update, context: ReuniteContext) -> None:
+    """An image sent as a file keeps its EXIF: the capture time and GPS are read, then stripped."""
+    document = update.effective_message.document
+    await _record_image(update, context, document.file_id, document.file_size)
+
+
+async def _record_image(update: Update, context: ReuniteContext, file_id: str, file_size: int | None) -> None:
+    message = update.effective_message
+    if file_size and file_size > media.MAX_IMAGE_BYTES:
+        say(context, update, "image_too_big", force=True)
+        return
+    telegram_file = await context.bot.get_file(file_id)
+    data = bytes(await telegram_file.download_as_bytearray())
+    try:
+        stored = await asyncio.to_thread(media.store_image, data, context.scope.settings.media_dir)
+    except ImageRejected as rejected:
+        say(context, update, rejected.reason, force=True)
+        return
+    await _record(update, context, tips.TipContent(kind="photo", text=message.caption, image=stored,
+                                                   media_group_id=message.media_group_id))
+
+
+async def not_an_image(update: Update, context: ReuniteContext) -> None:
+    """A document that is not an image: we cannot read it, and say so."""
+    say(context, update, "document_not_image", force=True)
+
+
+async def unsupported(update: Update, context: ReuniteContext) -> None:
+    """Stickers, voice, video, GIFs, contacts, polls...: ask for words, photos or a location instead."""
+    say(context, update, "unsupported_content", force=True)
+
+
+async def unknown_command(update: Update, context: ReuniteContext) -> None:
+    say(context, update, "unknown_command", force=True)
+
+
+async def stale_button(update: Update, context: ReuniteContext) -> None:
+    """A button we do not know (forged, or from an old version): a short notice, nothing else."""
+    await _answer_stale_button(update, context)
+
+
+async def chat_member_changed(update: Update, context: ReuniteContext) -> None:
+    """A user blocked the bot (status 'kicked'): stop sending to them until they write again."""
+    change = update.my_chat_member
+    if change.chat.type == "private" and change.new_chat_member.status in ("kicked", "left"):
+        await users.mark_blocked(context.session, change.chat.id)
+
+
+def register(application: Application) -> None:
+    private = filters.ChatType.PRIVATE
+    add = application.add_handler
+    add(CommandHandler("start", start, filters=private))
+    add(CommandHandler("help", help_command, filters=private))
+    add(CommandHandler("privacy", privacy, filters=private))
+    add(CommandHandler("language", language, filters=private))
+    add(CallbackQueryHandler(language_chosen, pattern=r"^lang\|"))
+    add(MessageHandler(private & filters.COMMAND, unknown_command))
+    add(MessageHandler(private & filters.UpdateType.EDITED_MESSAGE, tip_edited))
+    add(MessageHandler(private & filters.UpdateType.MESSAGE & filters.TEXT, tip_text))
+    add(MessageHandler(private & filters.UpdateType.MESSAGE & filters.PHOTO, tip_photo))
+    add(MessageHandler(private & filters.UpdateType.MESSAGE & filters.Document.IMAGE, tip_image_file))
+    add(MessageHandler(private & filters.UpdateType.MESSAGE & filters.Document.ALL, not_an_image))
+    add(MessageHandler(private & filters.UpdateType.MESSAGE & filters.LOCATION, tip_location))
+    add(MessageHandler(private & filters.UpdateType.MESSAGE, unsupported))
+    add(CallbackQueryHandler(stale_button))
+    add(ChatMemberHandler(chat_member_changed, ChatMemberHandler.MY_CHAT_MEMBER))

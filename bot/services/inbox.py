@@ -1,0 +1,96 @@
+"""The update inbox: raw updates are committed here before Telegram is told we have them.
+
+A restart (or a second worker) finds every update that was received but not yet processed, and an
+update id already stored is never processed twice.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.db.models import InboxUpdate
+
+# after this many failed attempts an update is set aside (kept, with its error) instead of retried
+MAX_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class RawUpdate:
+    update_id: int
+    user_key: int
+    payload: dict
+
+
+def user_key(payload: dict) -> int:
+    """Whose update this is: updates with the same key are handled one at a time, in order."""
+    for field in ("message", "edited_message", "callback_query", "my_chat_member", "chat_member",
+                  "inline_query", "chosen_inline_result", "pre_checkout_query", "shipping_query",
+                  "poll_answer", "message_reaction"):
+        body = payload.get(field)
+        if isinstance(body, dict):
+            sender = body.get("from") or body.get("user")
+            if isinstance(sender, dict) and "id" in sender:
+                return int(sender["id"])
+            chat = body.get("chat")
+            if isinstance(chat, dict) and "id" in chat:
+                return int(chat["id"])
+    for field in ("channel_post", "edited_channel_post"):
+        body = payload.get(field)
+        if isinstance(body, dict) and isinstance(body.get("chat"), dict):
+            return int(body["chat"]["id"])
+    return 0
+
+
+async def store(session: AsyncSession, payloads: list[dict]) -> list[RawUpdate]:
+    """Insert updates not seen before; return those that were new (already-known ids are skipped)."""
+    if not payloads:
+        return []
+    now = datetime.now(timezone.utc)
+    rows = [
+        {"update_id": int(p["update_id"]), "user_key": user_key(p), "payload": json.dumps(p),
+         "received_at": now, "attempts": 0}
+        for p in payloads
+    ]
+    dialect = session.bind.dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(InboxUpdate).on_conflict_do_nothing(index_elements=["update_id"])
+    result = await session.execute(statement.returning(InboxUpdate.update_id), rows)
+    new_ids = set(result.scalars())
+    await session.commit()
+    return [RawUpdate(r["update_id"], r["user_key"], json.loads(r["payload"]))
+            for r in rows if r["update_id"] in new_ids]
+
+
+async def unprocessed(session: AsyncSession) -> list[RawUpdate]:
+    rows = await session.scalars(
+        select(InboxUpdate).where(InboxUpdate.processed_at.is_(None)).order_by(InboxUpdate.update_id)
+    )
+    return [RawUpdate(r.update_id, r.user_key, json.loads(r.payload)) for r in rows]
+
+
+async def mark_processed(session: AsyncSession, update_id: int) -> None:
+    """Done: the raw payload (which names the sender) is dropped; the id stays to refuse re-delivery."""
+    await session.execute(
+        update(InboxUpdate).where(InboxUpdate.update_id == update_id)
+        .values(processed_at=datetime.now(timezone.utc), payload="{}")
+    )
+
+
+async def record_failure(session: AsyncSession, update_id: int, error: str) -> int:
+    """Count a failed attempt; returns the number of attempts so far."""
+    row = await session.get(InboxUpdate, update_id)
+    if row is None:
+        return MAX_ATTEMPTS
+    row.attempts += 1
+    row.error = error[:200]
+    if row.attempts >= MAX_ATTEMPTS:
+        # set aside, not deleted: an operator can look at the payload and the error
+        row.processed_at = datetime.now(timezone.utc)
+    await session.commit()
+    return row.attempts

@@ -1,0 +1,150 @@
+"""The outbox: every message the bot sends is first a row here, written in the same transaction as
+the change it reports. So an acknowledgement is never sent for a tip that was not committed, and a
+crash between commit and send only delays the message.
+
+Payloads are Bot API parameters as JSON. A photo of ours is named by its SHA-256 in the media store
+(``photo_sha256``) and uploaded by the sender, never forwarded: a forward names the original sender.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.db.models import (
+    OUT_FAILED,
+    OUT_PENDING,
+    OUT_SENT,
+    PRIORITY_ACK,
+    OutboxMessage,
+    TipMedia,
+)
+
+TEXT_LIMIT = 4096
+CAPTION_LIMIT = 1024
+
+
+def clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """An outbox row as the sender needs it, detached from any session."""
+
+    id: int
+    chat_id: int
+    method: str
+    payload: dict
+    digest_line: str | None
+    priority: int
+    attempts: int
+
+    @classmethod
+    def from_row(cls, row: OutboxMessage) -> "Outgoing":
+        return cls(row.id, row.chat_id, row.method, json.loads(row.payload), row.digest_line,
+                   row.priority, row.attempts)
+
+
+def enqueue(session: AsyncSession, chat_id: int, method: str, payload: dict, *, priority: int = PRIORITY_ACK,
+            digest_line: str | None = None, tip_id: int | None = None) -> OutboxMessage:
+    row = OutboxMessage(chat_id=chat_id, method=method, payload=json.dumps(payload, ensure_ascii=False),
+                        digest_line=digest_line, priority=priority, status=OUT_PENDING, attempts=0,
+                        created_at=datetime.now(timezone.utc), tip_id=tip_id)
+    session.add(row)
+    return row
+
+
+def enqueue_text(session: AsyncSession, chat_id: int, text: str, *, priority: int = PRIORITY_ACK,
+                 reply_markup: dict | None = None, digest_line: str | None = None,
+                 digest_header: str | None = None, tip_id: int | None = None) -> OutboxMessage:
+    """A text message; one with a ``digest_line`` may be merged with others under ``digest_header``."""
+    payload: dict = {"text": clip(text, TEXT_LIMIT)}
+    if reply_markup:
+        payload["reply_markup"] = reply_markup
+    if digest_header:
+        payload["digest_header"] = digest_header
+    return enqueue(session, chat_id, "sendMessage", payload, priority=priority, digest_line=digest_line,
+                   tip_id=tip_id)
+
+
+def enqueue_photo(session: AsyncSession, chat_id: int, sha256: str, caption: str, *, priority: int,
+                  album_key: str | None = None) -> OutboxMessage:
+    """A stored image of ours; photos with the same ``album_key`` to one chat may go as one album."""
+    payload = {"photo_sha256": sha256, "caption": clip(caption, CAPTION_LIMIT)}
+    if album_key:
+        payload["album_key"] = album_key
+    return enqueue(session, chat_id, "sendPhoto", payload, priority=priority)
+
+
+async def pending(session: AsyncSession, exclude: set[int], limit: int = 2000) -> list[Outgoing]:
+    now = datetime.now(timezone.utc)
+    query = (
+        select(OutboxMessage)
+        .where(OutboxMessage.status == OUT_PENDING,
+               (OutboxMessage.not_before.is_(None)) | (OutboxMessage.not_before <= now))
+        .order_by(OutboxMessage.priority, OutboxMessage.id)
+        .limit(limit + len(exclude))
+    )
+    rows = await session.scalars(query)
+    return [Outgoing.from_row(r) for r in rows if r.id not in exclude][:limit]
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """What became of a send; one result may cover several rows (a digest or an album)."""
+
+    row_ids: tuple[int, ...]
+    status: str  # sent | failed | pending (retry later)
+    message_id: int | None = None
+    error: str | None = None
+    retry_in: float | None = None
+    uploaded: tuple[tuple[str, str], ...] = ()  # (sha256, file_id) of images uploaded by this send
+
+
+async def apply_results(session: AsyncSession, results: list[SendResult]) -> None:
+    """Write a batch of send results in one transaction."""
+    now = datetime.now(timezone.utc)
+    for result in results:
+        values: dict = {"status": result.status, "error": result.error}
+        if result.status == OUT_SENT:
+            values.update(message_id=result.message_id, sent_at=now)
+        if result.status in (OUT_PENDING, OUT_FAILED):
+            values["attempts"] = OutboxMessage.attempts + 1
+        if result.retry_in is not None:
+            values["not_before"] = now + timedelta(seconds=result.retry_in)
+        await session.execute(update(OutboxMessage).where(OutboxMessage.id.in_(result.row_ids)).values(**values))
+        for sha256, file_id in result.uploaded:
+            await session.execute(update(TipMedia).where(TipMedia.sha256 == sha256).values(upload_file_id=file_id))
+    await session.commit()
+
+
+async def fail_pending_for_chat(session: AsyncSession, chat_id: int, error: str) -> None:
+    """The chat blocked us: nothing queued for it can be delivered."""
+    await session.execute(
+        update(OutboxMessage).where(OutboxMessage.chat_id == chat_id, OutboxMessage.status == OUT_PENDING)
+        .values(status=OUT_FAILED, error=error)
+    )
+
+
+async def uploaded_file_ids(session: AsyncSession, hashes: list[str]) -> dict[str, str]:
+    """file_ids of images we uploaded before, so they are re-sent without another upload."""
+    if not hashes:
+        return {}
+    rows = await session.execute(
+        select(TipMedia.sha256, TipMedia.upload_file_id)
+        .where(TipMedia.sha256.in_(hashes), TipMedia.upload_file_id.is_not(None))
+    )
+    return {sha: file_id for sha, file_id in rows}
+
+
+async def tip_of_message(session: AsyncSession, chat_id: int, message_id: int) -> int | None:
+    """The tip whose acknowledgement (or team reply) is message ``message_id`` in ``chat_id``."""
+    return await session.scalar(
+        select(OutboxMessage.tip_id).where(OutboxMessage.chat_id == chat_id,
+                                           OutboxMessage.message_id == message_id)
+    )

@@ -1,0 +1,85 @@
+"""Users, roles and languages."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.db.models import ROLE_ADMIN, ROLE_COORDINATOR, ROLE_PUBLIC, User
+from bot.i18n import language_from_telegram
+from bot.services import audit
+
+ROLES = (ROLE_PUBLIC, ROLE_COORDINATOR, ROLE_ADMIN)
+
+
+async def get_or_create(session: AsyncSession, user_id: int, telegram_language: str | None,
+                        admins: frozenset[int]) -> User:
+    """The user, created on first contact with their app's language; REUNITE_ADMINS are admins."""
+    user = await session.get(User, user_id)
+    if user is None:
+        user = User(id=user_id, role=ROLE_ADMIN if user_id in admins else ROLE_PUBLIC,
+                    language=language_from_telegram(telegram_language), language_chosen=False,
+                    blocked_bot=False, created_at=datetime.now(timezone.utc))
+        session.add(user)
+    else:
+        if user_id in admins and user.role != ROLE_ADMIN:
+            user.role = ROLE_ADMIN
+        if not user.language_chosen and telegram_language:
+            user.language = language_from_telegram(telegram_language)
+        # someone who writes to us again has unblocked the bot
+        user.blocked_bot = False
+    return user
+
+
+def is_coordinator(user: User) -> bool:
+    return user.role in (ROLE_COORDINATOR, ROLE_ADMIN)
+
+
+def is_admin(user: User) -> bool:
+    return user.role == ROLE_ADMIN
+
+
+def choose_language(user: User, language: str) -> None:
+    user.language = language
+    user.language_chosen = True
+
+
+async def set_role(session: AsyncSession, actor: User, target_id: int, role: str) -> User:
+    """Grant ``role`` (or revoke to public); the target need not have talked to the bot yet."""
+    target = await session.get(User, target_id)
+    if target is None:
+        target = User(id=target_id, role=role, language="en", language_chosen=False, blocked_bot=False,
+                      created_at=datetime.now(timezone.utc))
+        session.add(target)
+    else:
+        target.role = role
+    audit.record(session, actor.id, f"role.{role}", f"user:{target_id}")
+    return target
+
+
+async def coordinators(session: AsyncSession) -> list[User]:
+    """Everyone who receives coordinator alerts privately (when there is no coordinator group)."""
+    rows = await session.scalars(
+        select(User).where(User.role.in_((ROLE_COORDINATOR, ROLE_ADMIN)), User.blocked_bot.is_(False))
+        .order_by(User.id)
+    )
+    return list(rows)
+
+
+async def mark_blocked(session: AsyncSession, user_id: int) -> None:
+    user = await session.get(User, user_id)
+    if user is not None:
+        user.blocked_bot = True
+
+
+async def bootstrap_admins(session: AsyncSession, admins: frozenset[int]) -> None:
+    """Make REUNITE_ADMINS admins at start, so they get alerts before they ever write to the bot."""
+    for admin_id in admins:
+        user = await session.get(User, admin_id)
+        if user is None:
+            session.add(User(id=admin_id, role=ROLE_ADMIN, language="en", language_chosen=False,
+                             blocked_bot=False, created_at=datetime.now(timezone.utc)))
+        else:
+            user.role = ROLE_ADMIN

@@ -1,0 +1,62 @@
+"""Long polling that stores updates before confirming them to Telegram.
+
+PTB's own Updater moves the offset on as soon as updates are queued in memory, so a crash loses
+them (FIELD-NOTES). Here the offset moves only after the updates are committed to the inbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from telegram import Update
+from telegram.error import Conflict, InvalidToken, NetworkError, RetryAfter, TimedOut
+
+from bot.services import inbox
+from bot.transport.sender import retry_after_seconds
+
+log = logging.getLogger(__name__)
+
+POLL_TIMEOUT = 25
+POLL_LIMIT = 100
+
+
+async def poll_forever(bot, sessionmaker: async_sessionmaker[AsyncSession], submit) -> None:
+    await bot.delete_webhook(drop_pending_updates=False)
+    offset: int | None = None
+    backoff = 1.0
+    while True:
+        try:
+            updates = await bot.get_updates(offset=offset, timeout=POLL_TIMEOUT, limit=POLL_LIMIT,
+                                            allowed_updates=Update.ALL_TYPES, read_timeout=POLL_TIMEOUT + 10)
+        except RetryAfter as error:
+            await asyncio.sleep(retry_after_seconds(error))
+            continue
+        except InvalidToken:
+            raise
+        except Conflict:
+            log.error("another process is polling this bot token; retrying in %.0fs", backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 30.0)
+            continue
+        except (TimedOut, NetworkError) as error:
+            log.warning("getUpdates failed (%s); retrying in %.0fs", type(error).__name__, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 30.0)
+            continue
+        backoff = 1.0
+        if not updates:
+            continue
+        payloads = [update.to_dict() for update in updates]
+        while True:
+            try:
+                async with sessionmaker() as session:
+                    new = await inbox.store(session, payloads)
+                break
+            except Exception:  # database briefly locked or down: the offset stays, nothing is lost
+                log.warning("could not store updates yet; retrying", exc_info=True)
+                await asyncio.sleep(1.0)
+        # only now may Telegram forget them: the next call confirms everything below the offset
+        offset = max(int(p["update_id"]) for p in payloads) + 1
+        submit(new)

