@@ -82,7 +82,12 @@ async def reunite(stand_in, settings):
         await users.set_role(session, admin, COORDINATOR_ID, "coordinator")
         await session.commit()
     yield running
-    await running.stop()
+    try:
+        await asyncio.wait_for(running.stop(), 10)
+    except asyncio.TimeoutError:
+        for task in asyncio.all_tasks():
+            task.print_stack()
+        raise
 
 
 def stand_in_token(stand_in) -> str:

@@ -14,6 +14,8 @@ from bot.services import outbox, users
 from bot.services.tips import TipUpdate
 
 DIGEST_PREVIEW = 90
+# an album's photos arrive as separate updates within a moment of each other
+ALBUM_GATHER_SECONDS = 1.5
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,8 @@ async def alert_tip(session: AsyncSession, coordinator_chat_id: int | None, upda
             album_key = f"{update.tip.reference}:{update.entry.media_group_id or update.entry.id}"
             outbox.enqueue_photo(session, recipient.chat_id, update.media.sha256,
                                  _photo_caption(language, update, headline), priority=PRIORITY_ALERT,
-                                 album_key=album_key)
+                                 album_key=album_key,
+                                 gather_seconds=ALBUM_GATHER_SECONDS if update.entry.media_group_id else None)
             continue
         text = "\n\n".join(part for part in (headline, _body(language, update),
                                              t(language, "alert_reply_hint", reference=update.tip.reference)) if part)

@@ -73,11 +73,14 @@ def enqueue_text(session: AsyncSession, chat_id: int, text: str, *, priority: in
 
 
 def enqueue_photo(session: AsyncSession, chat_id: int, sha256: str, caption: str, *, priority: int,
-                  album_key: str | None = None) -> OutboxMessage:
-    """A stored image of ours; photos with the same ``album_key`` to one chat may go as one album."""
-    payload = {"photo_sha256": sha256, "caption": clip(caption, CAPTION_LIMIT)}
+                  album_key: str | None = None, gather_seconds: float | None = None) -> OutboxMessage:
+    """A stored image of ours; photos with the same ``album_key`` to one chat may go as one album,
+    and ``gather_seconds`` holds the first one back that long for the others to arrive."""
+    payload: dict = {"photo_sha256": sha256, "caption": clip(caption, CAPTION_LIMIT)}
     if album_key:
         payload["album_key"] = album_key
+    if gather_seconds:
+        payload["gather_seconds"] = gather_seconds
     return enqueue(session, chat_id, "sendPhoto", payload, priority=priority)
 
 

@@ -103,6 +103,10 @@ class Sender:
         if chat is None:
             chat = self._chats[row.chat_id] = _Chat(queue=[])
         head_before = chat.queue[0] if chat.queue else None
+        gather = row.payload.get("gather_seconds")
+        if gather and head_before is None and not chat.busy:
+            # the rest of an album is on its way as separate updates: wait for it, send one album
+            chat.ready_at = max(chat.ready_at, time.monotonic() + gather)
         insort(chat.queue, (row.priority, row.id, row))
         if not chat.busy and chat.queue[0] is not head_before:
             self._schedule(row.chat_id, chat)
@@ -216,10 +220,12 @@ class Sender:
         timeout = RESCAN_INTERVAL
         if self._waiting:
             timeout = min(timeout, max(0.0, self._waiting[0][0] - time.monotonic()))
+        # not asyncio.wait_for: on Python 3.11 it can swallow a cancellation that races the event
+        waiter = asyncio.ensure_future(self._wake.wait())
         try:
-            await asyncio.wait_for(self._wake.wait(), timeout)
-        except asyncio.TimeoutError:
-            pass
+            await asyncio.wait({waiter}, timeout=timeout)
+        finally:
+            waiter.cancel()
 
     async def _send(self, chat_id: int, chat: _Chat, batch: list[Outgoing], paced: bool) -> None:
         ids = tuple(row.id for row in batch)
