@@ -95,12 +95,13 @@ def stand_in_token(stand_in) -> str:
 
 
 class Person:
-    """A user of the stand-in plus what they have received from the bot."""
+    """A user of the stand-in plus what they have received from the bot, read in order."""
 
     def __init__(self, stand_in, user):
         self.stand_in = stand_in
         self.user = user
         self.id = user.id
+        self.cursor = 0  # messages already read by the test
 
     def received(self) -> list[dict]:
         return self.stand_in.sent_to(self.id)
@@ -111,17 +112,21 @@ class Person:
     async def wait(self, count: int = 1, timeout: float = 15.0, predicate=None) -> list[dict]:
         return await self.stand_in.wait_for(self.id, count=count, timeout=timeout, predicate=predicate)
 
+    async def next_message(self, timeout: float = 15.0) -> dict:
+        """The first message not read yet (waiting for it if need be)."""
+        messages = await self.wait(self.cursor + 1, timeout)
+        self.cursor += 1
+        return messages[self.cursor - 1]
+
     async def next_text(self, timeout: float = 15.0) -> str:
-        """Wait for one more message than already received, and return its text."""
-        before = len(self.received())
-        messages = await self.wait(before + 1, timeout)
-        return messages[before].get("text") or messages[before].get("caption") or ""
+        message = await self.next_message(timeout)
+        return message.get("text") or message.get("caption") or ""
 
     async def say(self, text: str, timeout: float = 15.0, **kwargs) -> str:
-        before = len(self.received())
+        """Send ``text`` and return the bot's next message (anything unread before is skipped)."""
+        self.cursor = len(self.received())
         self.user.send_text(text, **kwargs)
-        messages = await self.wait(before + 1, timeout)
-        return messages[before].get("text") or messages[before].get("caption") or ""
+        return await self.next_text(timeout)
 
 
 @pytest.fixture
