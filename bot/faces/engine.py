@@ -1,0 +1,389 @@
+"""The face pipeline around the plain models: what the product does with a photo.
+
+Two entry points, one per kind of photo:
+
+* :meth:`FaceEngine.analyse_case_photo` - a family's reference photo. Often an
+  old, small, scanned childhood photo or a tight crop of a face, so nothing is
+  skipped: when the detector finds nothing, the photo is padded onto a larger
+  canvas and tried again. An empty list means "no usable face" (the caller asks
+  the sender for another photo).
+* :meth:`FaceEngine.analyse_tip_image` - a member of the public's photo. Faces
+  too small or too blurred to compare are skipped and counted, so the report can
+  say so; at most :attr:`FacePolicy.max_faces` faces are embedded.
+
+Both return faces largest first, with boxes in the EXIF-rotated original image's
+pixels, a 512-d L2-normalised float32 embedding (the mean of the aligned crop's
+and its mirror image's embeddings, renormalised), a JPEG crop for coordinators'
+composite images, and the model id (stored with the embedding, so a model change
+can re-embed).
+
+All of this is CPU-bound (about 50-100 ms per photo on two cores): call it
+through :func:`run_in_face_executor`, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, TypeVar
+
+import cv2
+import numpy as np
+
+from bot.faces.images import DecodedImage, ImageSource, decode_image
+from bot.faces.models import FaceDetector, FaceEmbedder, ModelPack, l2_normalise, load_model_pack
+from bot.faces.thresholds import DEFAULT_MATCH_THRESHOLD  # noqa: F401 - re-exported
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Environment variable: number of threads that run face work (default 1).
+WORKERS_ENV = "REUNITE_FACE_WORKERS"
+
+
+@dataclass(frozen=True)
+class FacePolicy:
+    """The product's rules around the models (values measured in bench/FACES.md)."""
+
+    #: Faces embedded per image, largest first; the rest are counted as ignored.
+    max_faces: int = 20
+    #: Tip faces whose box is narrower than this (working-image pixels) are too
+    #: small: about 8 px between the eyes, where even the same photo's
+    #: similarity falls to ~0.7 and a cross-age comparison is noise.
+    min_face_side_px: float = 20.0
+    #: Tip faces whose aligned 112 px crop has a variance of Laplacian below
+    #: this are too blurred (a Gaussian blur of sigma ~4 px at 40 px between the
+    #: eyes ends up here; sharp faces measured 33-430).
+    min_sharpness: float = 10.0
+    #: Average the embeddings of the crop and its mirror image (test-time augmentation).
+    flip_augmentation: bool = True
+    #: Case photos with no face found: pad onto a canvas this many times larger, in turn.
+    case_padding_factors: tuple[float, ...] = (2.0, 3.0)
+    #: Face crops for coordinators: the box grown by this fraction, longest side in px.
+    crop_expand: float = 0.30
+    crop_side_px: int = 256
+    crop_jpeg_quality: int = 90
+
+
+@dataclass(frozen=True, eq=False)
+class DetectedFace:
+    """One embedded face. Coordinates are in the EXIF-rotated original image."""
+
+    bbox: tuple[float, float, float, float]  # x1, y1, x2, y2
+    score: float  # detector confidence
+    embedding: np.ndarray  # float32 (512,), unit length
+    crop_jpeg: bytes  # the face with some context, longest side ~256 px
+    model_id: str
+    landmarks: np.ndarray = field(repr=False)  # (5, 2): eyes, nose, mouth corners
+    sharpness: float = 0.0  # variance of Laplacian of the aligned crop
+
+    @property
+    def width(self) -> float:
+        return self.bbox[2] - self.bbox[0]
+
+    @property
+    def height(self) -> float:
+        return self.bbox[3] - self.bbox[1]
+
+
+@dataclass(frozen=True)
+class FaceReport:
+    """What a tip image yielded: the comparable faces, and how many were left out and why."""
+
+    faces: list[DetectedFace]
+    detected: int  # every face the detector found
+    too_small: int  # skipped: too small to compare
+    too_blurry: int  # skipped: too blurred to compare
+    over_cap: int  # comparable, but beyond max_faces: not embedded
+    image_size: tuple[int, int]  # (width, height) of the EXIF-rotated original
+
+    @property
+    def skipped(self) -> int:
+        """Faces found but not compared, for whatever reason."""
+        return self.too_small + self.too_blurry + self.over_cap
+
+
+@dataclass
+class _Candidate:
+    """A detection in working-image coordinates, before embedding."""
+
+    box: np.ndarray  # x1, y1, x2, y2
+    score: float
+    landmarks: np.ndarray  # (5, 2)
+    crop: np.ndarray | None = None  # aligned 112x112
+    sharpness: float = 0.0
+
+    @property
+    def area(self) -> float:
+        return float(max(0.0, self.box[2] - self.box[0]) * max(0.0, self.box[3] - self.box[1]))
+
+    @property
+    def short_side(self) -> float:
+        return float(min(self.box[2] - self.box[0], self.box[3] - self.box[1]))
+
+
+class FaceEngine:
+    """Detector + embedder + policy. Create once (or use :func:`get_face_engine`) and share.
+
+    Thread-safe: onnxruntime sessions may be run from several threads and the
+    engine keeps no per-call state.
+    """
+
+    def __init__(
+        self,
+        detector: FaceDetector,
+        embedder: FaceEmbedder,
+        model_id: str,
+        policy: FacePolicy | None = None,
+    ) -> None:
+        self.detector = detector
+        self.embedder = embedder
+        self.model_id = model_id
+        self.policy = policy or FacePolicy()
+
+    @classmethod
+    def load(
+        cls,
+        model_dir: str | os.PathLike | None = None,
+        *,
+        threads: int | None = None,
+        policy: FacePolicy | None = None,
+    ) -> "FaceEngine":
+        """Load the models (``REUNITE_FACE_MODEL_DIR`` or buffalo_s) and warm them up."""
+        pack: ModelPack = load_model_pack(model_dir, threads=threads)
+        engine = cls(pack.detector, pack.embedder, pack.model_id, policy)
+        engine.warm_up()
+        return engine
+
+    def warm_up(self) -> None:
+        """Run each model once so the first real photo does not pay for session set-up."""
+        blank = np.full((256, 256, 3), 127, dtype=np.uint8)
+        self.detector.detect(blank)
+        self.embedder.embed([blank[:112, :112]] * 2)
+
+    # -- public pipelines -------------------------------------------------
+
+    def analyse_case_photo(self, image: ImageSource, *, with_crops: bool = True) -> list[DetectedFace]:
+        """Every face in a case photo, largest first (at most ``max_faces``); [] if none.
+
+        Small faces are padded rather than skipped. Raises
+        :class:`~bot.faces.images.UnreadableImage` for input that is not an image.
+        """
+        decoded = decode_image(image)
+        candidates = self._detect(decoded.bgr)
+        if not candidates:
+            candidates = self._detect_padded(decoded.bgr)
+        candidates.sort(key=lambda c: c.area, reverse=True)
+        if len(candidates) > self.policy.max_faces:
+            log.info(
+                "case photo has %d faces; embedding the %d largest",
+                len(candidates),
+                self.policy.max_faces,
+            )
+            candidates = candidates[: self.policy.max_faces]
+        for candidate in candidates:
+            self._align(decoded.bgr, candidate)
+        return self._embed(decoded, candidates, with_crops=with_crops)
+
+    def analyse_tip_image(self, image: ImageSource) -> FaceReport:
+        """The comparable faces of a tip image, largest first, and counts of those left out.
+
+        Raises :class:`~bot.faces.images.UnreadableImage` for input that is not an image.
+        """
+        decoded = decode_image(image)
+        candidates = sorted(self._detect(decoded.bgr), key=lambda c: c.area, reverse=True)
+        accepted: list[_Candidate] = []
+        too_small = too_blurry = over_cap = 0
+        for candidate in candidates:
+            if candidate.short_side < self.policy.min_face_side_px:
+                too_small += 1
+                continue
+            self._align(decoded.bgr, candidate)
+            if candidate.sharpness < self.policy.min_sharpness:
+                too_blurry += 1
+                continue
+            if len(accepted) >= self.policy.max_faces:
+                over_cap += 1
+                continue
+            accepted.append(candidate)
+        return FaceReport(
+            faces=self._embed(decoded, accepted, with_crops=True),
+            detected=len(candidates),
+            too_small=too_small,
+            too_blurry=too_blurry,
+            over_cap=over_cap,
+            image_size=decoded.original_size,
+        )
+
+    async def analyse_case_photo_async(self, image: ImageSource) -> list[DetectedFace]:
+        """:meth:`analyse_case_photo` in the face executor (decoding included)."""
+        return await run_in_face_executor(self.analyse_case_photo, image)
+
+    async def analyse_tip_image_async(self, image: ImageSource) -> FaceReport:
+        """:meth:`analyse_tip_image` in the face executor (decoding included)."""
+        return await run_in_face_executor(self.analyse_tip_image, image)
+
+    def embed_crops(self, crops: list[np.ndarray]) -> np.ndarray:
+        """Embed aligned 112x112 crops with the engine's augmentation; (N, 512) unit rows."""
+        if not crops:
+            return self.embedder.embed([])
+        if not self.policy.flip_augmentation:
+            return self.embedder.embed(crops)
+        # Crops and mirror images go through get_feat together, in as few runs as the batch cap allows.
+        mirrored = [np.ascontiguousarray(crop[:, ::-1]) for crop in crops]
+        rows = self.embedder.embed(list(crops) + mirrored)
+        count = len(crops)
+        return l2_normalise(rows[:count] + rows[count:])
+
+    # -- steps ----------------------------------------------------------------
+
+    def _detect(self, bgr: np.ndarray, offset: tuple[float, float] = (0.0, 0.0)) -> list[_Candidate]:
+        boxes, landmarks = self.detector.detect(bgr)
+        shift = np.array(offset, dtype=np.float32)
+        return [
+            _Candidate(
+                box=boxes[i, :4] - np.tile(shift, 2),
+                score=float(boxes[i, 4]),
+                landmarks=landmarks[i] - shift,
+            )
+            for i in range(len(boxes))
+        ]
+
+    def _detect_padded(self, bgr: np.ndarray) -> list[_Candidate]:
+        """Retry detection on larger canvases: a face that fills the frame is missed otherwise.
+
+        Upscaling a small scan needs no step of its own: the detector resizes
+        every image to its input sizes (128 and 640 px). What it cannot do is
+        see a face that fills the whole frame (anchors are sized for faces
+        smaller than the input), so the face is made smaller relative to the
+        canvas instead.
+        """
+        height, width = bgr.shape[:2]
+        # The photo's mean colour as the border: a black or mirrored border
+        # invents edges (mirroring even invents half-faces).
+        fill = [int(v) for v in bgr.reshape(-1, 3).mean(axis=0)]
+        for factor in self.policy.case_padding_factors:
+            side = int(round(max(height, width) * factor))
+            top, left = (side - height) // 2, (side - width) // 2
+            canvas = cv2.copyMakeBorder(
+                bgr, top, side - height - top, left, side - width - left,
+                cv2.BORDER_CONSTANT, value=fill,
+            )
+            candidates = self._detect(canvas, offset=(left, top))
+            if candidates:
+                log.debug("case photo: face found after padding x%.1f", factor)
+                return candidates
+        return []
+
+    def _align(self, bgr: np.ndarray, candidate: _Candidate) -> None:
+        # Aligned on the unpadded photo: outside it norm_crop fills black, which
+        # measured slightly better than the padded canvas's flat colour.
+        candidate.crop = self.embedder.align(bgr, candidate.landmarks)
+        grey = cv2.cvtColor(candidate.crop, cv2.COLOR_BGR2GRAY)
+        candidate.sharpness = float(cv2.Laplacian(grey, cv2.CV_64F).var())
+
+    def _embed(
+        self, decoded: DecodedImage, candidates: list[_Candidate], *, with_crops: bool
+    ) -> list[DetectedFace]:
+        if not candidates:
+            return []
+        embeddings = self.embed_crops([c.crop for c in candidates])
+        width, height = decoded.original_size
+        faces = []
+        for candidate, embedding in zip(candidates, embeddings):
+            box = candidate.box / decoded.scale
+            bbox = (
+                float(np.clip(box[0], 0, width)),
+                float(np.clip(box[1], 0, height)),
+                float(np.clip(box[2], 0, width)),
+                float(np.clip(box[3], 0, height)),
+            )
+            faces.append(
+                DetectedFace(
+                    bbox=bbox,
+                    score=candidate.score,
+                    embedding=np.ascontiguousarray(embedding, dtype=np.float32),
+                    crop_jpeg=self._crop_jpeg(decoded.bgr, candidate.box) if with_crops else b"",
+                    model_id=self.model_id,
+                    landmarks=(candidate.landmarks / decoded.scale).astype(np.float32),
+                    sharpness=candidate.sharpness,
+                )
+            )
+        return faces
+
+    def _crop_jpeg(self, bgr: np.ndarray, box: np.ndarray) -> bytes:
+        """A square crop around the face with some context, for coordinators' composite images."""
+        centre_x, centre_y = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        half = max(box[2] - box[0], box[3] - box[1]) * (1 + self.policy.crop_expand) / 2
+        height, width = bgr.shape[:2]
+        x1, y1 = int(max(0, centre_x - half)), int(max(0, centre_y - half))
+        x2, y2 = int(min(width, centre_x + half)), int(min(height, centre_y + half))
+        if x2 <= x1 or y2 <= y1:
+            return b""
+        crop = bgr[y1:y2, x1:x2]
+        factor = self.policy.crop_side_px / max(crop.shape[:2])
+        interpolation = cv2.INTER_AREA if factor < 1 else cv2.INTER_CUBIC
+        crop = cv2.resize(crop, None, fx=factor, fy=factor, interpolation=interpolation)
+        ok, encoded = cv2.imencode(
+            ".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, self.policy.crop_jpeg_quality]
+        )
+        return encoded.tobytes() if ok else b""
+
+
+# -- process-wide engine and executor ------------------------------------------
+
+_engine: FaceEngine | None = None
+_engine_lock = threading.Lock()
+_executor: ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def get_face_engine() -> FaceEngine:
+    """The process's engine, loaded on first use (models are loaded once per process).
+
+    First use takes a second or so: call it from the face executor, e.g.
+    ``await run_in_face_executor(get_face_engine)`` at start-up.
+    """
+    global _engine
+    if _engine is None:
+        with _engine_lock:
+            if _engine is None:
+                _engine = FaceEngine.load()
+    return _engine
+
+
+def face_executor() -> ThreadPoolExecutor:
+    """The bounded pool that runs all face work off the event loop.
+
+    One worker by default: each inference already uses every core through
+    onnxruntime's own threads, so a second would only queue behind it while
+    holding another image in memory. ``REUNITE_FACE_WORKERS`` overrides it.
+    """
+    global _executor
+    if _executor is None:
+        with _executor_lock:
+            if _executor is None:
+                workers = max(1, int(os.environ.get(WORKERS_ENV, "1") or 1))
+                _executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="faces")
+    return _executor
+
+
+async def run_in_face_executor(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run CPU-bound face work (decoding, inference, index search) without blocking the loop."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(face_executor(), functools.partial(fn, *args, **kwargs))
+
+
+def shutdown_face_executor(wait: bool = True) -> None:
+    """Stop the pool (application shutdown); a later call creates a new one."""
+    global _executor
+    with _executor_lock:
+        if _executor is not None:
+            _executor.shutdown(wait=wait)
+            _executor = None

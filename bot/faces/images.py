@@ -1,0 +1,255 @@
+"""Decode untrusted image input into the BGR arrays the face models expect.
+
+Everything a user can send ends up here: JPEGs with EXIF orientation, PNGs with
+alpha, palette GIFs, CMYK scans, 16-bit greyscale TIFFs, truncated downloads,
+documents that are not images at all, and decompression bombs. The rules:
+
+* EXIF orientation is applied first, so every coordinate the face engine reports
+  is in the image as a person sees it ("the EXIF-rotated original").
+* Any colour mode becomes 8-bit BGR; transparency is flattened onto white.
+* Anything that cannot be decoded completely raises :class:`UnreadableImage`
+  (truncated files are refused rather than half-decoded: the caller asks the
+  sender for the file again).
+* Huge images are refused before their pixels are decoded, and large ones are
+  decoded at a reduced "working" size (JPEG DCT scaling makes that cheap); the
+  :class:`DecodedImage` keeps the scale so results map back to the original.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+log = logging.getLogger(__name__)
+
+#: Refuse images with more pixels than this (about 8,660 x 5,770). Checked from
+#: the header, before any pixel is decoded: a tiny PNG can claim gigapixels.
+MAX_IMAGE_PIXELS = 50_000_000
+
+#: Decode larger images down to this longest side. The detector sees 640 px
+#: anyway and ArcFace 112 px crops; 2,560 px keeps faces of ~40 px in a 4,000 px
+#: group photo comparable while bounding memory and time per image.
+MAX_WORKING_SIDE = 2560
+
+#: Compressed input larger than this is refused without parsing (Telegram lets
+#: bots download at most 20 MB anyway).
+MAX_INPUT_BYTES = 40 * 1024 * 1024
+
+# EXIF orientations 5-8 swap width and height.
+_TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}
+
+ImageSource = Union[bytes, bytearray, memoryview, str, os.PathLike, Image.Image, np.ndarray, "DecodedImage"]
+
+try:  # HEIC/HEIF (iPhone photos sent as files) when the optional plugin is installed.
+    import pillow_heif  # type: ignore[import-not-found]
+
+    pillow_heif.register_heif_opener()
+except ImportError:  # pragma: no cover - optional dependency
+    pass
+
+
+class UnreadableImage(ValueError):
+    """The input is not a complete image we can decode (missing, corrupt, truncated, unsupported)."""
+
+
+class ImageTooLarge(UnreadableImage):
+    """The image claims more pixels than :data:`MAX_IMAGE_PIXELS` (a possible decompression bomb)."""
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """An image ready for the face models.
+
+    ``bgr`` is the working copy (uint8, HxWx3, C-contiguous). ``scale`` is
+    working size / original size, so ``original_xy = working_xy / scale``.
+    ``original_size`` is (width, height) of the EXIF-rotated original.
+    """
+
+    bgr: np.ndarray
+    original_size: tuple[int, int]
+    scale: float = 1.0
+
+    @property
+    def width(self) -> int:
+        return int(self.bgr.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.bgr.shape[0])
+
+
+def decode_image(
+    source: ImageSource,
+    *,
+    max_pixels: int = MAX_IMAGE_PIXELS,
+    max_side: int | None = MAX_WORKING_SIDE,
+) -> DecodedImage:
+    """Decode bytes, a path, a PIL image or a BGR array into a :class:`DecodedImage`.
+
+    Raises :class:`UnreadableImage` (or its subclass :class:`ImageTooLarge`)
+    for anything that is not a complete, acceptable image.
+    """
+    if isinstance(source, DecodedImage):
+        return source
+    if isinstance(source, np.ndarray):
+        return _from_bgr_array(source, max_side)
+    if isinstance(source, Image.Image):
+        return _from_pil(source, max_pixels=max_pixels, max_side=max_side)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+    elif isinstance(source, (str, os.PathLike)):
+        data = _read_file(Path(source))
+    else:
+        raise TypeError(f"cannot decode an image from {type(source).__name__}")
+    if len(data) > MAX_INPUT_BYTES:
+        raise ImageTooLarge(f"file is {len(data)} bytes, more than {MAX_INPUT_BYTES}")
+    if not data:
+        raise UnreadableImage("empty file")
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns (then errors) about decompression bombs at its own
+            # global limit; ours is stricter and checked just below.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(str(exc)) from exc
+    except UnidentifiedImageError as exc:
+        raise UnreadableImage("not an image, or an image format that is not supported") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise UnreadableImage(f"cannot read the image header: {exc}") from exc
+    with image:
+        return _from_pil(image, max_pixels=max_pixels, max_side=max_side)
+
+
+def _read_file(path: Path) -> bytes:
+    try:
+        size = path.stat().st_size
+        if size > MAX_INPUT_BYTES:
+            raise ImageTooLarge(f"file is {size} bytes, more than {MAX_INPUT_BYTES}")
+        return path.read_bytes()
+    except FileNotFoundError as exc:
+        raise UnreadableImage(f"no such file: {path}") from exc
+    except IsADirectoryError as exc:
+        raise UnreadableImage(f"is a directory: {path}") from exc
+    except OSError as exc:
+        raise UnreadableImage(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def _from_pil(image: Image.Image, *, max_pixels: int, max_side: int | None) -> DecodedImage:
+    header_width, header_height = image.size
+    if header_width <= 0 or header_height <= 0:
+        raise UnreadableImage("image has no pixels")
+    if header_width * header_height > max_pixels:
+        raise ImageTooLarge(
+            f"image is {header_width}x{header_height} pixels, more than {max_pixels} in all"
+        )
+    orientation = _exif_orientation(image)
+    if orientation in _TRANSPOSING_ORIENTATIONS:
+        original_size = (header_height, header_width)
+    else:
+        original_size = (header_width, header_height)
+
+    try:
+        if getattr(image, "n_frames", 1) > 1:
+            image.seek(0)  # animations and multi-page TIFFs: the first frame
+        if max_side is not None and image.format == "JPEG":
+            # Let libjpeg decode at 1/2, 1/4 or 1/8 scale: much faster and smaller
+            # than decoding in full and resizing. draft() never goes below the
+            # requested size, so the exact resize happens further down.
+            image.draft(image.mode, _fit_within(header_width, header_height, max_side))
+        image.load()
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(str(exc)) from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        # Truncated or corrupt data ("image file is truncated", broken PNG chunks...).
+        raise UnreadableImage(f"image data is corrupt or truncated: {exc}") from exc
+
+    if orientation not in (None, 1):
+        try:
+            image = ImageOps.exif_transpose(image)
+        except Exception as exc:  # a malformed EXIF block must not cost the photo
+            log.warning("ignoring unusable EXIF orientation: %s", exc)
+            original_size = (header_width, header_height)
+
+    bgr = _to_bgr(image)
+    working = _from_bgr_array(bgr, max_side)
+    scale = working.bgr.shape[1] / original_size[0]
+    return DecodedImage(bgr=working.bgr, original_size=original_size, scale=scale)
+
+
+def _exif_orientation(image: Image.Image) -> int | None:
+    try:
+        return image.getexif().get(0x0112)  # Orientation tag
+    except Exception:  # noqa: BLE001 - broken EXIF is common and harmless here
+        return None
+
+
+def _fit_within(width: int, height: int, max_side: int) -> tuple[int, int]:
+    factor = min(1.0, max_side / max(width, height))
+    return max(1, round(width * factor)), max(1, round(height * factor))
+
+
+def _to_bgr(image: Image.Image) -> np.ndarray:
+    """Any Pillow mode -> uint8 BGR. Alpha is flattened onto white (a cut-out face on black reads as night)."""
+    mode = image.mode
+    if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        grey = _high_depth_to_uint8(np.asarray(image), mode)
+        return cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        mode == "P" and "transparency" in image.info
+    )
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        rgb = Image.alpha_composite(white, rgba).convert("RGB")
+    else:
+        # Handles 1, L, P, CMYK (Pillow undoes Adobe's inverted CMYK on decode),
+        # YCbCr, LAB, HSV, RGBX.
+        rgb = image.convert("RGB")
+    return cv2.cvtColor(np.asarray(rgb), cv2.COLOR_RGB2BGR)
+
+
+def _high_depth_to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
+    values = values.astype(np.float32)
+    if mode.startswith("I;16"):
+        values = values / 257.0  # 0..65535 -> 0..255
+    else:
+        low, high = float(values.min()), float(values.max())
+        if mode == "F" and low >= 0.0 and high <= 1.0:
+            values = values * 255.0  # float image in 0..1
+        elif not (low >= 0.0 and high <= 255.0):
+            if high <= 65535.0 and low >= 0.0:
+                values = values / 257.0  # 16-bit data stored as 32-bit "I"
+            else:
+                values = (values - low) * (255.0 / max(high - low, 1e-6))
+    return np.clip(values + 0.5, 0, 255).astype(np.uint8)
+
+
+def _from_bgr_array(bgr: np.ndarray, max_side: int | None) -> DecodedImage:
+    if bgr.ndim == 2:
+        bgr = cv2.cvtColor(bgr, cv2.COLOR_GRAY2BGR)
+    if bgr.ndim != 3 or bgr.shape[2] not in (3, 4) or bgr.shape[0] == 0 or bgr.shape[1] == 0:
+        raise UnreadableImage(f"expected an HxWx3 BGR array, got shape {bgr.shape}")
+    if bgr.shape[2] == 4:
+        bgr = cv2.cvtColor(bgr, cv2.COLOR_BGRA2BGR)
+    if bgr.dtype != np.uint8:
+        raise UnreadableImage(f"expected a uint8 array, got {bgr.dtype}")
+    height, width = bgr.shape[:2]
+    original_size = (width, height)
+    if max_side is not None and max(width, height) > max_side:
+        new_size = _fit_within(width, height, max_side)
+        bgr = cv2.resize(bgr, new_size, interpolation=cv2.INTER_AREA)
+    return DecodedImage(
+        bgr=np.ascontiguousarray(bgr),
+        original_size=original_size,
+        scale=bgr.shape[1] / width,
+    )
