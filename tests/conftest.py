@@ -20,6 +20,8 @@ from bot.config import load_settings
 COORDINATOR_ID = 9001
 ADMIN_ID = 9000
 
+os.environ.setdefault("PTB_TIMEDELTA", "true")  # as `reunite` sets it
+
 _DATABASES = [d for d in os.environ.get("REUNITE_TEST_DATABASES", "sqlite,postgresql").split(",") if d]
 
 
@@ -77,6 +79,7 @@ async def reunite(stand_in, settings):
 
     running = await Reunite.start(settings.with_overrides(telegram_bot_token=stand_in_token(stand_in),
                                                           telegram_api_url=stand_in.api_url))
+    running.stand_in = stand_in  # so settle() can wait for updates still on the wire
     async with running.sessionmaker() as session:
         admin = await session.get(users.User, ADMIN_ID)
         await users.set_role(session, admin, COORDINATOR_ID, "coordinator")
@@ -162,6 +165,13 @@ def packaged_image(name: str) -> Path:
 
 
 async def settle(reunite, timeout: float = 20.0) -> None:
-    """Until every received update is handled and the outbox is drained."""
+    """Until the bot has fetched every update the stand-in holds, handled them, and sent everything."""
+    stand_in = getattr(reunite, "stand_in", None)
+    deadline = asyncio.get_running_loop().time() + timeout
+    while stand_in is not None and stand_in.pending_updates():
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError("the bot did not fetch its updates")
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.05)  # fetched updates reach the processor after their commit
     await asyncio.wait_for(reunite.processor.wait_idle(), timeout)
     await reunite.sender.wait_until_drained(timeout)

@@ -218,6 +218,8 @@ def register(application: Application) -> None:
     add(MessageHandler(private & filters.UpdateType.EDITED_MESSAGE, tip_edited))
     add(MessageHandler(private & filters.UpdateType.MESSAGE & filters.TEXT, tip_text))
     add(MessageHandler(private & filters.UpdateType.MESSAGE & filters.PHOTO, tip_photo))
+    # a GIF arrives as an animation that also carries a document: answer it as unsupported
+    add(MessageHandler(private & filters.UpdateType.MESSAGE & filters.ANIMATION, unsupported))
     add(MessageHandler(private & filters.UpdateType.MESSAGE & filters.Document.IMAGE, tip_image_file))
     add(MessageHandler(private & filters.UpdateType.MESSAGE & filters.Document.ALL, not_an_image))
     add(MessageHandler(private & filters.UpdateType.MESSAGE & filters.LOCATION, tip_location))

@@ -780,6 +780,7 @@ class StandIn:
         r.add_get("/sandbox/api/chats/{chat_id}/messages", self._api_messages)
         r.add_get("/sandbox/files/{file_id}", self._api_file)
         r.add_get("/sandbox/api/stats", self._api_stats)
+        r.add_get("/sandbox/api/timeline", self._api_timeline)
         r.add_get("/sandbox/api/config", self._api_config)
         r.add_post("/sandbox/api/config", self._api_config)
 
@@ -1036,6 +1037,7 @@ class StandIn:
         return mid
 
     def _record(self, chat_id: int, entry: dict) -> None:
+        entry.setdefault("_at", time.time())  # stand-in clock, for /sandbox/api/timeline (benchmarks)
         self._log.setdefault(chat_id, []).append(entry)
         self._by_id.setdefault(chat_id, {})[entry["message_id"]] = entry
         self._touch(chat_id, entry)
@@ -2077,6 +2079,17 @@ class StandIn:
         s["flood_control"] = self._flood_control
         s["flood_scale"] = self._flood_scale
         return _json_response(s)
+
+    async def _api_timeline(self, request: web.Request) -> web.Response:
+        """For benchmarks (read-only): every recorded message with ``_at`` (time.time() when the
+        stand-in recorded it) after ``?since=``, as rows [chat_id, "in"|"out", at, method, text[:120]]."""
+        try:
+            since = float(request.query.get("since") or 0)
+        except ValueError:
+            return _json_response({"error": "bad since"}, 400)
+        rows = [[chat_id, e["_dir"], e["_at"], e.get("_method"), (e.get("text") or e.get("caption") or "")[:120]]
+                for chat_id, log_ in self._log.items() for e in log_ if e.get("_at", 0.0) > since]
+        return _json_response({"now": time.time(), "rows": rows})
 
     async def _api_config(self, request: web.Request) -> web.Response:
         if request.method == "POST":

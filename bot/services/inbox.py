@@ -94,3 +94,12 @@ async def record_failure(session: AsyncSession, update_id: int, error: str) -> i
         row.processed_at = datetime.now(timezone.utc)
     await session.commit()
     return row.attempts
+
+
+async def set_aside(session: AsyncSession, update_id: int, error: str) -> None:
+    """Never to be processed (it cannot be); the payload stays for an operator to look at."""
+    await session.execute(
+        update(InboxUpdate).where(InboxUpdate.update_id == update_id)
+        .values(processed_at=datetime.now(timezone.utc), error=error[:200], attempts=MAX_ATTEMPTS)
+    )
+    await session.commit()

@@ -11,6 +11,7 @@ import hashlib
 import io
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,8 +79,13 @@ def decode_checked(data: bytes) -> Image.Image:
     if len(data) > MAX_IMAGE_BYTES:
         raise ImageRejected("image_too_big")
     try:
-        image = Image.open(io.BytesIO(data))
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        with warnings.catch_warnings():
+            # Pillow's own bomb warning becomes our "too big" answer
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        raise ImageRejected("image_too_big") from None
+    except (UnidentifiedImageError, OSError, ValueError):
         raise ImageRejected("image_unreadable") from None
     if image.format not in ACCEPTED_FORMATS:
         raise ImageRejected("image_unreadable")
@@ -88,7 +94,7 @@ def decode_checked(data: bytes) -> Image.Image:
         raise ImageRejected("image_too_big")
     try:
         image.load()
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+    except (OSError, ValueError, SyntaxError):
         raise ImageRejected("image_unreadable") from None
     return image
 

@@ -28,8 +28,17 @@ TEXT_LIMIT = 4096
 CAPTION_LIMIT = 1024
 
 
+def utf16_length(text: str) -> int:
+    """Telegram counts message and caption lengths in UTF-16 code units (an emoji is two)."""
+    return len(text.encode("utf-16-le")) // 2
+
+
 def clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """``text`` cut to Telegram's ``limit`` with an ellipsis, never splitting a character."""
+    if utf16_length(text) <= limit:
+        return text
+    units = text.encode("utf-16-le")[: (limit - 1) * 2]
+    return units.decode("utf-16-le", errors="ignore") + "…"
 
 
 @dataclass(frozen=True)

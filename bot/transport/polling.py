@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import warnings
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from telegram import Update
 from telegram.error import Conflict, InvalidToken, NetworkError, RetryAfter, TimedOut
+from telegram.warnings import PTBUserWarning
 
 from bot.services import inbox
 from bot.transport.sender import retry_after_seconds
@@ -21,6 +23,10 @@ log = logging.getLogger(__name__)
 POLL_TIMEOUT = 25
 POLL_LIMIT = 100
 
+# We ask for raw JSON on purpose: an update PTB cannot parse (a newer Bot API field, say) must still
+# be stored and confirmed, and be set aside by the processor, rather than stop the polling loop.
+warnings.filterwarnings("ignore", message=r".*getUpdates.*", category=PTBUserWarning)
+
 
 async def poll_forever(bot, sessionmaker: async_sessionmaker[AsyncSession], submit) -> None:
     await bot.delete_webhook(drop_pending_updates=False)
@@ -28,8 +34,12 @@ async def poll_forever(bot, sessionmaker: async_sessionmaker[AsyncSession], subm
     backoff = 1.0
     while True:
         try:
-            updates = await bot.get_updates(offset=offset, timeout=POLL_TIMEOUT, limit=POLL_LIMIT,
-                                            allowed_updates=Update.ALL_TYPES, read_timeout=POLL_TIMEOUT + 10)
+            payloads = await bot.do_api_request(
+                "getUpdates",
+                api_kwargs={"offset": offset, "timeout": POLL_TIMEOUT, "limit": POLL_LIMIT,
+                            "allowed_updates": Update.ALL_TYPES},
+                read_timeout=POLL_TIMEOUT + 10,
+            )
         except RetryAfter as error:
             await asyncio.sleep(retry_after_seconds(error))
             continue
@@ -46,9 +56,8 @@ async def poll_forever(bot, sessionmaker: async_sessionmaker[AsyncSession], subm
             backoff = min(backoff * 2, 30.0)
             continue
         backoff = 1.0
-        if not updates:
+        if not payloads:
             continue
-        payloads = [update.to_dict() for update in updates]
         while True:
             try:
                 async with sessionmaker() as session:

@@ -128,7 +128,13 @@ class UpdateProcessor:
             await asyncio.sleep(delay)
 
     async def _process_once(self, raw: RawUpdate) -> BaseException | None:
-        update = Update.de_json(raw.payload, self.application.bot)
+        try:
+            update = Update.de_json(raw.payload, self.application.bot)
+        except Exception as error:  # a shape PTB does not know: retrying will not help
+            log.error("update %s cannot be read (%s); set aside", raw.update_id, error)
+            async with self.sessionmaker() as session:
+                await inbox.set_aside(session, raw.update_id, f"unreadable: {type(error).__name__}")
+            return None
         async with self.sessionmaker() as session:
             scope = UpdateScope(session=session, settings=self.settings, user=None,
                                 now=datetime.now(timezone.utc))

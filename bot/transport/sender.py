@@ -141,12 +141,13 @@ class Sender:
         head = chat.queue[0][2]
         batch = [head]
         if head.digest_line and len(chat.queue) > 1:
-            size = len(head.payload.get("digest_header", "")) + len(head.digest_line)
+            size = outbox.utf16_length(head.payload.get("digest_header", "") + head.digest_line) + 2
             for _, _, row in chat.queue[1:]:
-                if not row.digest_line or size + len(row.digest_line) + 3 > outbox.TEXT_LIMIT:
+                line_size = outbox.utf16_length(row.digest_line or "") + 2
+                if not row.digest_line or size + line_size > outbox.TEXT_LIMIT:
                     break
                 batch.append(row)
-                size += len(row.digest_line) + 3
+                size += line_size
         elif head.method == "sendPhoto" and head.payload.get("album_key"):
             for _, _, row in chat.queue[1:ALBUM_MAX]:
                 if row.method != "sendPhoto" or row.payload.get("album_key") != head.payload["album_key"]:
