@@ -1,0 +1,93 @@
+"""Kill the bot with SIGKILL in the middle of a stream of tips, restart it: every acknowledged tip
+is in the database, none twice, and every update Telegram delivered before the kill is processed
+and acknowledged after the restart (the inbox)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+
+from sqlalchemy import func, select
+
+from bot.db.models import InboxUpdate, Tip, TipEntry
+from bot.db.session import create_engine, create_sessionmaker
+from tests.helpers import TIP_REFERENCE
+
+USERS = 300
+
+
+def start_bot(stand_in, settings, log_path) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "TELEGRAM_BOT_TOKEN": stand_in.token,
+        "TELEGRAM_API_URL": stand_in.api_url,
+        "REUNITE_DATA_DIR": str(settings.data_dir),
+        "DATABASE_URL": settings.database_url,
+        "REUNITE_SEND_RATE": "0",  # the stand-in's limits are off: this test is about crashes
+        "REUNITE_USER_RATE_LIMIT": "1000",
+    }
+    log = open(log_path, "ab")
+    return subprocess.Popen([sys.executable, "-m", "bot", "run"], env=env, stdout=log, stderr=log)
+
+
+async def wait_until_polling(stand_in, calls_before: int, timeout: float = 60.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while stand_in.stats["calls"]["getUpdates"] <= calls_before:
+        assert loop.time() < deadline, "the bot did not start polling"
+        await asyncio.sleep(0.05)
+
+
+async def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(stand_in, settings, tmp_path):
+    stand_in.flood_control = False
+    users = [stand_in.user(50_000 + n, f"Crash{n}") for n in range(USERS)]
+    log_path = tmp_path / "bot.log"
+    bot = start_bot(stand_in, settings, log_path)
+    try:
+        await wait_until_polling(stand_in, 0)
+        for number, user in enumerate(users):
+            user.send_text(f"Stream tip {number}")
+            await asyncio.sleep(0.005)
+            if number == USERS // 2:
+                bot.send_signal(signal.SIGKILL)
+                bot.wait(10)
+                acked_before_kill = sum(bool(stand_in.sent_to(u.id)) for u in users)
+                calls = stand_in.stats["calls"]["getUpdates"]
+                bot = start_bot(stand_in, settings, log_path)
+                await wait_until_polling(stand_in, calls)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 90
+        while not all(stand_in.sent_to(u.id) for u in users):
+            assert loop.time() < deadline, log_path.read_text()[-3000:]
+            await asyncio.sleep(0.2)
+    finally:
+        bot.send_signal(signal.SIGTERM)
+        try:
+            bot.wait(20)
+        except subprocess.TimeoutExpired:
+            bot.kill()
+
+    assert 0 < acked_before_kill < USERS, "the kill did not land mid-stream"
+    engine = create_engine(settings.database_url)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            tips = {t.reference: t for t in await session.scalars(select(Tip))}
+            entries = list(await session.scalars(select(TipEntry.text)))
+            unprocessed = await session.scalar(select(func.count()).select_from(InboxUpdate)
+                                               .where(InboxUpdate.processed_at.is_(None)))
+    finally:
+        await engine.dispose()
+    # every tip once: one per user, each message stored once
+    assert len(tips) == USERS
+    assert sorted(entries) == sorted(f"Stream tip {n}" for n in range(USERS))
+    assert unprocessed == 0
+    # every acknowledgement names a tip that is in the database, and it is that user's tip
+    for user in users:
+        acks = [m["text"] for m in stand_in.sent_to(user.id)]
+        references = {TIP_REFERENCE.search(text).group(0) for text in acks}
+        assert len(references) == 1, acks  # a resent acknowledgement repeats the same reference
+        reference = references.pop()
+        assert reference in tips and tips[reference].tipster_id == user.id

@@ -1,0 +1,54 @@
+"""Telegram's real limits, enforced by the stand-in: about 1 message/s to a person, 20/minute to a
+group, about 30/s overall. When tips come faster than a coordinator chat may receive them, alerts
+are merged into digests: none dropped, none waiting without bound, no 429s."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from tests.conftest import COORDINATOR_ID, settle
+from tests.helpers import reference_in
+
+
+async def test_a_burst_of_tips_reaches_a_coordinator_as_digests_without_429s(reunite, people, coordinator, stand_in):
+    tipsters = [people(800 + n, f"Burst{n}") for n in range(40)]
+    started = time.monotonic()
+    for number, person in enumerate(tipsters):
+        person.user.send_text(f"Burst sighting {number}")
+    await settle(reunite, timeout=60)
+    elapsed = time.monotonic() - started
+    references = [reference_in(person.texts()[0]) for person in tipsters]
+    assert all(len(person.received()) == 1 for person in tipsters)
+    coordinator_text = json.dumps([m.get("text") for m in stand_in.sent_to(COORDINATOR_ID)], ensure_ascii=False)
+    assert all(reference in coordinator_text for reference in references)
+    # far fewer messages than tips, and at most about one per second
+    alerts = stand_in.sent_to(COORDINATOR_ID)
+    assert len(alerts) < 15
+    assert len(alerts) <= elapsed + 2
+    assert stand_in.stats["flood_429"] == 0
+    assert elapsed < 30
+
+
+async def test_a_coordinator_group_gets_at_most_twenty_messages_a_minute(stand_in, settings, people):
+    from bot.app import Reunite
+
+    stand_in.group(-300, "Search team")
+    running = await Reunite.start(settings.with_overrides(telegram_bot_token=stand_in.token,
+                                                          telegram_api_url=stand_in.api_url,
+                                                          coordinator_chat_id=-300))
+    running.stand_in = stand_in
+    try:
+        tipsters = [people(900 + n, f"G{n}") for n in range(30)]
+        for number, person in enumerate(tipsters):
+            person.user.send_text(f"Group burst {number}")
+            if number % 10 == 9:
+                await settle(running, timeout=30)
+        await settle(running, timeout=60)
+        alerts = stand_in.sent_to(-300)
+        text = json.dumps([m.get("text") for m in alerts], ensure_ascii=False)
+        assert all(reference_in(person.texts()[0]) in text for person in tipsters)
+        assert len(alerts) <= 20
+        assert stand_in.stats["flood_429"] == 0
+    finally:
+        await running.stop()
