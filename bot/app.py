@@ -43,6 +43,10 @@ def build_application(settings: Settings) -> Application:
     return application
 
 
+async def _healthy(_request: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
 @dataclass
 class Reunite:
     settings: Settings
@@ -89,7 +93,7 @@ class Reunite:
         web_app = web.Application()
         add_webhook_route(web_app, webhook_path(settings.webhook_url), settings.webhook_secret,
                           self.sessionmaker, self.processor.submit)
-        web_app.router.add_get("/healthz", lambda _request: web.Response(text="ok"))
+        web_app.router.add_get("/healthz", _healthy)
         self.web_runner = web.AppRunner(web_app)
         await self.web_runner.setup()
         await web.TCPSite(self.web_runner, "0.0.0.0", settings.port).start()
