@@ -69,6 +69,12 @@ def cmd_sandbox(args) -> int:
     return 0
 
 
+def cmd_faces_embed(args) -> int:
+    from bot.faces.cli import embed_command
+
+    return embed_command(args.paths)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reunite", description="Reunite: tip line and flyers for missing people")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -78,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.set_defaults(func=cmd_sandbox)
     db = commands.add_parser("db", help="database tools").add_subparsers(dest="db_command", required=True)
     db.add_parser("upgrade", help="migrate to the newest schema").set_defaults(func=cmd_db_upgrade)
+    faces = commands.add_parser("faces", help="face tools").add_subparsers(dest="faces_command", required=True)
+    embed = faces.add_parser("embed", help="detect and embed every face of each file, as JSON lines")
+    embed.add_argument("--json", action="store_true", required=True, help="JSON lines on stdout (the only format)")
+    embed.add_argument("paths", nargs="+", metavar="PATH")
+    embed.set_defaults(func=cmd_faces_embed)
     return parser
 
 

@@ -298,9 +298,10 @@ async def test_analysis_runs_off_the_event_loop(engine):
 
 
 def run_embed(*paths: str) -> subprocess.CompletedProcess:
-    code = "from bot.faces.cli import embed_command; import sys; sys.exit(embed_command(sys.argv[1:]))"
+    """`reunite faces embed --json PATH...`, exactly as outside tools call it."""
     return subprocess.run(
-        [sys.executable, "-c", code, *paths], cwd=REPO, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "bot", "faces", "embed", "--json", *paths], cwd=REPO, capture_output=True,
+        text=True, timeout=120,
     )
 
 
