@@ -85,7 +85,7 @@ async def _send_tips_page(update: Update, context: ReuniteContext, offset: int, 
         photos = f" 📷{len(tip.media)}" if tip.media else ""
         about = f" · {code}" if code else ""
         lines.append(f"{tip.reference} · {t(language, 'tip_status_' + tip.status)}{about}"
-                     f" · {tip.created_at.strftime('%m-%d %H:%M')}{photos}\n   {preview}")
+                     f" · {tip.created_at.astimezone(settings.tz).strftime('%m-%d %H:%M')}{photos}\n   {preview}")
     lines.append(t(language, "tips_footer"))
     buttons = []
     if offset + TIPS_PAGE_SIZE < page.total:
@@ -132,7 +132,8 @@ async def tip_command(update: Update, context: ReuniteContext) -> None:
         return
     session, language, chat_id = context.session, context.language, update.effective_chat.id
     case = await session.get(cases.Case, tip.case_id) if tip.case_id else None
-    text = "\n".join(alerts.tip_summary_lines(language, tip, case.code if case else None))
+    text = "\n".join(alerts.tip_summary_lines(language, tip, case.code if case else None,
+                                              context.scope.settings.tz))
     outbox.enqueue_text(session, chat_id, text + "\n\n" + t(language, "alert_reply_hint", reference=tip.reference),
                         priority=PRIORITY_ACK)
     for number, media in enumerate(tip.media, start=1):

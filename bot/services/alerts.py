@@ -5,6 +5,7 @@ phone: only the tip's reference, its random alias, and what was said or shown.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import tzinfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -106,15 +107,15 @@ async def alert_tip(session: AsyncSession, coordinator_chat_id: int | None, upda
                             digest_header=t(language, "alert_digest_header"))
 
 
-def tip_summary_lines(language: str, tip: Tip, case_code: str | None) -> list[str]:
-    """A tip in full, for /tip: every message in order, the team's replies marked."""
+def tip_summary_lines(language: str, tip: Tip, case_code: str | None, tz: tzinfo) -> list[str]:
+    """A tip in full, for /tip: every message in order, the team's replies marked; times in ``tz``."""
     lines = [t(language, "tip_full_header", reference=tip.reference, alias=tip.alias,
                status=t(language, f"tip_status_{tip.status}"),
-               created=tip.created_at.strftime("%Y-%m-%d %H:%M UTC"))]
+               created=tip.created_at.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z"))]
     if case_code:
         lines.append(t(language, "tip_full_case", code=case_code))
     for entry in tip.entries:
-        when = entry.created_at.strftime("%H:%M")
+        when = entry.created_at.astimezone(tz).strftime("%H:%M")
         who = t(language, "tip_full_team") if entry.author == "team" else tip.alias
         body = entry.text or ""
         if entry.kind == "photo":
