@@ -1,4 +1,5 @@
-"""Message catalogs: every word the bot says to a person comes from ``bot/locales/<lang>.json``.
+"""Message catalogs: every word the bot says to a person comes from ``bot/locales/<lang>.json`` and
+the per-feature files beside it (``<lang>.<feature>.json``, e.g. ``zh_Hans.cases.json``).
 
 The language is the one a user chose with /language, else their Telegram app's language.
 """
@@ -18,8 +19,15 @@ LANGUAGE_NAMES = {"en": "English", "zh": "简体中文"}
 
 @lru_cache(maxsize=None)
 def catalog(language: str) -> dict[str, str]:
-    path = LOCALES_DIR / f"{LANGUAGES.get(language, LANGUAGES[DEFAULT_LANGUAGE])}.json"
-    return json.loads(path.read_text(encoding="utf-8"))
+    name = LANGUAGES.get(language, LANGUAGES[DEFAULT_LANGUAGE])
+    messages: dict[str, str] = {}
+    for path in [LOCALES_DIR / f"{name}.json", *sorted(LOCALES_DIR.glob(f"{name}.*.json"))]:
+        part = json.loads(path.read_text(encoding="utf-8"))
+        clash = messages.keys() & part.keys()
+        if clash:
+            raise ValueError(f"{path.name} repeats message keys: {sorted(clash)}")
+        messages.update(part)
+    return messages
 
 
 def language_from_telegram(language_code: str | None) -> str:

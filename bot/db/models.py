@@ -25,6 +25,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
+from bot.db.types import Embedding
+
 
 class UtcDateTime(TypeDecorator[datetime]):
     """A timezone-aware UTC datetime on every backend (SQLite hands back naive values otherwise)."""
@@ -173,6 +175,8 @@ class TipMedia(Base):
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)
+    # pending -> done | no_face | failed: the face worker picks up pending images
+    face_status: Mapped[str] = mapped_column(String(10), default="pending", server_default="pending", index=True)
     taken_at: Mapped[str | None] = mapped_column(String(32))  # as the camera wrote it, no zone
     gps_lat: Mapped[float | None] = mapped_column(Float)
     gps_lon: Mapped[float | None] = mapped_column(Float)
@@ -263,3 +267,91 @@ class OutboxMessage(Base):
         Index("ix_outbox_pending", "status", "priority", "id"),
         Index("ix_outbox_chat_message", "chat_id", "message_id"),
     )
+
+
+# Kinds of case photo
+PHOTO_ORIGINAL = "original"
+PHOTO_AGE_PROGRESSED = "age_progressed"  # only from an authority, and labelled as such
+
+
+class CasePhoto(Base):
+    """A reference photo of a missing person, with their age in it. Stored like tip images."""
+
+    __tablename__ = "case_photos"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    age_years: Mapped[float | None] = mapped_column(Float)
+    kind: Mapped[str] = mapped_column(String(16), default=PHOTO_ORIGINAL)
+    is_primary: Mapped[bool] = mapped_column(Boolean, default=False)
+    # pending -> done | no_face | failed: the face worker picks up pending photos
+    face_status: Mapped[str] = mapped_column(String(10), default="pending", index=True)
+    added_by: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class Face(Base):
+    """One detected face in a case photo or a tip image, with its L2-normalised embedding."""
+
+    __tablename__ = "faces"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_photo_id: Mapped[int | None] = mapped_column(ForeignKey("case_photos.id", ondelete="CASCADE"), index=True)
+    tip_media_id: Mapped[int | None] = mapped_column(ForeignKey("tip_media.id", ondelete="CASCADE"), index=True)
+    # the case a reference face belongs to (null for tip faces), so searches filter without a join
+    case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    x1: Mapped[float] = mapped_column(Float)
+    y1: Mapped[float] = mapped_column(Float)
+    x2: Mapped[float] = mapped_column(Float)
+    y2: Mapped[float] = mapped_column(Float)
+    det_score: Mapped[float] = mapped_column(Float)
+    embedding: Mapped[object] = mapped_column(Embedding())
+    model_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+
+
+# Match candidate statuses
+MATCH_PENDING = "pending"
+MATCH_CONFIRMED = "confirmed_lead"
+MATCH_REJECTED = "rejected"
+
+
+class MatchCandidate(Base):
+    """A tip face that looks like a case: a possible lead for a coordinator to confirm or reject."""
+
+    __tablename__ = "match_candidates"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tip_id: Mapped[int] = mapped_column(ForeignKey("tips.id", ondelete="CASCADE"), index=True)
+    tip_face_id: Mapped[int] = mapped_column(ForeignKey("faces.id", ondelete="CASCADE"))
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    case_face_id: Mapped[int | None] = mapped_column(ForeignKey("faces.id", ondelete="SET NULL"))
+    similarity: Mapped[float] = mapped_column(Float)
+    rank: Mapped[int] = mapped_column(SmallInteger)
+    status: Mapped[str] = mapped_column(String(16), default=MATCH_PENDING, index=True)
+    reviewer_id: Mapped[int | None] = mapped_column(BigInteger)
+    reviewed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+    __table_args__ = (UniqueConstraint("tip_face_id", "case_id", name="uq_match_tip_face_case"),)
+
+
+class FlyerFile(Base):
+    """A rendered flyer and, once sent, Telegram's file_id for it: an unchanged case is re-sent, not
+    re-rendered. ``fingerprint`` covers everything that shapes the output."""
+
+    __tablename__ = "flyer_files"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    language: Mapped[str] = mapped_column(String(4))  # en | zh | bi
+    design: Mapped[str] = mapped_column(String(16))  # poster_jpg | poster_pdf | card_jpg
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    sha256: Mapped[str] = mapped_column(String(64))  # the file in the media store
+    telegram_file_id: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+    __table_args__ = (UniqueConstraint("case_id", "language", "design", name="uq_flyer_case_lang_design"),)
