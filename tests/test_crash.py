@@ -33,11 +33,12 @@ def start_bot(stand_in, settings, log_path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "bot", "run"], env=env, stdout=log, stderr=log)
 
 
-async def wait_until_polling(stand_in, calls_before: int, timeout: float = 60.0) -> None:
+async def wait_until_polling(stand_in, bot, log_path, calls_before: int, timeout: float = 120.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while stand_in.stats["calls"]["getUpdates"] <= calls_before:
-        assert loop.time() < deadline, "the bot did not start polling"
+        if bot.poll() is not None or loop.time() > deadline:
+            raise AssertionError("the bot did not start polling:\n" + log_path.read_text()[-3000:])
         await asyncio.sleep(0.05)
 
 
@@ -47,7 +48,7 @@ async def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(stand_in,
     log_path = tmp_path / "bot.log"
     bot = start_bot(stand_in, settings, log_path)
     try:
-        await wait_until_polling(stand_in, 0)
+        await wait_until_polling(stand_in, bot, log_path, 0)
         for number, user in enumerate(users):
             user.send_text(f"Stream tip {number}")
             await asyncio.sleep(0.005)
@@ -57,7 +58,7 @@ async def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(stand_in,
                 acked_before_kill = sum(bool(stand_in.sent_to(u.id)) for u in users)
                 calls = stand_in.stats["calls"]["getUpdates"]
                 bot = start_bot(stand_in, settings, log_path)
-                await wait_until_polling(stand_in, calls)
+                await wait_until_polling(stand_in, bot, log_path, calls)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 90
         while not all(stand_in.sent_to(u.id) for u in users):
