@@ -1,0 +1,36 @@
+"""Image intake rules that hold whatever else the process has imported."""
+
+import io
+
+import pytest
+from PIL import Image, ImageFile
+
+from bot.services.media import ImageRejected, store_image
+from tests.helpers import exif_with_gps_and_time, jpeg_bytes
+
+
+def noisy_jpeg() -> bytes:
+    buffer = io.BytesIO()
+    Image.effect_noise((800, 600), 50).convert("RGB").save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def test_truncated_upload_is_refused_even_when_pillow_was_told_to_tolerate_it(tmp_path, monkeypatch):
+    import weasyprint  # noqa: F401  (sets ImageFile.LOAD_TRUNCATED_IMAGES for the whole process)
+
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    data = noisy_jpeg()
+    with pytest.raises(ImageRejected) as rejected:
+        store_image(data[: len(data) // 3], tmp_path)
+    assert rejected.value.reason == "image_unreadable"
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # left as the rest of the process set it
+
+
+def test_stored_copy_has_no_metadata_but_the_facts_are_returned(tmp_path):
+    exif = exif_with_gps_and_time(-33.85678, 151.21530, "2025:01:02 03:04:05")
+    stored = store_image(jpeg_bytes(1200, 900, exif=exif), tmp_path)
+    assert stored.taken_at == "2025:01:02 03:04:05"
+    assert round(stored.gps_lat, 4) == -33.8568 and round(stored.gps_lon, 4) == 151.2153
+    kept = Image.open(stored.path)
+    assert not kept.getexif() and "icc_profile" not in kept.info
+    assert stored.path.name == f"{stored.sha256}.jpg"
