@@ -59,3 +59,16 @@ async def age_tips(reunite, delta) -> None:
             if tip.last_team_reply_at is not None:
                 tip.last_team_reply_at -= delta
         await session.commit()
+
+
+def stop_process(process, timeout: float = 20.0) -> None:
+    """SIGTERM (or SIGINT for the sandbox's Ctrl+C), then SIGKILL if it does not stop in time."""
+    import signal
+    import subprocess
+
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

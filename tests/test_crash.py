@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from bot.db.models import InboxUpdate, Tip, TipEntry
 from bot.db.session import create_engine, create_sessionmaker
-from tests.helpers import TIP_REFERENCE
+from tests.helpers import TIP_REFERENCE, stop_process
 
 USERS = 300
 
@@ -65,11 +65,7 @@ async def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(stand_in,
             assert loop.time() < deadline, log_path.read_text()[-3000:]
             await asyncio.sleep(0.2)
     finally:
-        bot.send_signal(signal.SIGTERM)
-        try:
-            bot.wait(20)
-        except subprocess.TimeoutExpired:
-            bot.kill()
+        stop_process(bot)
 
     assert 0 < acked_before_kill < USERS, "the kill did not land mid-stream"
     engine = create_engine(settings.database_url)

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 
 import aiohttp
 
-from tests.helpers import jpeg_bytes, reference_in
+from tests.helpers import jpeg_bytes, reference_in, stop_process
 from tests.test_webhook import free_port
 
 PUBLIC_ID, COORDINATOR_ID = 2001, 1001
@@ -78,11 +77,7 @@ async def test_sandbox_runs_without_a_token_and_serves_the_chat_page(tmp_path):
             assert "Reunite team" in answered[-1]["text"]
         assert (tmp_path / "data" / "reunite.db").exists()
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_process(process)
     assert process.returncode == 0
 
 

@@ -76,28 +76,23 @@ def emergency_text(context: ReuniteContext) -> str:
     return context.scope.settings.emergency_text or t(context.language, "emergency_default")
 
 
-def coordinators_only(handler):
-    """Run ``handler`` only for coordinators and admins; the role is checked on every call."""
+def _requires(allowed, refusal_key: str):
+    def decorate(handler):
+        @functools.wraps(handler)
+        async def checked(update: Update, context: ReuniteContext) -> None:
+            if context.user is None or not allowed(context.user):
+                say(context, update, refusal_key, force=True)
+                return
+            await handler(update, context)
 
-    @functools.wraps(handler)
-    async def checked(update: Update, context: ReuniteContext) -> None:
-        if context.user is None or not users.is_coordinator(context.user):
-            say(context, update, "coordinators_only", force=True)
-            return
-        await handler(update, context)
+        return checked
 
-    return checked
+    return decorate
 
 
-def admins_only(handler):
-    @functools.wraps(handler)
-    async def checked(update: Update, context: ReuniteContext) -> None:
-        if context.user is None or not users.is_admin(context.user):
-            say(context, update, "admins_only", force=True)
-            return
-        await handler(update, context)
-
-    return checked
+# The role is checked on every call, buttons included: a role revoked a second ago no longer works.
+coordinators_only = _requires(users.is_coordinator, "coordinators_only")
+admins_only = _requires(users.is_admin, "admins_only")
 
 
 # Callback data is at most 64 bytes and comes back from the client: we sign what we send and
