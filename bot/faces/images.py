@@ -27,7 +27,7 @@ from typing import Union
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ def _from_pil(image: Image.Image, *, max_pixels: int, max_side: int | None) -> D
             # than decoding in full and resizing. draft() never goes below the
             # requested size, so the exact resize happens further down.
             image.draft(image.mode, _fit_within(header_width, header_height, max_side))
-        image.load()
+        load_all_pixels(image)
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(str(exc)) from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
@@ -253,3 +253,14 @@ def _from_bgr_array(bgr: np.ndarray, max_side: int | None) -> DecodedImage:
         original_size=original_size,
         scale=bgr.shape[1] / width,
     )
+
+
+def load_all_pixels(image: Image.Image) -> None:
+    """Decode fully, failing on a truncated file even where Pillow was told to tolerate them
+    (WeasyPrint sets ``ImageFile.LOAD_TRUNCATED_IMAGES`` for the whole process when imported)."""
+    tolerant = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        image.load()
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = tolerant

@@ -15,7 +15,9 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from bot.faces.images import load_all_pixels
 
 # Telegram lets bots download up to 20 MB; above that we cannot even fetch the file.
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
@@ -97,17 +99,6 @@ def decode_checked(data: bytes) -> Image.Image:
     except (OSError, ValueError, SyntaxError):
         raise ImageRejected("image_unreadable") from None
     return image
-
-
-def load_all_pixels(image: Image.Image) -> None:
-    """Decode fully, failing on a truncated file even where Pillow was told to tolerate them
-    (WeasyPrint sets ``ImageFile.LOAD_TRUNCATED_IMAGES`` for the whole process when imported)."""
-    tolerant = ImageFile.LOAD_TRUNCATED_IMAGES
-    ImageFile.LOAD_TRUNCATED_IMAGES = False
-    try:
-        image.load()
-    finally:
-        ImageFile.LOAD_TRUNCATED_IMAGES = tolerant
 
 
 def store_image(data: bytes, media_dir: Path) -> StoredImage:

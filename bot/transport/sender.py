@@ -90,9 +90,9 @@ class Sender:
                 query = query.where(OutboxMessage.id > self._max_seen_id)
             query = query.order_by(OutboxMessage.id).limit(5000)
             rows = [Outgoing.from_row(r) for r in await session.scalars(query) if r.id not in self._known]
-            photos = [r.payload["photo_sha256"] for r in rows if "photo_sha256" in r.payload
-                      and r.payload["photo_sha256"] not in self._file_ids]
-            self._file_ids.update(await outbox.uploaded_file_ids(session, photos))
+            stored_files = [sha for r in rows for key in ("photo_sha256", "document_sha256")
+                            if (sha := r.payload.get(key)) and sha not in self._file_ids]
+            self._file_ids.update(await outbox.uploaded_file_ids(session, stored_files))
         for row in rows:
             self._add(row)
 
@@ -241,8 +241,7 @@ class Sender:
         except Forbidden as error:
             result = SendResult(ids, OUT_FAILED, error=f"forbidden: {error.message}"[:200])
             self._blocked_chats.append(chat_id)
-            for _, _, row in chat.queue:
-                self._known.discard(row.id)
+            # they stay "known" so no rescan picks them up again: the flush marks them failed
             chat.queue.clear()
         except BadRequest as error:
             log.warning("outbox %s refused: %s", ids, error.message)
@@ -259,8 +258,6 @@ class Sender:
             self._slots.release()
         if result is not None:
             self._results.append(result)
-            if result.status != OUT_PENDING:
-                self._known.difference_update(ids)
         if paced:
             interval = GROUP_CHAT_INTERVAL if chat_id < 0 else PRIVATE_CHAT_INTERVAL
             chat.ready_at = time.monotonic() + interval
@@ -289,11 +286,23 @@ class Sender:
 
     # -- Telegram calls -------------------------------------------------------------------------
 
-    async def _photo(self, sha256: str):
+    async def _stored_file(self, sha256: str):
+        """The file_id of a file we uploaded before, else the file's bytes to upload."""
         file_id = self._file_ids.get(sha256)
         if file_id:
             return file_id
         return await asyncio.to_thread(media_path(self.media_dir, sha256).read_bytes)
+
+    def _remember_upload(self, sha256: str, file_id: str) -> tuple[tuple[str, str], ...]:
+        """Keep a new upload's file_id (also written to the database with the send's result)."""
+        if sha256 in self._file_ids:
+            return ()
+        self._file_ids[sha256] = file_id
+        return ((sha256, file_id),)
+
+    def _keyboard(self, payload: dict) -> InlineKeyboardMarkup | None:
+        markup = payload.get("reply_markup")
+        return InlineKeyboardMarkup.de_json(markup, self.bot) if markup else None
 
     async def _call(self, chat_id: int, batch: list[Outgoing]) -> SendResult:
         ids = tuple(row.id for row in batch)
@@ -303,28 +312,32 @@ class Sender:
             text = payload["text"]
             if len(batch) > 1:
                 text = "\n\n".join([payload.get("digest_header", ""), *(row.digest_line for row in batch)]).strip()
-            markup = payload.get("reply_markup") if len(batch) == 1 else None
-            message = await self.bot.send_message(
-                chat_id, text, reply_markup=InlineKeyboardMarkup.de_json(markup, self.bot) if markup else None)
+            message = await self.bot.send_message(chat_id, text,
+                                                  reply_markup=self._keyboard(payload) if len(batch) == 1 else None)
             self.sent_count += 1
             return SendResult(ids, OUT_SENT, message_id=message.message_id)
         if head.method == "sendPhoto":
             hashes = [row.payload["photo_sha256"] for row in batch]
             if len(batch) == 1:
-                message = await self.bot.send_photo(chat_id, await self._photo(hashes[0]),
-                                                    caption=payload.get("caption"))
+                # a single photo may carry buttons (a match alert's Confirm lead / Reject)
+                message = await self.bot.send_photo(chat_id, await self._stored_file(hashes[0]),
+                                                    caption=payload.get("caption"), reply_markup=self._keyboard(payload))
                 messages = [message]
             else:
-                media = [InputMediaPhoto(await self._photo(sha), caption=row.payload.get("caption"))
+                media = [InputMediaPhoto(await self._stored_file(sha), caption=row.payload.get("caption"))
                          for sha, row in zip(hashes, batch)]
                 messages = list(await self.bot.send_media_group(chat_id, media))
-            uploaded = []
-            for sha, message in zip(hashes, messages):
-                if sha not in self._file_ids and message.photo:
-                    self._file_ids[sha] = message.photo[-1].file_id
-                    uploaded.append((sha, message.photo[-1].file_id))
+            uploaded = tuple(upload for sha, message in zip(hashes, messages) if message.photo
+                             for upload in self._remember_upload(sha, message.photo[-1].file_id))
             self.sent_count += len(messages)
-            return SendResult(ids, OUT_SENT, message_id=messages[0].message_id, uploaded=tuple(uploaded))
+            return SendResult(ids, OUT_SENT, message_id=messages[0].message_id, uploaded=uploaded)
+        if head.method == "sendDocument":
+            sha = payload["document_sha256"]
+            message = await self.bot.send_document(chat_id, await self._stored_file(sha), filename=payload["filename"],
+                                                   caption=payload.get("caption"))
+            self.sent_count += 1
+            uploaded = self._remember_upload(sha, message.document.file_id) if message.document else ()
+            return SendResult(ids, OUT_SENT, message_id=message.message_id, uploaded=uploaded)
         if head.method == "answerCallbackQuery":
             try:
                 await self.bot.answer_callback_query(payload["callback_query_id"], text=payload.get("text"))
@@ -361,6 +374,11 @@ class Sender:
             self._results[:0] = results
             self._blocked_chats[:0] = blocked
             raise
+        # only now that the database no longer says "pending" may a rescan see these rows without
+        # taking them for unsent ones
+        for result in results:
+            if result.status != OUT_PENDING:
+                self._known.difference_update(result.row_ids)
 
     async def wait_until_drained(self, timeout: float = 30.0) -> None:
         """For tests and shutdown: until nothing is queued or in flight and results are written."""
