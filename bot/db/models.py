@@ -108,6 +108,9 @@ class Case(Base):
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
     closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
+    # insert order in one flush: the reporting user before their case
+    reporter: Mapped[User | None] = relationship(foreign_keys=[reported_by])
+
 
 # Tip statuses
 TIP_NEW = "new"
@@ -130,6 +133,8 @@ class Tip(Base):
     last_message_at: Mapped[datetime] = mapped_column(UtcDateTime())
     last_team_reply_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
+    # also tells the unit of work to insert a new user before their first tip in one flush
+    tipster: Mapped[User] = relationship()
     entries: Mapped[list["TipEntry"]] = relationship(
         back_populates="tip", order_by="TipEntry.id", cascade="all, delete-orphan"
     )
@@ -185,6 +190,7 @@ class TipMedia(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
     tip: Mapped[Tip] = relationship(back_populates="media")
+    entry: Mapped["TipEntry | None"] = relationship()
 
 
 class AuditEvent(Base):
@@ -262,6 +268,9 @@ class OutboxMessage(Base):
     # the tip an acknowledgement belongs to, so a Telegram reply to it joins that tip
     tip_id: Mapped[int | None] = mapped_column(ForeignKey("tips.id", ondelete="SET NULL"))
     error: Mapped[str | None] = mapped_column(String(200))
+
+    # lets an acknowledgement point at a tip created in the same transaction, before it has an id
+    tip: Mapped[Tip | None] = relationship()
 
     __table_args__ = (
         Index("ix_outbox_pending", "status", "priority", "id"),

@@ -16,7 +16,7 @@ from telegram import Update
 from telegram.ext import Application, CallbackContext, ExtBot
 
 from bot.config import Settings
-from bot.db.models import PRIORITY_ACK, User
+from bot.db.models import PRIORITY_ACK, Tip, User
 from bot.i18n import t
 from bot.services import outbox, users
 
@@ -62,14 +62,14 @@ class ReuniteContext(CallbackContext[ExtBot, dict, dict, dict]):
 
 
 def say(context: ReuniteContext, update: Update, key: str, *, reply_markup: dict | None = None,
-        tip_id: int | None = None, force: bool = False, **values: object) -> None:
+        tip: Tip | None = None, force: bool = False, **values: object) -> None:
     """Answer the person behind ``update`` with message ``key`` in their language."""
     scope = context.scope
     if scope.quiet and not force:
         return
     text = t(context.language, key, **values)
     outbox.enqueue_text(context.session, update.effective_chat.id, text, priority=PRIORITY_ACK,
-                        reply_markup=reply_markup, tip_id=tip_id)
+                        reply_markup=reply_markup, tip=tip)
 
 
 def emergency_text(context: ReuniteContext) -> str:

@@ -175,7 +175,7 @@ async def reply(update: Update, context: ReuniteContext) -> None:
     tipster = await session.get(users.User, tip.tipster_id)
     outbox.enqueue_text(session, tip.tipster_id,
                         t(tipster.language, "team_reply", reference=tip.reference, message=message),
-                        priority=PRIORITY_ACK, tip_id=tip.id)
+                        priority=PRIORITY_ACK, tip=tip)
     say(context, update, "reply_sent", reference=tip.reference, force=True)
 
 

@@ -125,10 +125,10 @@ async def _record(update: Update, context: ReuniteContext, content: tips.TipCont
     if not result.needs_ack:
         return
     if result.is_new:
-        say(context, update, "tip_received", reference=result.tip.reference, tip_id=result.tip.id,
+        say(context, update, "tip_received", reference=result.tip.reference, tip=result.tip,
             emergency=emergency_text(context))
     else:
-        say(context, update, "tip_added", reference=result.tip.reference, tip_id=result.tip.id)
+        say(context, update, "tip_added", reference=result.tip.reference, tip=result.tip)
 
 
 async def tip_text(update: Update, context: ReuniteContext) -> None:

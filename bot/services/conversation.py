@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.db.models import ConversationState
@@ -20,7 +20,21 @@ class State:
     updated_at: datetime
 
 
+# session.info key: users known to have no conversation state (preloaded for a batch of updates)
+WITHOUT_STATE = "users_without_conversation_state"
+
+
+async def preload(session: AsyncSession, user_ids: set[int]) -> list[ConversationState]:
+    """Load the states of a batch of users at once; the rows are returned so the caller keeps them
+    alive in the session's identity map (which holds objects weakly)."""
+    rows = list(await session.scalars(select(ConversationState).where(ConversationState.user_id.in_(user_ids))))
+    session.info[WITHOUT_STATE] = user_ids - {row.user_id for row in rows}
+    return rows
+
+
 async def get(session: AsyncSession, user_id: int) -> State | None:
+    if user_id in session.info.get(WITHOUT_STATE, ()):
+        return None
     row = await session.get(ConversationState, user_id)
     if row is None:
         return None
@@ -28,6 +42,7 @@ async def get(session: AsyncSession, user_id: int) -> State | None:
 
 
 async def put(session: AsyncSession, user_id: int, flow: str, step: str, data: dict) -> None:
+    session.info.get(WITHOUT_STATE, set()).discard(user_id)
     row = await session.get(ConversationState, user_id)
     now = datetime.now(timezone.utc)
     if row is None:
@@ -39,3 +54,4 @@ async def put(session: AsyncSession, user_id: int, flow: str, step: str, data: d
 
 async def clear(session: AsyncSession, user_id: int) -> None:
     await session.execute(delete(ConversationState).where(ConversationState.user_id == user_id))
+    session.info.setdefault(WITHOUT_STATE, set()).add(user_id)

@@ -74,12 +74,13 @@ async def unprocessed(session: AsyncSession) -> list[RawUpdate]:
     return [RawUpdate(r.update_id, r.user_key, json.loads(r.payload)) for r in rows]
 
 
-async def mark_processed(session: AsyncSession, update_id: int) -> None:
+async def mark_processed(session: AsyncSession, update_ids: list[int]) -> None:
     """Done: the raw payload (which names the sender) is dropped; the id stays to refuse re-delivery."""
-    await session.execute(
-        update(InboxUpdate).where(InboxUpdate.update_id == update_id)
-        .values(processed_at=datetime.now(timezone.utc), payload="{}")
-    )
+    if update_ids:
+        await session.execute(
+            update(InboxUpdate).where(InboxUpdate.update_id.in_(update_ids))
+            .values(processed_at=datetime.now(timezone.utc), payload="{}")
+        )
 
 
 async def record_failure(session: AsyncSession, update_id: int, error: str) -> int:
@@ -102,4 +103,3 @@ async def set_aside(session: AsyncSession, update_id: int, error: str) -> None:
         update(InboxUpdate).where(InboxUpdate.update_id == update_id)
         .values(processed_at=datetime.now(timezone.utc), error=error[:200], attempts=MAX_ATTEMPTS)
     )
-    await session.commit()

@@ -2,8 +2,10 @@
 the change it reports. So an acknowledgement is never sent for a tip that was not committed, and a
 crash between commit and send only delays the message.
 
-Payloads are Bot API parameters as JSON. A photo of ours is named by its SHA-256 in the media store
-(``photo_sha256``) and uploaded by the sender, never forwarded: a forward names the original sender.
+Payloads are Bot API parameters as JSON. A photo or document of ours is named by its SHA-256 in the
+media store (``photo_sha256``, ``document_sha256``) and uploaded by the sender, never forwarded: a
+forward names the original sender. Once uploaded, Telegram's file_id is remembered with the file
+(tip images, flyers), and later sends of the same file use it instead of uploading again.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import select, update
+from sqlalchemy import inspect, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.db.models import (
@@ -20,7 +22,9 @@ from bot.db.models import (
     OUT_PENDING,
     OUT_SENT,
     PRIORITY_ACK,
+    FlyerFile,
     OutboxMessage,
+    Tip,
     TipMedia,
 )
 
@@ -59,26 +63,36 @@ class Outgoing:
                    row.priority, row.attempts)
 
 
+# session.info key: the rows queued in this session, handed to the sender once committed
+QUEUED_ROWS = "queued_outbox_rows"
+
+
 def enqueue(session: AsyncSession, chat_id: int, method: str, payload: dict, *, priority: int = PRIORITY_ACK,
-            digest_line: str | None = None, tip_id: int | None = None) -> OutboxMessage:
+            digest_line: str | None = None, tip: Tip | None = None) -> OutboxMessage:
     row = OutboxMessage(chat_id=chat_id, method=method, payload=json.dumps(payload, ensure_ascii=False),
                         digest_line=digest_line, priority=priority, status=OUT_PENDING, attempts=0,
-                        created_at=datetime.now(timezone.utc), tip_id=tip_id)
+                        created_at=datetime.now(timezone.utc), tip=tip)
     session.add(row)
+    session.info.setdefault(QUEUED_ROWS, []).append(row)
     return row
+
+
+def committed_rows(session: AsyncSession) -> list["Outgoing"]:
+    """The rows this session queued that its commit wrote (a rolled-back savepoint's are gone)."""
+    rows = session.info.pop(QUEUED_ROWS, [])
+    return [Outgoing.from_row(row) for row in rows if row.id is not None and inspect(row).persistent]
 
 
 def enqueue_text(session: AsyncSession, chat_id: int, text: str, *, priority: int = PRIORITY_ACK,
                  reply_markup: dict | None = None, digest_line: str | None = None,
-                 digest_header: str | None = None, tip_id: int | None = None) -> OutboxMessage:
+                 digest_header: str | None = None, tip: Tip | None = None) -> OutboxMessage:
     """A text message; one with a ``digest_line`` may be merged with others under ``digest_header``."""
     payload: dict = {"text": clip(text, TEXT_LIMIT)}
     if reply_markup:
         payload["reply_markup"] = reply_markup
     if digest_header:
         payload["digest_header"] = digest_header
-    return enqueue(session, chat_id, "sendMessage", payload, priority=priority, digest_line=digest_line,
-                   tip_id=tip_id)
+    return enqueue(session, chat_id, "sendMessage", payload, priority=priority, digest_line=digest_line, tip=tip)
 
 
 def enqueue_photo(session: AsyncSession, chat_id: int, sha256: str, caption: str, *, priority: int,
@@ -91,6 +105,15 @@ def enqueue_photo(session: AsyncSession, chat_id: int, sha256: str, caption: str
     if gather_seconds:
         payload["gather_seconds"] = gather_seconds
     return enqueue(session, chat_id, "sendPhoto", payload, priority=priority)
+
+
+def enqueue_document(session: AsyncSession, chat_id: int, sha256: str, filename: str, caption: str | None = None,
+                     *, priority: int = PRIORITY_ACK) -> OutboxMessage:
+    """A stored file of ours (a flyer's PDF) as a document named ``filename``."""
+    payload: dict = {"document_sha256": sha256, "filename": filename}
+    if caption:
+        payload["caption"] = clip(caption, CAPTION_LIMIT)
+    return enqueue(session, chat_id, "sendDocument", payload, priority=priority)
 
 
 async def pending(session: AsyncSession, exclude: set[int], limit: int = 2000) -> list[Outgoing]:
@@ -115,13 +138,21 @@ class SendResult:
     message_id: int | None = None
     error: str | None = None
     retry_in: float | None = None
-    uploaded: tuple[tuple[str, str], ...] = ()  # (sha256, file_id) of images uploaded by this send
+    uploaded: tuple[tuple[str, str], ...] = ()  # (sha256, file_id) of files uploaded by this send
 
 
 async def apply_results(session: AsyncSession, results: list[SendResult]) -> None:
     """Write a batch of send results in one transaction."""
     now = datetime.now(timezone.utc)
+    # the common case, sent messages, as one executemany; the rest one statement each
+    sent = [{"id": row_id, "status": OUT_SENT, "error": None, "message_id": result.message_id, "sent_at": now}
+            for result in results if result.status == OUT_SENT and not result.uploaded
+            for row_id in result.row_ids]
+    if sent:
+        await session.execute(update(OutboxMessage), sent)
     for result in results:
+        if result.status == OUT_SENT and not result.uploaded:
+            continue
         values: dict = {"status": result.status, "error": result.error}
         if result.status == OUT_SENT:
             values.update(message_id=result.message_id, sent_at=now)
@@ -132,6 +163,8 @@ async def apply_results(session: AsyncSession, results: list[SendResult]) -> Non
         await session.execute(update(OutboxMessage).where(OutboxMessage.id.in_(result.row_ids)).values(**values))
         for sha256, file_id in result.uploaded:
             await session.execute(update(TipMedia).where(TipMedia.sha256 == sha256).values(upload_file_id=file_id))
+            await session.execute(update(FlyerFile).where(FlyerFile.sha256 == sha256)
+                                  .values(telegram_file_id=file_id))
     await session.commit()
 
 
@@ -144,14 +177,18 @@ async def fail_pending_for_chat(session: AsyncSession, chat_id: int, error: str)
 
 
 async def uploaded_file_ids(session: AsyncSession, hashes: list[str]) -> dict[str, str]:
-    """file_ids of images we uploaded before, so they are re-sent without another upload."""
+    """file_ids of files we uploaded before, so they are re-sent without another upload."""
     if not hashes:
         return {}
-    rows = await session.execute(
+    tip_images = await session.execute(
         select(TipMedia.sha256, TipMedia.upload_file_id)
         .where(TipMedia.sha256.in_(hashes), TipMedia.upload_file_id.is_not(None))
     )
-    return {sha: file_id for sha, file_id in rows}
+    flyers = await session.execute(
+        select(FlyerFile.sha256, FlyerFile.telegram_file_id)
+        .where(FlyerFile.sha256.in_(hashes), FlyerFile.telegram_file_id.is_not(None))
+    )
+    return {sha: file_id for sha, file_id in [*tip_images, *flyers]}
 
 
 async def tip_of_message(session: AsyncSession, chat_id: int, message_id: int) -> int | None:

@@ -57,14 +57,41 @@ class TipUpdate:
     case: Case | None
 
 
+# session.info key: tipster id -> their latest tip (or None), preloaded for a batch of updates
+LATEST_TIPS = "latest_tip_by_tipster"
+
+
+async def preload_latest_tips(session: AsyncSession, tipster_ids: set[int]) -> None:
+    """One query for the latest tip of every tipster in a batch, instead of one per message."""
+    latest_times = (
+        select(Tip.tipster_id, func.max(Tip.last_message_at).label("latest"))
+        .where(Tip.tipster_id.in_(tipster_ids)).group_by(Tip.tipster_id).subquery()
+    )
+    rows = await session.scalars(
+        select(Tip).join(latest_times, (Tip.tipster_id == latest_times.c.tipster_id)
+                         & (Tip.last_message_at == latest_times.c.latest))
+    )
+    latest: dict[int, Tip | None] = dict.fromkeys(tipster_ids)
+    for tip in rows:
+        latest[tip.tipster_id] = tip
+    session.info[LATEST_TIPS] = latest
+
+
+async def _latest_tip(session: AsyncSession, tipster_id: int) -> Tip | None:
+    preloaded = session.info.get(LATEST_TIPS, {})
+    if tipster_id in preloaded:
+        return preloaded[tipster_id]
+    return await session.scalar(
+        select(Tip).where(Tip.tipster_id == tipster_id).order_by(Tip.last_message_at.desc()).limit(1)
+    )
+
+
 async def _open_tip(session: AsyncSession, tipster_id: int, now: datetime, replied_tip_id: int | None) -> Tip | None:
     if replied_tip_id is not None:
         tip = await session.get(Tip, replied_tip_id)
         if tip is not None and tip.tipster_id == tipster_id:
             return tip
-    latest = await session.scalar(
-        select(Tip).where(Tip.tipster_id == tipster_id).order_by(Tip.last_message_at.desc()).limit(1)
-    )
+    latest = await _latest_tip(session, tipster_id)
     if latest is None:
         return None
     if now - latest.last_message_at <= JOIN_WINDOW:
@@ -74,25 +101,19 @@ async def _open_tip(session: AsyncSession, tipster_id: int, now: datetime, repli
     return None
 
 
-async def _new_reference(session: AsyncSession) -> str:
-    while True:
-        reference = new_tip_reference()
-        if await session.scalar(select(Tip.id).where(Tip.reference == reference)) is None:
-            return reference
-
-
 async def add_message(session: AsyncSession, tipster_id: int, content: TipContent, now: datetime, *,
                       replied_tip_id: int | None = None, about_case: Case | None = None) -> TipUpdate:
-    """Record one message of a tipster, joining or starting a tip; flushed, not committed."""
+    """Record one message of a tipster, joining or starting a tip; nothing is flushed here, so a
+    batch of tips is written in a few statements at commit."""
     tip = None if about_case is not None else await _open_tip(session, tipster_id, now, replied_tip_id)
     is_new = tip is None
     needs_ack = True
     if tip is None:
-        tip = Tip(reference=await _new_reference(session), alias=new_alias(), tipster_id=tipster_id,
+        # a random reference of 40 bits: the unique constraint catches the once-in-a-lifetime clash
+        tip = Tip(reference=new_tip_reference(), alias=new_alias(), tipster_id=tipster_id,
                   case_id=about_case.id if about_case else None, status=TIP_NEW, created_at=now,
                   last_message_at=now)
         session.add(tip)
-        await session.flush()
     else:
         tip.last_message_at = now
         if content.media_group_id:
@@ -101,19 +122,18 @@ async def add_message(session: AsyncSession, tipster_id: int, content: TipConten
                 .where(TipEntry.tip_id == tip.id, TipEntry.media_group_id == content.media_group_id)
             )
             needs_ack = not earlier
-    entry = TipEntry(tip_id=tip.id, author=AUTHOR_TIPSTER, kind=content.kind, text=content.text,
+    if LATEST_TIPS in session.info:
+        session.info[LATEST_TIPS][tipster_id] = tip
+    entry = TipEntry(tip=tip, author=AUTHOR_TIPSTER, kind=content.kind, text=content.text,
                      latitude=content.latitude, longitude=content.longitude,
                      media_group_id=content.media_group_id, created_at=now)
     session.add(entry)
-    await session.flush()
     media = None
     if content.image is not None:
         image = content.image
-        media = TipMedia(tip_id=tip.id, entry_id=entry.id, sha256=image.sha256, width=image.width,
-                         height=image.height, taken_at=image.taken_at, gps_lat=image.gps_lat,
-                         gps_lon=image.gps_lon, created_at=now)
+        media = TipMedia(tip=tip, entry=entry, sha256=image.sha256, width=image.width, height=image.height,
+                         taken_at=image.taken_at, gps_lat=image.gps_lat, gps_lon=image.gps_lon, created_at=now)
         session.add(media)
-        await session.flush()
     case = about_case
     if case is None and tip.case_id is not None:
         case = await session.get(Case, tip.case_id)

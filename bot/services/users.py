@@ -12,17 +12,24 @@ from bot.i18n import language_from_telegram
 from bot.services import audit
 
 ROLES = (ROLE_PUBLIC, ROLE_COORDINATOR, ROLE_ADMIN)
+# session.info key under which alerts.recipients() keeps the coordinator list of a session
+COORDINATOR_RECIPIENTS = "coordinator_recipients"
+# session.info key: ids of a preloaded batch that have no user row yet
+USERS_ABSENT = "users_absent"
 
 
 async def get_or_create(session: AsyncSession, user_id: int, telegram_language: str | None,
                         admins: frozenset[int]) -> User:
     """The user, created on first contact with their app's language; REUNITE_ADMINS are admins."""
-    user = await session.get(User, user_id)
+    absent = session.info.get(USERS_ABSENT, ())
+    user = None if user_id in absent else await session.get(User, user_id)
     if user is None:
         user = User(id=user_id, role=ROLE_ADMIN if user_id in admins else ROLE_PUBLIC,
                     language=language_from_telegram(telegram_language), language_chosen=False,
                     blocked_bot=False, created_at=datetime.now(timezone.utc))
         session.add(user)
+        if user_id in absent:
+            absent.discard(user_id)
     else:
         if user_id in admins and user.role != ROLE_ADMIN:
             user.role = ROLE_ADMIN
@@ -55,6 +62,7 @@ async def set_role(session: AsyncSession, actor: User, target_id: int, role: str
         session.add(target)
     else:
         target.role = role
+    session.info.pop(COORDINATOR_RECIPIENTS, None)
     audit.record(session, actor.id, f"role.{role}", f"user:{target_id}")
     return target
 
@@ -72,6 +80,15 @@ async def mark_blocked(session: AsyncSession, user_id: int) -> None:
     user = await session.get(User, user_id)
     if user is not None:
         user.blocked_bot = True
+        session.info.pop(COORDINATOR_RECIPIENTS, None)
+
+
+async def preload(session: AsyncSession, user_ids: set[int]) -> list[User]:
+    """Load a batch of users at once (and note who is new); keep the returned list so the identity
+    map keeps them."""
+    found = list(await session.scalars(select(User).where(User.id.in_(user_ids))))
+    session.info[USERS_ABSENT] = user_ids - {user.id for user in found}
+    return found
 
 
 async def bootstrap_admins(session: AsyncSession, admins: frozenset[int]) -> None:

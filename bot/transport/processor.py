@@ -19,7 +19,7 @@ from telegram.ext import Application
 
 from bot.config import Settings
 from bot.handlers.common import UpdateScope, current_scope, say
-from bot.services import inbox, users
+from bot.services import conversation, inbox, outbox, tips, users
 from bot.services.inbox import RawUpdate
 
 log = logging.getLogger(__name__)
@@ -53,20 +53,41 @@ class RateLimiter:
         return True, True
 
 
+# updates that download files are handled on their own, so a slow download never holds up others
+SLOW_FIELDS = ("photo", "document", "video", "animation", "voice", "audio", "video_note", "sticker")
+BATCH_SIZE = 200
+
+
+def is_slow(raw: RawUpdate) -> bool:
+    message = raw.payload.get("message") or raw.payload.get("edited_message") or {}
+    return any(field in message for field in SLOW_FIELDS)
+
+
 class UpdateProcessor:
+    """Each user's updates in order, one at a time. Ready updates of different users are handled
+    together in one transaction with one commit: per-commit and per-query costs are paid once per
+    batch, which is what lets a surge of tips be committed as it arrives. Updates that download
+    files run alone, beside the batches."""
+
     def __init__(self, application: Application, sessionmaker: async_sessionmaker[AsyncSession],
-                 settings: Settings, on_committed, max_parallel: int = 8):
+                 settings: Settings, on_committed, max_slow_parallel: int = 4):
         self.application = application
         self.sessionmaker = sessionmaker
         self.settings = settings
-        self._on_committed = on_committed  # wakes the sender: new outbox rows may exist
+        self._on_committed = on_committed  # hands committed outbox rows to the sender
         self._queues: dict[int, deque[RawUpdate]] = {}
-        self._workers: set[asyncio.Task] = set()
-        self._parallel = asyncio.Semaphore(max_parallel)
+        self._busy: set[int] = set()  # users with an update being handled
+        self._slow_slots = asyncio.Semaphore(max_slow_parallel)
+        self._slow_tasks: set[asyncio.Task] = set()
         self._rate = RateLimiter(settings.user_rate_limit)
         self._seen: set[int] = set()
+        self._ready = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._runner: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._runner = asyncio.create_task(self._run(), name="update-processor")
 
     def submit(self, updates: list[RawUpdate]) -> None:
         """Queue stored updates; each user's run in the order given."""
@@ -74,15 +95,10 @@ class UpdateProcessor:
             if raw.update_id in self._seen:
                 continue
             self._seen.add(raw.update_id)
-            queue = self._queues.get(raw.user_key)
-            if queue is None:
-                queue = self._queues[raw.user_key] = deque()
-                task = asyncio.create_task(self._drain(raw.user_key, queue))
-                self._workers.add(task)
-                task.add_done_callback(self._workers.discard)
-            queue.append(raw)
+            self._queues.setdefault(raw.user_key, deque()).append(raw)
         if self._queues:
             self._idle.clear()
+            self._ready.set()
 
     async def recover(self) -> int:
         """Queue what was stored but not processed before the last stop."""
@@ -95,27 +111,69 @@ class UpdateProcessor:
         await self._idle.wait()
 
     async def stop(self) -> None:
-        for task in list(self._workers):
+        tasks = [*self._slow_tasks, *([self._runner] if self._runner else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _drain(self, key: int, queue: deque[RawUpdate]) -> None:
-        try:
-            while queue:
-                raw = queue[0]
-                async with self._parallel:
-                    await self._process_with_retries(raw)
-                queue.popleft()
-                self._seen.discard(raw.update_id)
-        finally:
-            if self._queues.get(key) is queue and not queue:
-                del self._queues[key]
+    async def _run(self) -> None:
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            while batch := self._take_ready():
+                failures = await self._process_batch(batch)
+                for raw in batch:
+                    if raw.update_id in failures:
+                        self._start_alone(raw)  # retried on its own, with backoff
+                    else:
+                        self._finish(raw)
             if not self._queues:
                 self._idle.set()
 
+    def _take_ready(self) -> list[RawUpdate]:
+        """The next update of every user who is not busy: slow ones start alone, the rest batch."""
+        batch = []
+        for key, queue in self._queues.items():
+            if key in self._busy:
+                continue
+            raw = queue[0]
+            if is_slow(raw):
+                self._start_alone(raw)
+                continue
+            self._busy.add(key)
+            batch.append(raw)
+            if len(batch) >= BATCH_SIZE:
+                break
+        return batch
+
+    def _start_alone(self, raw: RawUpdate) -> None:
+        self._busy.add(raw.user_key)
+        task = asyncio.create_task(self._alone(raw))
+        self._slow_tasks.add(task)
+        task.add_done_callback(self._slow_tasks.discard)
+
+    async def _alone(self, raw: RawUpdate) -> None:
+        try:
+            async with self._slow_slots:
+                await self._process_with_retries(raw)
+        finally:
+            self._finish(raw)
+            self._ready.set()
+
+    def _finish(self, raw: RawUpdate) -> None:
+        queue = self._queues.get(raw.user_key)
+        if queue and queue[0] is raw:
+            queue.popleft()
+            if not queue:
+                del self._queues[raw.user_key]
+        self._busy.discard(raw.user_key)
+        self._seen.discard(raw.update_id)
+        if not self._queues:
+            self._idle.set()
+
     async def _process_with_retries(self, raw: RawUpdate) -> None:
         for delay in (*RETRY_DELAYS, None):
-            error = await self._process_once(raw)
+            error = (await self._process_batch([raw])).get(raw.update_id)
             if error is None:
                 return
             async with self.sessionmaker() as session:
@@ -127,39 +185,58 @@ class UpdateProcessor:
                 return
             await asyncio.sleep(delay)
 
-    async def _process_once(self, raw: RawUpdate) -> BaseException | None:
+    async def _process_batch(self, batch: list[RawUpdate]) -> dict[int, BaseException]:
+        """Handle ``batch`` in one transaction. If any update fails, nothing of the batch is kept and
+        every update of it is returned, to be handled again on its own (only the failing one fails
+        again); failures are rare, so this is cheaper than a savepoint per update."""
+        async with self.sessionmaker() as session:
+            try:
+                # the identity map holds objects weakly: keep the preloaded rows alive for the batch
+                preloaded = await self._preload(session, batch)
+                for raw in batch:
+                    error = await self._handle(session, raw)
+                    if error is not None:
+                        await session.rollback()
+                        return {other.update_id: error for other in batch}
+                await inbox.mark_processed(session, [raw.update_id for raw in batch])
+                await session.commit()
+                del preloaded
+            except Exception as error:  # the database was briefly locked or down: nothing was kept
+                await session.rollback()
+                return {raw.update_id: error for raw in batch}
+            self._on_committed(outbox.committed_rows(session))
+        return {}
+
+    async def _preload(self, session: AsyncSession, batch: list[RawUpdate]) -> list:
+        user_ids = {raw.user_key for raw in batch if raw.user_key > 0}
+        if not user_ids:
+            return []
+        await tips.preload_latest_tips(session, user_ids)
+        return [*await users.preload(session, user_ids), *await conversation.preload(session, user_ids)]
+
+    async def _handle(self, session: AsyncSession, raw: RawUpdate) -> BaseException | None:
         try:
             update = Update.de_json(raw.payload, self.application.bot)
         except Exception as error:  # a shape PTB does not know: retrying will not help
             log.error("update %s cannot be read (%s); set aside", raw.update_id, error)
-            async with self.sessionmaker() as session:
-                await inbox.set_aside(session, raw.update_id, f"unreadable: {type(error).__name__}")
+            await inbox.set_aside(session, raw.update_id, f"unreadable: {type(error).__name__}")
             return None
-        async with self.sessionmaker() as session:
-            scope = UpdateScope(session=session, settings=self.settings, user=None,
-                                now=datetime.now(timezone.utc))
-            token = current_scope.set(scope)
-            try:
-                sender = update.effective_user
-                if sender is not None and not sender.is_bot:
-                    scope.user = await users.get_or_create(session, sender.id, sender.language_code,
-                                                           self.settings.admins)
-                    scope.quiet, warn = self._rate.check(sender.id)
-                    if warn and update.effective_chat is not None:
-                        say(_ScopeOnly(self.application, scope), update, "slow_down", force=True)
-                await self.application.process_update(update)
-                if scope.errors:
-                    await session.rollback()
-                    return scope.errors[0]
-                await inbox.mark_processed(session, raw.update_id)
-                await session.commit()
-            except Exception as error:  # the database was briefly locked or down, a bug...
-                await session.rollback()
-                return error
-            finally:
-                current_scope.reset(token)
-        self._on_committed()
-        return None
+        scope = UpdateScope(session=session, settings=self.settings, user=None, now=datetime.now(timezone.utc))
+        token = current_scope.set(scope)
+        try:
+            sender = update.effective_user
+            if sender is not None and not sender.is_bot:
+                scope.user = await users.get_or_create(session, sender.id, sender.language_code,
+                                                       self.settings.admins)
+                scope.quiet, warn = self._rate.check(sender.id)
+                if warn and update.effective_chat is not None:
+                    say(_ScopeOnly(self.application, scope), update, "slow_down", force=True)
+            await self.application.process_update(update)
+        except Exception as error:
+            return error
+        finally:
+            current_scope.reset(token)
+        return scope.errors[0] if scope.errors else None
 
 
 class _ScopeOnly:

@@ -71,6 +71,7 @@ class Sender:
         self._results: list[SendResult] = []
         self._blocked_chats: list[int] = []
         self._wake = asyncio.Event()
+        self._look_in_database = False
         self._pause_until = 0.0
         self._tokens = 1.0
         self._tokens_at = time.monotonic()
@@ -80,7 +81,15 @@ class Sender:
     # -- intake ---------------------------------------------------------------------------------
 
     def wake(self) -> None:
-        """New rows were committed (called by the update processor)."""
+        """New rows were committed somewhere: look in the database for them."""
+        self._look_in_database = True
+        self._wake.set()
+
+    def push(self, rows: list[Outgoing]) -> None:
+        """Rows the update processor just committed: queued without reading them back."""
+        for row in rows:
+            if row.id not in self._known:
+                self._add(row)
         self._wake.set()
 
     async def _load(self, full_scan: bool) -> None:
@@ -187,8 +196,9 @@ class Sender:
             await self._load(full_scan=True)
             last_scan = time.monotonic()
             while True:
-                if self._wake.is_set():
-                    self._wake.clear()
+                self._wake.clear()
+                if self._look_in_database:
+                    self._look_in_database = False
                     await self._load(full_scan=False)
                 if time.monotonic() - last_scan > RESCAN_INTERVAL:
                     self._forget_idle_chats()
