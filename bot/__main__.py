@@ -20,6 +20,8 @@ def _configure_logging() -> None:
     # httpx logs every request at INFO: far too loud for a bot that sends hundreds a second
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # a line per layout step of every flyer (`reunite flyer render` renders in this process)
+    logging.getLogger("weasyprint").setLevel(logging.WARNING)
 
 
 async def _serve_until_signal(start) -> None:
@@ -75,6 +77,33 @@ def cmd_faces_embed(args) -> int:
     return embed_command(args.paths)
 
 
+def cmd_cases_import(args) -> int:
+    from pathlib import Path
+
+    from bot.services.case_import import import_cases
+
+    return asyncio.run(import_cases(Path(args.file), load_settings()))
+
+
+def cmd_flyer_render(args) -> int:
+    from pathlib import Path
+
+    from bot.services.flyer_service import NotPrintable, flyer_for_print
+
+    try:
+        files = asyncio.run(flyer_for_print(load_settings(), args.code, args.lang))
+    except NotPrintable as reason:
+        print(reason, file=sys.stderr)
+        return 1
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, data in (("poster.pdf", files.poster_pdf), ("poster.jpg", files.poster_jpg),
+                       ("card.jpg", files.card_jpg)):
+        (out / name).write_bytes(data)
+        print(out / name)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reunite", description="Reunite: tip line and flyers for missing people")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -89,6 +118,16 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--json", action="store_true", required=True, help="JSON lines on stdout (the only format)")
     embed.add_argument("paths", nargs="+", metavar="PATH")
     embed.set_defaults(func=cmd_faces_embed)
+    cases = commands.add_parser("cases", help="case tools").add_subparsers(dest="cases_command", required=True)
+    importing = cases.add_parser("import", help="create active cases from JSON Lines or CSV (see the README)")
+    importing.add_argument("file", metavar="FILE")
+    importing.set_defaults(func=cmd_cases_import)
+    flyer = commands.add_parser("flyer", help="flyer tools").add_subparsers(dest="flyer_command", required=True)
+    render = flyer.add_parser("render", help="write poster.pdf, poster.jpg and card.jpg of an active case")
+    render.add_argument("code", metavar="C-XXXXXX")
+    render.add_argument("--out", required=True, metavar="DIR")
+    render.add_argument("--lang", choices=("en", "zh", "bi"), help="default: the case's language")
+    render.set_defaults(func=cmd_flyer_render)
     return parser
 
 

@@ -1,8 +1,9 @@
-"""Wiring: database, PTB Application, update processor, sender, and polling or webhook."""
+"""Wiring: database, PTB Application, update processor, sender, face worker, and polling or webhook."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -10,12 +11,15 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from telegram.ext import Application, ContextTypes
 
+import flyers
 from bot import handlers
 from bot.config import Settings
 from bot.db.migrate import upgrade_to_head_async
 from bot.db.session import create_engine, create_sessionmaker
+from bot.handlers import matches
 from bot.handlers.common import ReuniteContext
 from bot.services import users
+from bot.services.face_worker import FaceWorker
 from bot.transport.polling import poll_forever
 from bot.transport.processor import UpdateProcessor, collect_handler_error
 from bot.transport.sender import Sender
@@ -61,6 +65,8 @@ class Reunite:
     sender: Sender
     web_runner: web.AppRunner | None = None
     tasks: tuple[asyncio.Task, ...] = ()
+    flyer_warm_up: asyncio.Task | None = None
+    face_worker: FaceWorker | None = None
 
     @classmethod
     async def start(cls, settings: Settings, *, migrate: bool = True) -> "Reunite":
@@ -77,13 +83,24 @@ class Reunite:
         await application.initialize()
         await application.start()
         sender = Sender(application.bot, engine, sessionmaker, settings.media_dir, settings.send_rate)
-        processor = UpdateProcessor(application, sessionmaker, settings, on_committed=sender.push)
-        self = cls(settings, engine, sessionmaker, application, processor, sender)
+        face_worker = FaceWorker(settings, sessionmaker, functools.partial(matches.review_keyboard, settings),
+                                 on_queued=sender.push)
+        await face_worker.start()  # loads the face models (once per process) and the reference faces
+
+        def on_committed(queued: list) -> None:
+            sender.push(queued)
+            face_worker.wake()  # a photo tip may be waiting for its faces
+
+        processor = UpdateProcessor(application, sessionmaker, settings, on_committed=on_committed)
+        self = cls(settings, engine, sessionmaker, application, processor, sender, face_worker=face_worker)
+        # the flyer worker process starts in the background, so the first /flyer renders at warm speed
+        self.flyer_warm_up = asyncio.create_task(flyers.warm_up(), name="flyer warm-up")
         processor.start()
         recovered = await processor.recover()
         if recovered:
             log.info("resuming %d stored updates", recovered)
-        tasks = [asyncio.create_task(sender.run(), name="sender")]
+        tasks = [asyncio.create_task(sender.run(), name="sender"),
+                 asyncio.create_task(face_worker.run(), name="faces")]
         if settings.webhook_url:
             await self._start_webhook()
         else:
@@ -117,6 +134,9 @@ class Reunite:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.processor.stop()
+        self.flyer_warm_up.cancel()
+        await asyncio.gather(self.flyer_warm_up, return_exceptions=True)
+        await asyncio.to_thread(flyers.shutdown_pool)  # waits for the worker process to exit
         if self.web_runner is not None:
             await self.web_runner.cleanup()
         await self.application.stop()

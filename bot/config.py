@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from bot.faces.thresholds import DEFAULT_MATCH_THRESHOLD
+
 DEFAULT_API_URL = "https://api.telegram.org"
 
 
@@ -33,6 +35,10 @@ class Settings:
     send_rate: float = 25.0
     # None: the translated default from the message catalogs
     emergency_text: str | None = None
+    # face matches at or above this cosine similarity go to coordinators (bench/FACES.md)
+    match_threshold: float = DEFAULT_MATCH_THRESHOLD
+    # tip faces and images are purged this long after they arrived (privacy rule 4)
+    tip_retention_days: int = 1825
     webhook_url: str | None = None
     webhook_secret: str | None = None
     port: int = 8080
@@ -72,6 +78,13 @@ def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0
         raise SettingsError(f"{name} must be a number, got {raw!r}") from None
     if value < minimum:
         raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _similarity(env: Mapping[str, str], name: str, default: float) -> float:
+    value = _float(env, name, default)
+    if not 0.0 < value < 1.0:
+        raise SettingsError(f"{name} is a cosine similarity between 0 and 1 (exclusive), got {value}")
     return value
 
 
@@ -115,6 +128,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         user_rate_limit=_int(env, "REUNITE_USER_RATE_LIMIT", 20, minimum=1),
         send_rate=_float(env, "REUNITE_SEND_RATE", 25.0),
         emergency_text=env.get("REUNITE_EMERGENCY_TEXT", "").strip() or None,
+        match_threshold=_similarity(env, "REUNITE_MATCH_THRESHOLD", DEFAULT_MATCH_THRESHOLD),
+        tip_retention_days=_int(env, "REUNITE_TIP_RETENTION_DAYS", 1825, minimum=1),
         webhook_url=webhook_url,
         webhook_secret=webhook_secret,
         port=_int(env, "PORT", 8080, minimum=0),

@@ -165,13 +165,22 @@ def packaged_image(name: str) -> Path:
 
 
 async def settle(reunite, timeout: float = 20.0) -> None:
-    """Until the bot has fetched every update the stand-in holds, handled them, and sent everything."""
+    """Until the bot has stored every update the stand-in made, handled them, and sent everything."""
+    from sqlalchemy import func, select
+
+    from bot.db.models import InboxUpdate
+
     stand_in = getattr(reunite, "stand_in", None)
-    deadline = asyncio.get_running_loop().time() + timeout
-    while stand_in is not None and stand_in.pending_updates():
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError("the bot did not fetch its updates")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while stand_in is not None:
+        async with reunite.sessionmaker() as session:
+            stored = await session.scalar(select(func.max(InboxUpdate.update_id))) or 0
+        if stored >= stand_in.stats["updates"]:  # update ids count up from 1
+            break
+        if loop.time() > deadline:
+            raise TimeoutError("the bot did not store its updates")
         await asyncio.sleep(0.02)
-    await asyncio.sleep(0.05)  # fetched updates reach the processor after their commit
+    await asyncio.sleep(0.05)  # the poller hands stored updates to the processor right after storing
     await asyncio.wait_for(reunite.processor.wait_idle(), timeout)
     await reunite.sender.wait_until_drained(timeout)

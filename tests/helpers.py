@@ -72,3 +72,65 @@ def stop_process(process, timeout: float = 20.0) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+# -- cases and flyers -----------------------------------------------------------------------------
+
+import pytest  # noqa: E402  (this section was appended to the module)
+
+
+@pytest.fixture
+def quick_chats(stand_in, monkeypatch):
+    """Private chats without the one-message-a-second pace (the stand-in's limit and the bot's own)
+    and with a per-user rate limit a quick thumb does not reach: for conversations of many questions,
+    whose pacing is not what the test is about."""
+    stand_in.flood_scale = 100
+    monkeypatch.setattr("bot.transport.sender.PRIVATE_CHAT_INTERVAL", 0.01)
+    monkeypatch.setattr("bot.transport.processor.RATE_WINDOW_SECONDS", 0.5)
+
+
+async def press(person, label: str) -> str:
+    """Press the button ``label`` under the last message ``person`` received; the bot's next answer."""
+    message = person.received()[-1]
+    person.cursor = len(person.received())
+    person.user.press(message, label)
+    return await person.next_text()
+
+
+async def send_photo(person, data: bytes, caption: str | None = None) -> str:
+    """``person`` sends a photo; the bot's next answer."""
+    person.cursor = len(person.received())
+    person.user.send_photo(data, caption=caption)
+    return await person.next_text()
+
+
+async def seed_case(reunite, *, status: str = "active", family_id: int | None = None, **particulars):
+    """A case with one real photo (from the installed wheels), written straight to the database;
+    ``family_id`` is the user who reported it."""
+    from datetime import datetime, timezone
+
+    from bot.services import cases, media, users
+    from tests.conftest import packaged_image
+
+    image = media.store_image(packaged_image("yaoming.jpg").read_bytes(), reunite.settings.media_dir)
+    details = {"name": "Li Wei", "other_names": "李伟", "sex": "male", "birth_year": 2009,
+               "missing_since": datetime(2024, 3, 14, 7, 30, tzinfo=timezone.utc), "missing_since_has_time": True,
+               "last_seen_place": "Chaoyang Park south gate, Beijing", "agency_name": "Chaoyang Police",
+               "agency_phone": "+86 10 6509 1234", **particulars}
+    async with reunite.sessionmaker() as session:
+        if family_id is not None:
+            await users.get_or_create(session, family_id, "en", frozenset())
+        case = await cases.create_case(session, status=status, reported_by=family_id, **details)
+        await cases.add_photos(session, case, [cases.NewPhoto(image.sha256, image.width, image.height, 14.0)],
+                               family_id, datetime.now(timezone.utc))
+        await session.commit()
+    return case
+
+
+CASE_CODE = re.compile(r"C-[0-9A-HJKMNP-TV-Z]{6}")
+
+
+def code_in(text: str) -> str:
+    match = CASE_CODE.search(text)
+    assert match, f"no case code in {text!r}"
+    return match.group(0)

@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: Environment variable: number of threads that run face work (default 1).
+#: Environment variable: number of threads that run face work (default: one per core).
 WORKERS_ENV = "REUNITE_FACE_WORKERS"
 
 
@@ -361,17 +361,32 @@ def get_face_engine() -> FaceEngine:
 def face_executor() -> ThreadPoolExecutor:
     """The bounded pool that runs all face work off the event loop.
 
-    One worker by default: each inference already uses every core through
-    onnxruntime's own threads, so a second would only queue behind it while
-    holding another image in memory. ``REUNITE_FACE_WORKERS`` overrides it.
+    One worker per core by default (``REUNITE_FACE_WORKERS`` overrides it),
+    each running one inference on one onnxruntime thread: photos are analysed
+    side by side. The workers run at a lower priority, so the event loop (text
+    tips, answers) gets a core the moment it needs one.
     """
     global _executor
     if _executor is None:
         with _executor_lock:
             if _executor is None:
-                workers = max(1, int(os.environ.get(WORKERS_ENV, "1") or 1))
-                _executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="faces")
+                workers = max(1, int(os.environ.get(WORKERS_ENV, "") or os.cpu_count() or 1))
+                _executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="faces",
+                                               initializer=_yield_to_the_event_loop)
     return _executor
+
+
+#: Scheduling priority (nice) of the face threads: inference waits a moment
+#: when the event loop (a text tip's answer) needs the CPU.
+FACE_THREAD_NICE = 10
+
+
+def _yield_to_the_event_loop() -> None:
+    """Lower this thread's priority (Linux schedules threads, so this is per thread)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), FACE_THREAD_NICE)
+    except (AttributeError, OSError):  # not Linux, or not allowed: run at normal priority
+        log.debug("face threads run at normal priority")
 
 
 async def run_in_face_executor(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

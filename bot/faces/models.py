@@ -60,15 +60,16 @@ class ModelPackError(RuntimeError):
 
 
 def default_thread_count() -> int:
-    """onnxruntime intra-op threads: ``REUNITE_FACE_THREADS``, else the cores (at most 4).
+    """onnxruntime intra-op threads per inference: ``REUNITE_FACE_THREADS``, else 1.
 
-    One inference at a time uses all of them; more would only fight the event
-    loop and the database for the same cores.
+    Photos are analysed in parallel instead, one per face worker (see
+    :func:`bot.faces.engine.face_executor`): measured on two cores, a tip
+    photo took 77 ms of CPU (75 ms wall) on one thread and 123 ms of CPU
+    (79 ms wall) on two, so a second thread within one inference mostly burnt
+    CPU that other photos (and the event loop) needed.
     """
     configured = os.environ.get(THREADS_ENV, "").strip()
-    if configured:
-        return max(1, int(configured))
-    return max(1, min(os.cpu_count() or 1, 4))
+    return max(1, int(configured)) if configured else 1
 
 
 def make_session_options(threads: int | None = None):

@@ -2,9 +2,14 @@
 
 from telegram.ext import Application
 
-from bot.handlers import coordinator, public
+from bot.handlers import case_flyers, cases_console, coordinator, family, matches, public
 
 
 def register(application: Application) -> None:
     coordinator.register(application)
+    # before public.py, whose catch-alls answer unknown commands and buttons
+    family.register(application)
+    cases_console.register(application)
+    case_flyers.register(application)
+    matches.register(application)
     public.register(application)

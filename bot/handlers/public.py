@@ -7,6 +7,7 @@ other flow. It is committed before the acknowledgement is queued (both in one tr
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from telegram import Update
 from telegram.ext import (
@@ -18,6 +19,7 @@ from telegram.ext import (
     filters,
 )
 
+from bot.db.models import PRIORITY_ACK
 from bot.handlers.common import (
     ReuniteContext,
     emergency_text,
@@ -27,8 +29,10 @@ from bot.handlers.common import (
     verify_callback,
 )
 from bot.i18n import LANGUAGE_NAMES, LANGUAGES, t
-from bot.services import alerts, cases, conversation, media, outbox, tips, users
+from bot.services import alerts, cases, conversation, flyer_service, media, outbox, tips, users
 from bot.services.media import ImageRejected
+
+log = logging.getLogger(__name__)
 
 # Conversation flow names (state lives in the database)
 FLOW_CASE_TIP = "case_tip"
@@ -49,21 +53,44 @@ async def start(update: Update, context: ReuniteContext) -> None:
 async def _start_from_flyer(update: Update, context: ReuniteContext, token: str) -> None:
     target = await cases.resolve_deep_link(context.session, token)
     if target.state == "active":
-        await conversation.put(context.session, context.user.id, FLOW_CASE_TIP, "waiting",
-                               {"case_id": target.case.id})
-        say(context, update, "case_tip_intro", name=target.case.name, code=target.case.code,
-            emergency=emergency_text(context))
+        case = target.case
+        await conversation.put(context.session, context.user.id, FLOW_CASE_TIP, "waiting", {"case_id": case.id})
+        intro = t(context.language, "case_tip_intro", name=case.name, code=case.code, emergency=emergency_text(context))
+        card = await _case_card(context, case)
+        if card is None:
+            outbox.enqueue_text(context.session, update.effective_chat.id, intro)
+        else:  # the card shows whom they are writing about, with the request for the tip as its caption
+            outbox.enqueue_photo(context.session, update.effective_chat.id, card, intro, priority=PRIORITY_ACK)
     elif target.state == "closed":
         say(context, update, "appeal_closed")
     else:
         say(context, update, "appeal_not_active")
 
 
+async def _case_card(context: ReuniteContext, case: cases.Case) -> str | None:
+    """The SHA-256 of the case's card in its language (rendered once, then cached); None if it
+    cannot be made right now: the tip matters more than the picture."""
+    scope = context.scope
+    try:
+        files = await flyer_service.current_flyers(context.session, case, case.language,
+                                                   media_dir=scope.settings.media_dir,
+                                                   bot_username=context.bot.username, tz=scope.settings.tz,
+                                                   now=scope.now)
+    except Exception:  # a renderer failure of any kind must not cost the tip
+        log.exception("could not make the card of case %s", case.code)
+        return None
+    return files[flyer_service.CARD_JPG].sha256
+
+
 async def help_command(update: Update, context: ReuniteContext) -> None:
-    """How to send a tip, the commands a person can use, and what to do if someone is in danger."""
-    say(context, update, "help", emergency=emergency_text(context))
+    """How to send a tip or report someone missing, the commands a person can use, and what to do if
+    someone is in danger."""
+    language, chat_id = context.language, update.effective_chat.id
+    general = t(language, "help", emergency=emergency_text(context))
+    outbox.enqueue_text(context.session, chat_id, f"{general}\n\n{t(language, 'help_family')}")
     if users.is_coordinator(context.user):
-        say(context, update, "help_coordinator")
+        outbox.enqueue_text(context.session, chat_id,
+                            f"{t(language, 'help_coordinator')}\n{t(language, 'help_cases_coordinator')}")
 
 
 async def privacy(update: Update, context: ReuniteContext) -> None:

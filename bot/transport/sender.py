@@ -223,6 +223,8 @@ class Sender:
                 task.add_done_callback(self._in_flight.discard)
         finally:
             flusher.cancel()
+            # a write the flusher was in the middle of is handed back (see _flush), then done here
+            await asyncio.gather(flusher, return_exceptions=True)
             for task in list(self._in_flight):
                 task.cancel()
             await self._flush()
@@ -343,8 +345,8 @@ class Sender:
             return SendResult(ids, OUT_SENT, message_id=messages[0].message_id, uploaded=uploaded)
         if head.method == "sendDocument":
             sha = payload["document_sha256"]
-            message = await self.bot.send_document(chat_id, await self._stored_file(sha), filename=payload["filename"],
-                                                   caption=payload.get("caption"))
+            message = await self.bot.send_document(chat_id, await self._stored_file(sha),
+                                                   filename=payload["filename"], caption=payload.get("caption"))
             self.sent_count += 1
             uploaded = self._remember_upload(sha, message.document.file_id) if message.document else ()
             return SendResult(ids, OUT_SENT, message_id=message.message_id, uploaded=uploaded)
@@ -380,7 +382,7 @@ class Sender:
                     await users.mark_blocked(session, chat_id)
                     await outbox.fail_pending_for_chat(session, chat_id, "blocked")
                 await outbox.apply_results(session, results)
-        except Exception:
+        except BaseException:  # also a stop cancelling the write: these messages were sent, keep saying so
             self._results[:0] = results
             self._blocked_chats[:0] = blocked
             raise

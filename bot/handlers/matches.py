@@ -1,0 +1,120 @@
+"""Face-match leads for coordinators: the Confirm lead / Reject buttons under a match alert and under
+/matches, and /matches [C-XXXXXX] itself (the pending leads, strongest first, ten at a time).
+
+Every press checks the role and the signature of the callback data; a second press (or a second
+coordinator) finds the lead decided and changes nothing; decisions are audited with references only.
+"""
+
+from __future__ import annotations
+
+from telegram import Update
+from telegram.ext import Application, CallbackQueryHandler, CommandHandler
+
+from bot.config import Settings
+from bot.db.models import MATCH_CONFIRMED, MATCH_REJECTED, PRIORITY_ACK
+from bot.handlers.common import (
+    ReuniteContext,
+    coordinators_only,
+    inline_keyboard,
+    say,
+    sign_callback,
+    verify_callback,
+)
+from bot.i18n import t
+from bot.services import audit, cases, matching, outbox
+from bot.services.match_alerts import strength_words
+from bot.services.matching import MatchAlert
+
+# callback data: confirm / reject a candidate, a page of /matches
+CONFIRM = "mc"
+REJECT = "mr"
+PAGE = "mp"
+DECISIONS = {CONFIRM: MATCH_CONFIRMED, REJECT: MATCH_REJECTED}
+LEADS_PAGE_SIZE = 10
+
+
+def _review_buttons(settings: Settings, language: str, candidate_id: int, label: str) -> list[tuple[str, str]]:
+    return [(t(language, "match_button_confirm", label=label), sign_callback(settings, CONFIRM, str(candidate_id))),
+            (t(language, "match_button_reject", label=label), sign_callback(settings, REJECT, str(candidate_id)))]
+
+
+def review_keyboard(settings: Settings, language: str, alert: MatchAlert) -> dict:
+    """Confirm lead / Reject for each candidate of a match alert (the face worker's markup)."""
+    return inline_keyboard([_review_buttons(settings, language, candidate.candidate_id, candidate.case_code)
+                            for candidate in alert.candidates])
+
+
+def _answer_button(context: ReuniteContext, update: Update, key: str | None = None, **values) -> None:
+    payload = {"callback_query_id": update.callback_query.id}
+    if key:
+        payload["text"] = t(context.language, key, **values)
+    outbox.enqueue(context.session, update.effective_chat.id, "answerCallbackQuery", payload)
+
+
+@coordinators_only
+async def review_pressed(update: Update, context: ReuniteContext) -> None:
+    """Confirm lead / Reject: decided once, whoever presses first."""
+    parts = verify_callback(context.scope.settings, update.callback_query.data)
+    if parts is None or len(parts) != 2 or parts[0] not in DECISIONS or not parts[1].isdigit():
+        _answer_button(context, update, "button_stale")
+        return
+    outcome = await matching.review(context.session, context.user.id, int(parts[1]), DECISIONS[parts[0]],
+                                    context.scope.now)
+    if outcome.result == "gone":
+        _answer_button(context, update, "review_gone")
+    elif outcome.result == "already":
+        _answer_button(context, update, "review_already", status=t(context.language, f"lead_{outcome.status}"))
+    else:
+        _answer_button(context, update)
+        say(context, update, f"review_done_{outcome.status}", reference=outcome.tip_reference,
+            code=outcome.case_code, force=True)
+
+
+async def _send_leads_page(update: Update, context: ReuniteContext, offset: int, case_code: str | None) -> None:
+    session, language, settings = context.session, context.language, context.scope.settings
+    case = await cases.by_code(session, case_code) if case_code else None
+    if case_code and case is None:
+        say(context, update, "case_not_found", code=cases.code_as_typed(case_code), force=True)
+        return
+    page = await matching.pending_leads(session, offset=offset, limit=LEADS_PAGE_SIZE,
+                                        case_id=case.id if case else None)
+    if page.total == 0:
+        say(context, update, "matches_none", force=True)
+        return
+    lines = [t(language, "matches_header", first=offset + 1, last=offset + len(page.leads), total=page.total)]
+    rows = []
+    for number, lead in enumerate(page.leads, start=offset + 1):
+        lines.append(t(language, "matches_line", number=number, reference=lead.tip_reference, code=lead.case_code,
+                       name=outbox.clip(lead.case_name, 40), strength=strength_words(language, lead.similarity),
+                       date=lead.created_at.astimezone(settings.tz).strftime("%m-%d %H:%M")))
+        rows.append(_review_buttons(settings, language, lead.candidate_id, str(number)))
+    lines.append(t(language, "matches_footer"))
+    if offset + LEADS_PAGE_SIZE < page.total:
+        rows.append([(t(language, "matches_more"),
+                      sign_callback(settings, PAGE, str(offset + LEADS_PAGE_SIZE), case.code if case else ""))])
+    outbox.enqueue_text(session, update.effective_chat.id, "\n".join(lines), priority=PRIORITY_ACK,
+                        reply_markup=inline_keyboard(rows))
+    audit.record(session, context.user.id, "matches.list", case.code if case else None)
+
+
+@coordinators_only
+async def matches_command(update: Update, context: ReuniteContext) -> None:
+    """/matches [C-XXXXXX]: pending face-match leads (of one case), strongest first."""
+    await _send_leads_page(update, context, 0, context.args[0] if context.args else None)
+
+
+@coordinators_only
+async def matches_page(update: Update, context: ReuniteContext) -> None:
+    """The 'More' button under a /matches list."""
+    parts = verify_callback(context.scope.settings, update.callback_query.data)
+    _answer_button(context, update)
+    if parts is None or len(parts) != 3 or not parts[1].isdigit():
+        return
+    await _send_leads_page(update, context, int(parts[1]), parts[2] or None)
+
+
+def register(application: Application) -> None:
+    add = application.add_handler
+    add(CommandHandler("matches", matches_command))
+    add(CallbackQueryHandler(review_pressed, pattern=rf"^({CONFIRM}|{REJECT})\|"))
+    add(CallbackQueryHandler(matches_page, pattern=rf"^{PAGE}\|"))

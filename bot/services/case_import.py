@@ -1,0 +1,432 @@
+"""``reunite cases import FILE``: case records an organisation already holds, as JSON Lines or CSV
+(UTF-8, with or without a BOM), exactly as DESIGN.md's contract says.
+
+Each data line (blank lines and the CSV header are not counted) becomes an active case with its
+photos, audited as done by the shell's admin, and one JSON line on stdout: ``{"line", "code"}``,
+``{"line", "code", "existing": true}`` when its ``external_id`` was imported before, or
+``{"line", "error"}``. A bad line is reported and the others are imported. Photos are checked and
+stored like any image (face_status 'pending': the face worker embeds them).
+
+Speed: the photos of a batch of lines are decoded and re-encoded together in worker threads, and the
+batch's cases are written in one transaction (retried line by line if it fails, so one bad line
+never takes others with it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import sys
+import time
+from dataclasses import dataclass
+from datetime import date, datetime, timezone, tzinfo
+from pathlib import Path
+from typing import TextIO
+
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.config import Settings
+from bot.db.migrate import upgrade_to_head_async
+from bot.db.models import PHOTO_AGE_PROGRESSED, PHOTO_ORIGINAL, Case
+from bot.db.session import create_engine, create_sessionmaker
+from bot.services import audit, case_fields, cases, media
+from bot.services.case_fields import FieldError
+
+TEXT_FIELDS = {field.key: field for field in case_fields.FIELDS if field.kind == case_fields.TEXT}
+KEYS = {*TEXT_FIELDS, "sex", "date_of_birth", "birth_year", "missing_since", "last_seen_lat", "last_seen_lon",
+        "height_cm", "language", "external_id", "photos"}
+REQUIRED = ("name", "missing_since", "last_seen_place", "photos")
+PHOTO_KEYS = {"path", "age", "kind"}
+PHOTO_KINDS = (PHOTO_ORIGINAL, PHOTO_AGE_PROGRESSED)
+EXTERNAL_ID_LENGTH = 128  # the column's width
+# shell access to the server counts as admin (DESIGN.md flow 3); it has no Telegram id to record
+SHELL_ADMIN = None
+BATCH = 32  # cases whose photos are prepared together
+LOOKUP_CHUNK = 500
+PROGRESS_WIDTH = 30
+PROGRESS_INTERVAL = 0.1  # seconds between redraws of the progress bar
+
+# what a shared check's refusal means, said to the person running the import
+_REASONS = {
+    "field_date_out_of_range": "is in the future or before 1900",
+    "field_bad_height": "is not a height between 30 and 272 cm",
+    "field_bad_age": "is not an age between 0 and 130 years",
+    "field_bad_pin": "is not a position on Earth",
+}
+
+
+class LineError(ValueError):
+    """What is wrong with one line, in words for the person running the import."""
+
+
+@dataclass(frozen=True)
+class PhotoSource:
+    path: Path
+    age: float | None
+    kind: str
+
+
+@dataclass(frozen=True)
+class _Existing:
+    """A line whose external_id was imported before (or by an earlier line of this file)."""
+
+    external_id: str
+
+
+@dataclass(frozen=True)
+class CaseRecord:
+    """One valid line: the case's columns, its external id and its photos."""
+
+    columns: dict
+    external_id: str | None
+    photos: list[PhotoSource]
+
+
+# -- reading the file ---------------------------------------------------------------------------
+
+def _is_csv(path: Path, text: str) -> bool:
+    if path.suffix.lower() == ".csv":
+        return True
+    if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
+        return False
+    return not text.lstrip().startswith("{")
+
+
+def read_lines(path: Path) -> list[tuple[int, dict | LineError]]:
+    """(data line number, the line's keys and values, or what is unreadable about it)."""
+    text = path.read_text(encoding="utf-8-sig")
+    lines: list[tuple[int, dict | LineError]] = []
+    if _is_csv(path, text):
+        for row in csv.DictReader(io.StringIO(text, newline="")):
+            if not any(value and value.strip() for value in row.values() if isinstance(value, str)):
+                continue  # a blank line
+            number = len(lines) + 1
+            if None in row:
+                lines.append((number, LineError("more cells than the header has columns")))
+            else:
+                lines.append((number, {key.strip(): value for key, value in row.items() if value not in (None, "")}))
+        return lines
+    for physical in text.split("\n"):  # not splitlines(): JSON strings may hold U+2028 and friends
+        if not physical.strip():
+            continue
+        number = len(lines) + 1
+        try:
+            record = json.loads(physical)
+        except json.JSONDecodeError as error:
+            lines.append((number, LineError(f"not valid JSON: {error.msg} at column {error.colno}")))
+            continue
+        if not isinstance(record, dict):
+            lines.append((number, LineError("a line must be a JSON object")))
+        else:
+            lines.append((number, record))
+    return lines
+
+
+# -- checking one line --------------------------------------------------------------------------
+
+def _given(record: dict, key: str):
+    value = record.get(key)
+    return None if value is None or (isinstance(value, str) and not value.strip()) else value
+
+
+def _text(record: dict, key: str, limit: int) -> str | None:
+    value = _given(record, key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise LineError(f"{key} must be text, got {json.dumps(value)}")
+    value = value.strip()
+    if len(value) > limit:
+        raise LineError(f"{key} is longer than {limit} characters")
+    if "\x00" in value:  # PostgreSQL cannot store it
+        raise LineError(f"{key} contains a NUL character")
+    return value
+
+
+def _number(value, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise LineError(f"{what} must be a number, got {json.dumps(value)}")
+    try:
+        return float(value)
+    except ValueError:
+        raise LineError(f"{what} must be a number, got {json.dumps(value)}") from None
+
+
+def _checked(what: str, check, *args):
+    """``check(*args)`` with a shared check's refusal said in words for the import."""
+    try:
+        return check(*args)
+    except FieldError as refusal:
+        raise LineError(f"{what} {_REASONS[refusal.key]}") from None
+
+
+def _missing_since(value, tz: tzinfo, now: datetime) -> dict:
+    if not isinstance(value, str):
+        raise LineError("missing_since must be an ISO date or datetime")
+    try:
+        if len(value.strip()) == len("2024-03-14"):
+            moment, has_time = datetime.combine(date.fromisoformat(value.strip()), datetime.min.time()), False
+        else:
+            moment, has_time = datetime.fromisoformat(value.strip()), True
+    except ValueError:
+        raise LineError(f"missing_since is not an ISO date or datetime: {value!r}") from None
+    return _checked("missing_since", case_fields.when_value, moment, has_time, tz, now)
+
+
+def _birth(record: dict, today: date) -> dict:
+    born, year = _given(record, "date_of_birth"), _given(record, "birth_year")
+    if born is None and year is None:
+        return {}
+    day = None
+    if born is not None:
+        try:
+            day = date.fromisoformat(str(born).strip())
+        except ValueError:
+            raise LineError(f"date_of_birth is not an ISO date: {born!r}") from None
+    if year is not None:
+        year_number = _number(year, "birth_year")
+        if not year_number.is_integer():
+            raise LineError(f"birth_year must be a whole year, got {year!r}")
+        if day is not None and day.year != int(year_number):
+            raise LineError("date_of_birth and birth_year disagree")
+        year = int(year_number)
+    return _checked("date_of_birth" if day else "birth_year", case_fields.birth_value, day, year, today)
+
+
+def _pin(record: dict) -> dict:
+    lat, lon = _given(record, "last_seen_lat"), _given(record, "last_seen_lon")
+    if lat is None and lon is None:
+        return {}
+    if lat is None or lon is None:
+        raise LineError("last_seen_lat and last_seen_lon go together")
+    return _checked("last_seen_lat/last_seen_lon", case_fields.pin_value, _number(lat, "last_seen_lat"),
+                    _number(lon, "last_seen_lon"))
+
+
+def _choice(record: dict, key: str, allowed: tuple[str, ...]) -> str | None:
+    value = _given(record, key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or value.strip().lower() not in allowed:
+        raise LineError(f"{key} must be one of {', '.join(allowed)}, got {json.dumps(value)}")
+    return value.strip().lower()
+
+
+def _photo_entries(value) -> list[dict]:
+    """JSON: a list of objects; CSV: ``path|age|kind;...``."""
+    if isinstance(value, str):
+        entries = []
+        for part in (p for p in value.split(";") if p.strip()):
+            cells = [cell.strip() for cell in part.split("|")]
+            if len(cells) > 3:
+                raise LineError(f"photos: {part!r} has more than path|age|kind")
+            entries.append(dict(zip(("path", "age", "kind"), cells)))
+        return entries
+    if not isinstance(value, list) or not all(isinstance(entry, dict) for entry in value):
+        raise LineError("photos must be a list of {\"path\", \"age\", \"kind\"} objects")
+    return value
+
+
+def _photos(value, base_dir: Path) -> list[PhotoSource]:
+    photos = []
+    for number, entry in enumerate(_photo_entries(value), start=1):
+        unknown = sorted(set(entry) - PHOTO_KEYS)
+        if unknown:
+            raise LineError(f"photo {number}: unknown key {unknown[0]!r}")
+        path = _given(entry, "path")
+        if not isinstance(path, str):
+            raise LineError(f"photo {number}: path is required")
+        age = _given(entry, "age")
+        if age is not None:
+            age = _checked(f"photo {number}: age", case_fields.check_age, _number(age, f"photo {number}: age"))
+        kind = _choice(entry, "kind", PHOTO_KINDS) or PHOTO_ORIGINAL
+        photos.append(PhotoSource(base_dir / Path(path).expanduser(), age, kind))
+    if not photos:
+        raise LineError("photos: at least one photo is required")
+    return photos
+
+
+def check_line(record: dict, base_dir: Path, tz: tzinfo, now: datetime) -> CaseRecord:
+    """One line as a case, or LineError saying what is wrong with it."""
+    unknown = sorted(set(record) - KEYS)
+    if unknown:
+        raise LineError(f"unknown key {unknown[0]!r}")
+    missing = [key for key in REQUIRED if _given(record, key) is None]
+    if missing:
+        raise LineError(f"{missing[0]} is required")
+    columns = {key: value for key, field in TEXT_FIELDS.items()
+               if (value := _text(record, key, field.max_length)) is not None}
+    columns.update(_missing_since(record["missing_since"], tz, now), **_birth(record, now.astimezone(tz).date()),
+                   **_pin(record))
+    columns = case_fields.to_columns(columns)
+    if (height := _given(record, "height_cm")) is not None:
+        columns["height_cm"] = _checked("height_cm", case_fields.check_height, _number(height, "height_cm"))
+    columns["sex"] = _choice(record, "sex", case_fields.SEXES)
+    columns["language"] = _choice(record, "language", case_fields.CASE_LANGUAGES) or "en"
+    external_id = _given(record, "external_id")
+    if external_id is not None:
+        if isinstance(external_id, bool) or not isinstance(external_id, (str, int)):
+            raise LineError("external_id must be text or a whole number")
+        external_id = str(external_id).strip()
+        if len(external_id) > EXTERNAL_ID_LENGTH:
+            raise LineError(f"external_id is longer than {EXTERNAL_ID_LENGTH} characters")
+    return CaseRecord(columns, external_id, _photos(record["photos"], base_dir))
+
+
+# -- importing ----------------------------------------------------------------------------------
+
+def _store_photo(source: PhotoSource, media_dir: Path) -> cases.NewPhoto:
+    try:
+        data = source.path.read_bytes()
+    except OSError as error:
+        raise LineError(f"cannot read photo {source.path}: {error.strerror or error}") from None
+    try:
+        stored = media.store_image(data, media_dir)
+    except media.ImageRejected as rejected:
+        reason = "too large" if rejected.reason == "image_too_big" else "not an image we can read"
+        raise LineError(f"photo {source.path}: {reason}") from None
+    return cases.NewPhoto(stored.sha256, stored.width, stored.height, source.age, source.kind)
+
+
+async def _stored_photos(record: CaseRecord, media_dir: Path) -> list[cases.NewPhoto] | LineError:
+    try:
+        return await asyncio.gather(*(asyncio.to_thread(_store_photo, source, media_dir)
+                                      for source in record.photos))
+    except LineError as error:
+        return error
+
+
+async def _codes_by_external_id(session: AsyncSession, external_ids: list[str]) -> dict[str, str]:
+    found = {}
+    for start in range(0, len(external_ids), LOOKUP_CHUNK):
+        chunk = external_ids[start:start + LOOKUP_CHUNK]
+        found.update((await session.execute(select(Case.external_id, Case.code)
+                                            .where(Case.external_id.in_(chunk)))).all())
+    return found
+
+
+async def _add_case(session: AsyncSession, record: CaseRecord, photos: list[cases.NewPhoto]) -> str:
+    case = await cases.create_case(session, status=cases.STATUS_ACTIVE, external_id=record.external_id,
+                                   **record.columns)
+    await cases.add_photos(session, case, photos, SHELL_ADMIN, datetime.now(timezone.utc))
+    audit.record(session, SHELL_ADMIN, "case.import", case.code)
+    return case.code
+
+
+async def _create_cases(session: AsyncSession, items: list[tuple[int, CaseRecord, list[cases.NewPhoto]]]
+                        ) -> dict[int, str | LineError]:
+    """Codes (or errors) by line: one transaction for all (a commit per case is slow on PostgreSQL);
+    should it fail, line by line, so that only the lines at fault fail."""
+    try:
+        codes: dict[int, str | LineError] = {number: await _add_case(session, record, photos)
+                                             for number, record, photos in items}
+        await session.commit()
+        return codes
+    except SQLAlchemyError:  # e.g. an external_id another process imported meanwhile
+        await session.rollback()
+    codes = {}
+    for number, record, photos in items:
+        try:
+            codes[number] = await _add_case(session, record, photos)
+            await session.commit()
+        except SQLAlchemyError as error:
+            await session.rollback()
+            codes[number] = LineError(f"could not be saved: {type(error).__name__}")
+    return codes
+
+
+async def _import_batch(session: AsyncSession, batch: list[tuple[int, CaseRecord | LineError]],
+                        imported: dict[str, str], media_dir: Path) -> list[dict]:
+    """Store the photos of a batch together (worker threads), then create its cases; ``imported``
+    (codes by external id) is kept up to date."""
+    to_store = {number: record for number, record in batch
+                if isinstance(record, CaseRecord) and record.external_id not in imported}
+    stored = dict(zip(to_store, await asyncio.gather(*(_stored_photos(record, media_dir)
+                                                       for record in to_store.values()))))
+    outcomes: dict[int, str | LineError | _Existing] = {}
+    first_line_of: dict[str, int] = {}  # external ids created by this batch
+    items = []
+    for number, record in batch:
+        photos = stored.get(number)
+        if isinstance(record, LineError) or isinstance(photos, LineError):
+            outcomes[number] = record if isinstance(record, LineError) else photos
+        elif record.external_id in imported or record.external_id in first_line_of:
+            outcomes[number] = _Existing(record.external_id)
+        else:
+            items.append((number, record, photos))
+            if record.external_id:
+                first_line_of[record.external_id] = number
+    created = await _create_cases(session, items)
+    outcomes.update(created)
+    imported.update((external_id, created[number]) for external_id, number in first_line_of.items()
+                    if isinstance(created[number], str))
+    return [_result(number, outcomes[number], imported) for number, _ in batch]
+
+
+def _result(number: int, outcome: str | LineError | _Existing, imported: dict[str, str]) -> dict:
+    if isinstance(outcome, LineError):
+        return {"line": number, "error": str(outcome)}
+    if isinstance(outcome, _Existing):
+        if outcome.external_id not in imported:
+            return {"line": number, "error": f"external_id {outcome.external_id!r} is on an earlier line that failed"}
+        return {"line": number, "code": imported[outcome.external_id], "existing": True}
+    return {"line": number, "code": outcome}
+
+
+class ProgressBar:
+    """``[#####.....] 500/1000`` on stderr, redrawn at most every PROGRESS_INTERVAL seconds."""
+
+    def __init__(self, total: int, stream: TextIO):
+        self.total, self.stream, self.done, self._drawn_at = total, stream, 0, 0.0
+
+    def advance(self) -> None:
+        self.done += 1
+        if self.done == self.total or time.monotonic() - self._drawn_at >= PROGRESS_INTERVAL:
+            self._drawn_at = time.monotonic()
+            filled = PROGRESS_WIDTH * self.done // max(self.total, 1)
+            self.stream.write(f"\r[{'#' * filled}{'.' * (PROGRESS_WIDTH - filled)}] {self.done}/{self.total}")
+            if self.done == self.total:
+                self.stream.write("\n")
+            self.stream.flush()
+
+
+async def import_cases(path: Path, settings: Settings, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    """Import ``path``; one result line per data line on ``out``. The exit status: 0 unless every
+    line failed (2 if the file cannot be read at all)."""
+    try:
+        lines = read_lines(path)
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        err.write(f"cannot read {path}: {error}\n")
+        return 2
+    now = datetime.now(timezone.utc)
+    checked: list[tuple[int, CaseRecord | LineError]] = []
+    for number, record in lines:
+        if not isinstance(record, LineError):
+            try:
+                record = check_line(record, path.parent, settings.tz, now)
+            except LineError as error:
+                record = error
+        checked.append((number, record))
+
+    await upgrade_to_head_async(settings.database_url)
+    engine = create_engine(settings.database_url)
+    progress = ProgressBar(len(checked), err)
+    failures = 0
+    try:
+        async with create_sessionmaker(engine)() as session:
+            imported = await _codes_by_external_id(
+                session, [r.external_id for _, r in checked if isinstance(r, CaseRecord) and r.external_id])
+            for start in range(0, len(checked), BATCH):
+                for result in await _import_batch(session, checked[start:start + BATCH], imported,
+                                                  settings.media_dir):
+                    failures += "error" in result
+                    out.write(json.dumps(result, ensure_ascii=False) + "\n")
+                    progress.advance()
+                out.flush()
+    finally:
+        await engine.dispose()
+    return 1 if checked and failures == len(checked) else 0

@@ -1,0 +1,348 @@
+"""The face worker: a background task of the bot that does everything face-related off the event loop.
+
+Each round it
+1. embeds pending case photos (and asks the sender of one without a usable face for another);
+2. embeds the pending images of each tip, searches them against active cases and queues one match
+   alert per tip to coordinators (nothing ever goes to the tipster: privacy rule 1);
+3. every second or so, looks at what changed among the reference faces (a case became active or
+   closed, a photo was added, here or by another process) and retro-matches against old tips;
+4. now and then: checks the in-process index against the database, deletes composite images of
+   alerts already sent, and once a day purges tip faces and images past the retention period.
+
+Rows are found in the database (``face_status = 'pending'``), so work written by other processes is
+picked up within a second, and a restart resumes where it stopped. The update processor wakes the
+worker after each commit, so a photo tip is usually matched a few tens of milliseconds after it is
+stored. Models load once, in the face executor; inference and index searches run there, composite
+images in a worker thread. On SQLite, nothing is written before the slow parts are done: a write
+holds the database's one write lock until the commit, and text tips must not wait behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.config import Settings
+from bot.db.models import OUT_PENDING, Case, OutboxMessage, Tip, TipMedia
+from bot.faces.engine import FaceEngine, get_face_engine, run_in_face_executor
+from bot.faces.images import UnreadableImage
+from bot.faces.models import EMBEDDING_SIZE
+from bot.services import alerts, match_alerts, matching, outbox
+from bot.services.face_search import FaceSearch, face_search_for
+from bot.services.match_alerts import MarkupBuilder
+from bot.services.matching import FaceCrop, MatchAlert
+from bot.services.media import media_path
+
+log = logging.getLogger(__name__)
+
+WATCH_INTERVAL = 1.0  # seconds between looks for changed reference faces
+RECONCILE_INTERVAL = 5.0
+CLEANUP_INTERVAL = 10.0
+RETENTION_INTERVAL = 24 * 3600.0
+# cases retro-matched in one pass over the stored tip faces (a big import comes in slices)
+RETRO_CASES_PER_PLAN = 500
+# tips claimed ahead: their images are analysed while the tip before them is stored
+PIPELINE_DEPTH = 3
+# at most this often a wake-up (every committed update wakes the worker) queries for pending work
+MIN_SCAN_INTERVAL = 0.05
+ERROR_PAUSE = 2.0
+
+
+class FaceWorker:
+    """Started and stopped with the bot (``Reunite.start``): :meth:`start` once, then :meth:`run`."""
+
+    def __init__(self, settings: Settings, sessionmaker: async_sessionmaker[AsyncSession],
+                 markup: MarkupBuilder, on_queued: Callable[[list[outbox.Outgoing]], None]):
+        self.settings = settings
+        self.sessionmaker = sessionmaker
+        self.markup = markup  # Confirm/Reject buttons (signed by the handlers)
+        self.on_queued = on_queued  # hands committed outbox rows (alerts, requests) to the sender
+        self.engine: FaceEngine | None = None
+        self.search: FaceSearch | None = None
+        self.watcher: matching.ReferenceWatcher | None = None
+        self._wake = asyncio.Event()
+        self._scanned_at = 0.0
+        self._due = {"watch": 0.0, "reconcile": 0.0, "cleanup": 0.0, "retention": 0.0}
+        self._composites: dict[str, list[int]] = {}  # composite image -> outbox rows still to send it
+
+    async def start(self) -> None:
+        """Load the models (once per process, off the event loop) and the reference faces."""
+        self.engine = await run_in_face_executor(get_face_engine)
+        model_id = self.engine.model_id
+        self.search = face_search_for(self.settings.database_url, model_id)
+        self.watcher = matching.ReferenceWatcher(model_id)
+        async with self.sessionmaker() as session:
+            tips, photos = await matching.requeue_other_models(session, model_id)
+            if tips or photos:
+                log.info("re-embedding %d tip images and %d case photos with %s", tips, photos, model_id)
+            await session.commit()
+            await self.search.load(session)
+            await self.watcher.prime(session, _now())
+            await self._purge_closed_cases(session)
+        now = time.monotonic()
+        self._due = {"watch": now, "reconcile": now + RECONCILE_INTERVAL, "cleanup": now + CLEANUP_INTERVAL,
+                     "retention": now}
+
+    def wake(self) -> None:
+        """Something was committed (a photo tip, perhaps): look for pending work now."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self._round()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the database briefly locked or down, a bug: keep serving, try again
+                log.exception("face worker round failed")
+                await asyncio.sleep(ERROR_PAUSE)
+            await self._idle()
+
+    async def _idle(self) -> None:
+        timeout = max(0.0, self._due["watch"] - time.monotonic())
+        waiter = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({waiter}, timeout=timeout)
+        finally:
+            waiter.cancel()
+        pause = self._scanned_at + MIN_SCAN_INTERVAL - time.monotonic()
+        if pause > 0:
+            await asyncio.sleep(pause)
+        self._wake.clear()
+
+    def _is_due(self, task: str, interval: float) -> bool:
+        now = time.monotonic()
+        if now < self._due[task]:
+            return False
+        self._due[task] = now + interval
+        return True
+
+    async def _round(self) -> None:
+        """One round: pending case photos, changed reference faces (when due), pending tips, then
+        whatever periodic task is due."""
+        self._scanned_at = time.monotonic()
+        while await self._embed_next_case_photo():
+            self._due["watch"] = 0.0  # index its faces before the tips of this round are matched
+        if self._is_due("watch", WATCH_INTERVAL):
+            await self._follow_reference_changes()
+        await self._match_pending_tips()
+        if self._is_due("reconcile", RECONCILE_INTERVAL):
+            async with self.sessionmaker() as session:
+                await self.search.reconcile(session)
+        if self._is_due("cleanup", CLEANUP_INTERVAL):
+            await self._delete_sent_composites()
+        if self._is_due("retention", RETENTION_INTERVAL):
+            async with self.sessionmaker() as session:
+                purged = await matching.purge_expired_tip_media(
+                    session, self.settings.media_dir, self.settings.tip_retention_days, _now())
+            if purged:
+                log.info("retention: purged %d tip images and their faces", purged)
+
+    async def _analyse(self, what: str, analysis: Callable, *args, **kwargs):
+        """An engine analysis in the face executor; None if the image cannot be analysed."""
+        try:
+            return await run_in_face_executor(analysis, *args, **kwargs)
+        except UnreadableImage as error:
+            log.warning("%s cannot be read: %s", what, error)
+        except Exception:  # one bad image must not block the queue forever
+            log.exception("%s failed in the face engine", what)
+        return None
+
+    # -- case photos ------------------------------------------------------------------------------
+
+    async def _embed_next_case_photo(self) -> bool:
+        async with self.sessionmaker() as session:
+            photo = await matching.next_pending_case_photo(session)
+            if photo is None:
+                return False
+            faces = await self._analyse(f"case photo {photo.id}", self.engine.analyse_case_photo,
+                                        media_path(self.settings.media_dir, photo.sha256), with_crops=False)
+            await matching.record_case_faces(session, photo, faces or [], _now())
+            if faces is None:
+                photo.face_status = matching.FACES_FAILED
+            if photo.face_status != matching.FACES_DONE:
+                case = await session.get(Case, photo.case_id)
+                person = await matching.photo_sender(session, photo, case)
+                if person is not None:
+                    matching.tell_about_unusable_photo(session, person, case, photo.face_status)
+            await self._commit(session)
+        return True
+
+    # -- tips ---------------------------------------------------------------------------------------
+
+    async def _match_pending_tips(self) -> None:
+        """Every pending tip, oldest first, as a pipeline: while one tip's matches are planned, drawn
+        and stored, the images of the next ones are already analysed, so the face executor (the
+        bottleneck) never waits for the database or the composite image."""
+        claimed: deque[_ClaimedTip] = deque()
+        try:
+            while True:
+                while len(claimed) < PIPELINE_DEPTH:
+                    tip = await self._claim_tip({other.tip_id for other in claimed})
+                    if tip is None:
+                        break
+                    claimed.append(tip)
+                if not claimed:
+                    return
+                current = claimed.popleft()
+                try:
+                    await self._store_matches(current)
+                finally:
+                    await current.session.close()
+        finally:
+            for tip in claimed:
+                tip.reports.cancel()
+                await tip.session.close()
+
+    async def _claim_tip(self, busy: set[int]) -> _ClaimedTip | None:
+        """The next tip with pending images (not one of ``busy``), its images' analysis started.
+
+        Its session stays open until the tip is stored: on PostgreSQL it holds the images' row locks.
+        """
+        session = self.sessionmaker()
+        images = await matching.next_pending_tip_images(session, _now(), exclude=busy)
+        if not images:
+            await session.close()
+            return None
+        reports = asyncio.gather(*(self._analyse(f"tip image {image.id}", self.engine.analyse_tip_image,
+                                                 media_path(self.settings.media_dir, image.sha256))
+                                   for image in images))
+        return _ClaimedTip(session, images[0].tip_id, images, reports)
+
+    async def _store_matches(self, claimed: _ClaimedTip) -> None:
+        """Search a claimed tip's faces, store them and its candidates, and queue its match alert."""
+        session = claimed.session
+        tip = await session.get(Tip, claimed.tip_id)
+        reports = list(zip(claimed.images, await claimed.reports))
+        readable = [(image, report) for image, report in reports if report is not None]
+        crops = [FaceCrop(image.sha256, face.bbox) for image, report in readable for face in report.faces]
+        probes = np.array([face.embedding for _, report in readable for face in report.faces],
+                          dtype=np.float32).reshape(-1, EMBEDDING_SIZE)
+        planned = await matching.plan_tip_matches(session, self.search, tip.id, probes, self.settings.match_threshold)
+        skipped = sum(report.skipped for _, report in readable)
+        draft = matching.tip_alert(tip, planned, crops, skipped) if planned else None
+        composite = await self._composite(draft) if draft else None
+        recipients = await alerts.recipients(session, self.settings.coordinator_chat_id)
+        # from here on, writes (and on SQLite the write lock) until the commit
+        if not await matching.still_pending(session, claimed.images):
+            await session.rollback()
+            self._track(composite, [])
+            return
+        now = _now()
+        tip_faces = []
+        for image, report in reports:
+            if report is None:
+                image.face_status = matching.FACES_FAILED
+            else:
+                tip_faces += await matching.record_tip_faces(session, image, report.faces, now)
+        ids = await matching.record_tip_matches(session, tip, tip_faces, planned, now)
+        alert = matching.with_candidate_ids(draft, ids) if draft else None
+        if alert is not None and len(alert.candidates) < len(draft.candidates):
+            composite = await self._composite(alert)  # rare: another worker stored some first
+        queued = self._queue_alert(session, recipients, alert, composite) if alert else []
+        await self._commit(session)
+        self._track(composite, queued)
+        log.info("tip %s: %d images, %d faces compared, %d skipped, %d candidates", tip.reference,
+                 len(reports), len(probes), skipped, len(alert.candidates) if alert else 0)
+
+    async def _commit(self, session: AsyncSession) -> None:
+        await session.commit()
+        self.on_queued(outbox.committed_rows(session))
+
+    # -- alerts ---------------------------------------------------------------------------------
+
+    async def _composite(self, alert: MatchAlert) -> str:
+        return await asyncio.to_thread(match_alerts.store_composite, self.settings.media_dir, alert)
+
+    def _queue_alert(self, session: AsyncSession, recipients: list[alerts.Recipient], alert: MatchAlert,
+                     composite: str) -> list[OutboxMessage]:
+        return match_alerts.enqueue(session, recipients, composite, alert, self.markup, self.settings.tz)
+
+    def _track(self, composite: str | None, queued: list[OutboxMessage]) -> None:
+        """Composite images are needed until their alerts are sent; one nobody will get goes now."""
+        if composite is None:
+            return
+        if queued:
+            self._composites.setdefault(composite, []).extend(row.id for row in queued)
+        else:
+            media_path(self.settings.media_dir, composite).unlink(missing_ok=True)
+
+    async def _delete_sent_composites(self) -> None:
+        if not self._composites:
+            return
+        rows = [row_id for row_ids in self._composites.values() for row_id in row_ids]
+        async with self.sessionmaker() as session:
+            waiting = set(await session.scalars(
+                select(OutboxMessage.id).where(OutboxMessage.id.in_(rows), OutboxMessage.status == OUT_PENDING)))
+        for composite, row_ids in list(self._composites.items()):
+            if not waiting.intersection(row_ids):
+                media_path(self.settings.media_dir, composite).unlink(missing_ok=True)
+                del self._composites[composite]
+
+    async def _purge_closed_cases(self, session: AsyncSession) -> None:
+        """However a case was closed (the console, another process, while this one was down), its
+        biometrics go (flow 8); committed at once."""
+        purged = await matching.purge_closed_cases(session)
+        await session.commit()
+        if purged:
+            log.info("purged the faces and candidates of %d closed cases", len(purged))
+
+    # -- reference faces ----------------------------------------------------------------------------
+
+    async def _follow_reference_changes(self) -> None:
+        """Index what changed among the reference faces, and retro-match new ones against old tips."""
+        threshold = self.settings.match_threshold
+        async with self.sessionmaker() as session:
+            changes = await self.watcher.poll(session, _now())
+            if not changes:
+                self.watcher.confirm()
+                return
+            await self.search.apply(session, changes)
+            if changes.deactivated:
+                await self._purge_closed_cases(session)
+            faces_by_case: dict[int, list[int] | None] = dict.fromkeys(changes.activated)
+            for face_id, case_id in changes.new_faces:
+                faces_by_case.setdefault(case_id, []).append(face_id)
+            plans = []
+            batch = list(faces_by_case.items())
+            for first in range(0, len(batch), RETRO_CASES_PER_PLAN):
+                plans += await matching.plan_retro_matches(
+                    session, self.search, dict(batch[first:first + RETRO_CASES_PER_PLAN]), threshold)
+            drafts = [(plan, await self._composite(plan.alert())) for plan in plans]
+            recipients = await alerts.recipients(session, self.settings.coordinator_chat_id)
+            now = _now()
+            queued = []
+            for plan, composite in drafts:
+                candidate_id = await matching.record_retro_match(session, plan, now)
+                alert = matching.with_candidate_ids(plan.alert(), [candidate_id])
+                queued.append((composite, self._queue_alert(session, recipients, alert, composite) if alert else []))
+            await self._commit(session)
+        self.watcher.confirm()
+        for composite, rows in queued:
+            self._track(composite, rows)
+        if plans:
+            log.info("retro-matching: %d old tips became candidates", len(plans))
+
+
+@dataclass
+class _ClaimedTip:
+    """A tip taken for matching: its session (and on PostgreSQL its row locks) and its images'
+    analysis, under way in the face executor."""
+
+    session: AsyncSession
+    tip_id: int
+    images: list[TipMedia]
+    reports: asyncio.Future  # -> list of FaceReport, None for an image that cannot be analysed
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)

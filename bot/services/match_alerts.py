@@ -1,0 +1,135 @@
+"""What coordinators see of a face match: one composite image per alert (each tip face crop beside
+the candidate case's face, numbered, best first), a caption with the tip reference and the case codes
+with the strength in words, and Confirm lead / Reject buttons per candidate.
+
+The words are always those of a possible lead that needs verification ("strong", "possible" or
+"weak" lead), never of someone found. Crops are cut from the stored, stripped images in the media
+store by the boxes stored with the faces, so an old tip's alert (retro-matching) looks the same.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+from typing import Callable
+
+from PIL import Image, ImageDraw, ImageFont
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.db.models import PRIORITY_ALERT
+from bot.faces.thresholds import match_strength
+from bot.i18n import t
+from bot.services import outbox
+from bot.services.alerts import Recipient
+from bot.services.matching import FaceCrop, MatchAlert
+from bot.services.media import media_path, store_image
+
+log = logging.getLogger(__name__)
+
+TILE_PX = 224
+GAP_PX = 8
+NUMBER_COLUMN_PX = 40
+# context around a face box on each side, as a fraction of the box (hair, chin, a bit of background)
+CROP_MARGIN = 0.3
+BACKGROUND = (32, 32, 36)
+MISSING_TILE = (90, 90, 90)
+LABEL_BAND = (0, 0, 0, 150)
+TEXT = (255, 255, 255)
+
+# (language, alert) -> Bot API inline keyboard: signed callback data is the handlers' business
+MarkupBuilder = Callable[[str, MatchAlert], dict]
+
+
+def _face_tile(media_dir: Path, crop: FaceCrop) -> Image.Image:
+    """A square tile around the face, or a grey one if the image is no longer stored."""
+    path = media_path(media_dir, crop.sha256)
+    try:
+        with Image.open(path) as image:
+            width = image.size[0]
+            x1, y1, x2, y2 = crop.bbox
+            side = max(x2 - x1, y2 - y1) * (1 + 2 * CROP_MARGIN)
+            # JPEG draft decoding at 1/2, 1/4, 1/8 scale: a small face in a large photo needs no full decode
+            reduce = max(1, int(side // TILE_PX))
+            image.draft("RGB", (image.size[0] // reduce, image.size[1] // reduce))
+            scale = image.size[0] / width
+            centre_x, centre_y = (x1 + x2) / 2 * scale, (y1 + y2) / 2 * scale
+            half = side * scale / 2
+            box = (round(centre_x - half), round(centre_y - half), round(centre_x + half), round(centre_y + half))
+            return image.convert("RGB").crop(box).resize((TILE_PX, TILE_PX), Image.Resampling.LANCZOS)
+    except (OSError, ValueError):
+        log.warning("match alert: image %s is gone; a grey tile instead", crop.sha256[:12])
+        return Image.new("RGB", (TILE_PX, TILE_PX), MISSING_TILE)
+
+
+def _label(canvas: Image.Image, font, x: int, y: int, text: str) -> None:
+    """Text on a dark band along the bottom of the tile whose top-left corner is (x, y)."""
+    overlay = ImageDraw.Draw(canvas, "RGBA")
+    band = font.size + 8
+    overlay.rectangle((x, y + TILE_PX - band, x + TILE_PX, y + TILE_PX), fill=LABEL_BAND)
+    overlay.text((x + 6, y + TILE_PX - band + 3), text, font=font, fill=TEXT)
+
+
+def render_composite(media_dir: Path, alert: MatchAlert) -> bytes:
+    """One image (PNG): a row per candidate, best first: number | tip face | case face (with its code)."""
+    rows = len(alert.candidates)
+    width = NUMBER_COLUMN_PX + 2 * TILE_PX + 3 * GAP_PX
+    height = rows * (TILE_PX + GAP_PX) + GAP_PX
+    canvas = Image.new("RGB", (width, height), BACKGROUND)
+    number_font = ImageFont.load_default(size=28)
+    label_font = ImageFont.load_default(size=18)
+    draw = ImageDraw.Draw(canvas)
+    for row, candidate in enumerate(alert.candidates):
+        top = GAP_PX + row * (TILE_PX + GAP_PX)
+        tip_x = NUMBER_COLUMN_PX + GAP_PX
+        case_x = tip_x + TILE_PX + GAP_PX
+        draw.text((NUMBER_COLUMN_PX // 2, top + TILE_PX // 2), str(row + 1), font=number_font, fill=TEXT,
+                  anchor="mm")
+        canvas.paste(_face_tile(media_dir, candidate.tip_face), (tip_x, top))
+        canvas.paste(_face_tile(media_dir, candidate.case_face), (case_x, top))
+        _label(canvas, label_font, tip_x, top, alert.tip_reference)
+        _label(canvas, label_font, case_x, top, candidate.case_code)
+    buffer = io.BytesIO()
+    # lossless and quick: the media store encodes the one JPEG that is kept
+    canvas.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def store_composite(media_dir: Path, alert: MatchAlert) -> str:
+    """Render the composite into the media store; its SHA-256. CPU-bound: run it in a thread."""
+    return store_image(render_composite(media_dir, alert), media_dir).sha256
+
+
+def strength_words(language: str, similarity: float) -> str:
+    # candidates are at or above the configured floor, which may be below the "weak" band's floor
+    return t(language, f"match_strength_{match_strength(similarity, threshold=-1.0)}")
+
+
+def caption(language: str, alert: MatchAlert, tz) -> str:
+    """Tip reference, then the cases best first with the strength in words, within 1,024 characters."""
+    if alert.retro:
+        header = t(language, "match_alert_retro_header", reference=alert.tip_reference, alias=alert.tip_alias,
+                   received=alert.tip_created_at.astimezone(tz).strftime("%Y-%m-%d"))
+    else:
+        header = t(language, "match_alert_header", reference=alert.tip_reference, alias=alert.tip_alias)
+    lines = [header]
+    for number, candidate in enumerate(alert.candidates, start=1):
+        lines.append(t(language, "match_alert_line", number=number, code=candidate.case_code,
+                       name=outbox.clip(candidate.case_name, 60),
+                       strength=strength_words(language, candidate.similarity),
+                       similarity=f"{candidate.similarity:.2f}"))
+    if alert.skipped_faces:
+        lines.append(t(language, "match_alert_skipped", count=alert.skipped_faces))
+    lines.append(t(language, "match_alert_footer"))
+    return outbox.clip("\n".join(lines), outbox.CAPTION_LIMIT)
+
+
+def enqueue(session: AsyncSession, recipients: list[Recipient], composite_sha: str, alert: MatchAlert,
+            markup: MarkupBuilder, tz) -> list:
+    """Queue the alert to every coordinator recipient; the outbox rows."""
+    rows = []
+    for recipient in recipients:
+        payload = {"photo_sha256": composite_sha, "caption": caption(recipient.language, alert, tz),
+                   "reply_markup": markup(recipient.language, alert)}
+        rows.append(outbox.enqueue(session, recipient.chat_id, "sendPhoto", payload, priority=PRIORITY_ALERT))
+    return rows

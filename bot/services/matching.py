@@ -1,0 +1,598 @@
+"""Face matching (DESIGN.md flow 2): every face of every tip image against the reference faces of
+active cases, and every new reference face (or newly active case) back against all stored tip faces.
+
+What a match becomes: a ``MatchCandidate`` per (tip, case) pair, at most
+:data:`MAX_CANDIDATES_PER_TIP` per match alert, best first, each a possible lead that a coordinator
+confirms or rejects. A case scores as its best photo (``best_per_owner``). Nobody outside the
+coordinators ever learns of a match (privacy rule 1): nothing here answers a tipster.
+
+Closing a case purges its biometrics (flow 8, privacy rule 4): :func:`purge_case_biometrics`.
+Tip faces and images are purged :data:`~bot.config.Settings.tip_retention_days` after they arrived:
+:func:`purge_expired_tip_media`.
+
+The face worker (:mod:`bot.services.face_worker`) drives this; searches go through a
+:class:`~bot.services.face_search.FaceSearch` backend.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.db.models import (
+    MATCH_CONFIRMED,
+    MATCH_PENDING,
+    MATCH_REJECTED,
+    Case,
+    CasePhoto,
+    Face,
+    MatchCandidate,
+    Tip,
+    TipEntry,
+    TipMedia,
+    User,
+)
+from bot.faces.engine import DetectedFace
+from bot.i18n import t
+from bot.services import audit, outbox
+from bot.services.alerts import ALBUM_GATHER_SECONDS
+from bot.services.cases import CLOSED_STATUSES, STATUS_ACTIVE
+from bot.services.face_search import FaceSearch, ReferenceChanges, TipFaceMatch
+from bot.services.media import media_path
+
+log = logging.getLogger(__name__)
+
+MAX_CANDIDATES_PER_TIP = 5
+# Old tips that become candidates of one case at once (a case activated, or a photo added): the best.
+MAX_RETRO_TIPS = 20
+# Faces written within this window are looked at again: on PostgreSQL a row with a lower id can
+# commit after one with a higher id, and SQLite may reuse the id of the newest row once deleted.
+WATCH_LOOKBACK = timedelta(minutes=2)
+# A re-detected face is the same face as a stored one when their boxes overlap this much (IoU).
+SAME_FACE_OVERLAP = 0.5
+
+# face_status of tip images and case photos
+FACES_PENDING = "pending"
+FACES_DONE = "done"
+FACES_NONE = "no_face"
+FACES_FAILED = "failed"
+
+REVIEW_DECISIONS = (MATCH_CONFIRMED, MATCH_REJECTED)
+
+
+@dataclass(frozen=True)
+class FaceCrop:
+    """Where a face is: an image in the media store and the face's box in it."""
+
+    sha256: str
+    bbox: tuple[float, float, float, float]
+
+    @classmethod
+    def of(cls, face: Face, sha256: str) -> "FaceCrop":
+        return cls(sha256, (face.x1, face.y1, face.x2, face.y2))
+
+
+@dataclass(frozen=True)
+class AlertCandidate:
+    """One candidate as a match alert shows it."""
+
+    candidate_id: int
+    case_code: str
+    case_name: str
+    similarity: float
+    tip_face: FaceCrop
+    case_face: FaceCrop
+
+
+@dataclass
+class MatchAlert:
+    """One match alert: a tip and its candidates, best first."""
+
+    tip_reference: str
+    tip_alias: str
+    tip_created_at: datetime
+    # True when the tip is an old one that a case (newly active, or with a new photo) was compared with
+    retro: bool
+    candidates: list[AlertCandidate] = field(default_factory=list)
+    # faces in the tip's images that could not be compared (too small, too blurred, over the cap)
+    skipped_faces: int = 0
+
+
+@dataclass(frozen=True)
+class ReferenceFace:
+    """A reference face with what an alert needs of it."""
+
+    face: Face
+    photo_sha256: str
+    case: Case
+
+
+# -- pending work -------------------------------------------------------------------------------
+
+
+async def next_pending_tip_images(session: AsyncSession, now: datetime, exclude: set[int] = frozenset()
+                                  ) -> list[TipMedia]:
+    """The pending images of the oldest tip that has any (but the tips in ``exclude``), locked on
+    PostgreSQL (``SKIP LOCKED``: another worker takes the next tip); [] when there is nothing to do.
+
+    An album arrives as separate messages: its tip waits until no photo of it came for
+    ``ALBUM_GATHER_SECONDS``, so the whole album gets one match alert.
+    """
+    rows = (await session.execute(
+        select(TipMedia.tip_id, TipMedia.created_at, TipEntry.media_group_id)
+        .outerjoin(TipEntry, TipEntry.id == TipMedia.entry_id)
+        .where(TipMedia.face_status == FACES_PENDING).order_by(TipMedia.id).limit(100)
+    )).all()
+    gathering_since = now - timedelta(seconds=ALBUM_GATHER_SECONDS)
+    still_arriving = {tip_id for tip_id, created_at, group in rows if group and created_at > gathering_since}
+    for tip_id in dict.fromkeys(tip_id for tip_id, _, _ in rows):
+        if tip_id in still_arriving or tip_id in exclude:
+            continue
+        images = list(await session.scalars(
+            select(TipMedia).where(TipMedia.tip_id == tip_id, TipMedia.face_status == FACES_PENDING)
+            .order_by(TipMedia.id).with_for_update(skip_locked=True)
+        ))
+        if images:
+            return images
+    return []
+
+
+async def next_pending_case_photo(session: AsyncSession) -> CasePhoto | None:
+    """The oldest case photo waiting for its faces, locked on PostgreSQL (``SKIP LOCKED``)."""
+    return await session.scalar(
+        select(CasePhoto).where(CasePhoto.face_status == FACES_PENDING).order_by(CasePhoto.id).limit(1)
+        .with_for_update(skip_locked=True)
+    )
+
+
+async def requeue_other_models(session: AsyncSession, model_id: str) -> tuple[int, int]:
+    """Tip images and case photos with faces of another model go back to pending, to be embedded
+    with ``model_id`` (embeddings of different models cannot be compared). Returns their counts."""
+    stale_tips = select(Face.tip_media_id).where(Face.tip_media_id.is_not(None), Face.model_id != model_id)
+    stale_photos = select(Face.case_photo_id).where(Face.case_photo_id.is_not(None), Face.model_id != model_id)
+    tips = await session.execute(update(TipMedia).where(TipMedia.id.in_(stale_tips))
+                                 .values(face_status=FACES_PENDING))
+    photos = await session.execute(update(CasePhoto).where(CasePhoto.id.in_(stale_photos))
+                                   .values(face_status=FACES_PENDING))
+    return tips.rowcount, photos.rowcount
+
+
+async def still_pending(session: AsyncSession, images: list[TipMedia]) -> bool:
+    """Whether none of ``images`` was done meanwhile (by another process, on SQLite where nothing is
+    locked); the first write of their transaction, so on SQLite it also takes the write lock."""
+    touched = await session.execute(
+        update(TipMedia).where(TipMedia.id.in_([image.id for image in images]), TipMedia.face_status == FACES_PENDING)
+        .values(face_status=FACES_PENDING).execution_options(synchronize_session=False))
+    return touched.rowcount == len(images)
+
+
+# -- storing faces ------------------------------------------------------------------------------
+
+
+def _face_row(face: DetectedFace, now: datetime, **owner) -> Face:
+    x1, y1, x2, y2 = face.bbox
+    return Face(x1=x1, y1=y1, x2=x2, y2=y2, det_score=face.score, embedding=face.embedding,
+                model_id=face.model_id, created_at=now, **owner)
+
+
+def _overlap(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """Intersection over union of two boxes."""
+    width = min(a[2], b[2]) - max(a[0], b[0])
+    height = min(a[3], b[3]) - max(a[1], b[1])
+    if width <= 0 or height <= 0:
+        return 0.0
+    inter = width * height
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+async def record_tip_faces(session: AsyncSession, image: TipMedia, faces: list[DetectedFace],
+                           now: datetime) -> list[Face]:
+    """Store the comparable faces of a tip image (same order as ``faces``) and its face status.
+
+    Re-embedding (another model) updates a stored face that the new detection overlaps in place,
+    so the candidates a coordinator already reviewed stay with it.
+    """
+    stored = list(await session.scalars(select(Face).where(Face.tip_media_id == image.id)))
+    rows = []
+    for face in faces:
+        same = max(stored, key=lambda row: _overlap((row.x1, row.y1, row.x2, row.y2), face.bbox), default=None)
+        if same is not None and _overlap((same.x1, same.y1, same.x2, same.y2), face.bbox) >= SAME_FACE_OVERLAP:
+            stored.remove(same)
+            same.x1, same.y1, same.x2, same.y2 = face.bbox
+            same.det_score, same.embedding, same.model_id = face.score, face.embedding, face.model_id
+            rows.append(same)
+        else:
+            row = _face_row(face, now, tip_media_id=image.id)
+            session.add(row)
+            rows.append(row)
+    for gone in stored:
+        await session.delete(gone)
+    image.face_status = FACES_DONE if faces else FACES_NONE
+    await session.flush()
+    return rows
+
+
+async def record_case_faces(session: AsyncSession, photo: CasePhoto, faces: list[DetectedFace],
+                            now: datetime) -> None:
+    """Store a case photo's faces (replacing any of an earlier model) and its face status.
+
+    New rows, new ids: the ReferenceWatcher sees them as new reference faces, so they are indexed
+    and retro-matched whoever wrote them.
+    """
+    await session.execute(delete(Face).where(Face.case_photo_id == photo.id))
+    session.add_all(_face_row(face, now, case_photo_id=photo.id, case_id=photo.case_id) for face in faces)
+    photo.face_status = FACES_DONE if faces else FACES_NONE
+    await session.flush()
+
+
+def tell_about_unusable_photo(session: AsyncSession, person: User, case: Case, status: str) -> None:
+    """Ask whoever added a case photo without a usable face (or that could not be read) for another."""
+    key = "case_photo_no_face" if status == FACES_NONE else "case_photo_unreadable"
+    outbox.enqueue_text(session, person.id, t(person.language, key, code=case.code, name=case.name))
+
+
+async def photo_sender(session: AsyncSession, photo: CasePhoto, case: Case) -> User | None:
+    """Who added ``photo``: its ``added_by``, else the family who reported the case (None for an import)."""
+    user_id = photo.added_by or case.reported_by
+    return await session.get(User, user_id) if user_id else None
+
+
+# -- matching a tip ------------------------------------------------------------------------------
+
+
+async def _references(session: AsyncSession, face_ids: list[int]) -> dict[int, ReferenceFace]:
+    """Reference faces by id, with their photo and their case (only faces of active cases)."""
+    if not face_ids:
+        return {}
+    rows = await session.execute(
+        select(Face, CasePhoto.sha256, Case)
+        .join(CasePhoto, CasePhoto.id == Face.case_photo_id).join(Case, Case.id == Face.case_id)
+        .where(Face.id.in_(face_ids), Case.status == STATUS_ACTIVE)
+    )
+    return {face.id: ReferenceFace(face, sha256, case) for face, sha256, case in rows}
+
+
+async def _candidate_cases(session: AsyncSession, tip_id: int) -> set[int]:
+    return set(await session.scalars(select(MatchCandidate.case_id).where(MatchCandidate.tip_id == tip_id)))
+
+
+@dataclass(frozen=True)
+class PlannedMatch:
+    """A case a tip face looks like, before it is stored as a candidate."""
+
+    reference: ReferenceFace
+    similarity: float
+    probe_index: int  # which tip face
+
+
+async def plan_tip_matches(session: AsyncSession, search: FaceSearch, tip_id: int, probes: np.ndarray,
+                           threshold: float) -> list[PlannedMatch]:
+    """The best active cases (at most MAX_CANDIDATES_PER_TIP, best first) that any of the tip's faces
+    (``probes``) looks like at ``threshold`` or above, leaving out cases already candidates of the tip."""
+    if len(probes) == 0:
+        return []
+    known = await _candidate_cases(session, tip_id)
+    owners = await search.best_cases(session, probes, MAX_CANDIDATES_PER_TIP + len(known), threshold)
+    owners = [match for match in owners if match.owner_id not in known]
+    references = await _references(session, [match.face_id for match in owners])
+    planned = [PlannedMatch(references[match.face_id], match.score, match.probe_index)
+               for match in owners if match.face_id in references]
+    return planned[:MAX_CANDIDATES_PER_TIP]
+
+
+async def _insert_candidate(session: AsyncSession, tip_id: int, tip_face_id: int, reference: ReferenceFace,
+                            similarity: float, rank: int, now: datetime) -> int | None:
+    """A new pending candidate's id; None if another worker stored the same (tip face, case) first."""
+    insert = postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
+    statement = insert(MatchCandidate).values(
+        tip_id=tip_id, tip_face_id=tip_face_id, case_id=reference.case.id, case_face_id=reference.face.id,
+        similarity=similarity, rank=rank, status=MATCH_PENDING, created_at=now,
+    ).on_conflict_do_nothing(index_elements=["tip_face_id", "case_id"])
+    return await session.scalar(statement.returning(MatchCandidate.id))
+
+
+def _alert_candidate(reference: ReferenceFace, similarity: float, tip_face: FaceCrop) -> AlertCandidate:
+    return AlertCandidate(0, reference.case.code, reference.case.name, similarity, tip_face,
+                          FaceCrop.of(reference.face, reference.photo_sha256))
+
+
+def tip_alert(tip: Tip, planned: list[PlannedMatch], tip_faces: list[FaceCrop], skipped_faces: int) -> MatchAlert:
+    """The match alert for a tip's planned matches, before they are stored (candidate ids 0).
+
+    ``tip_faces`` are the tip's faces in probe order. Drafted first so the composite image is drawn
+    before anything is written (on SQLite a write holds the one write lock until the commit).
+    """
+    return MatchAlert(tip.reference, tip.alias, tip.created_at, retro=False, skipped_faces=skipped_faces,
+                      candidates=[_alert_candidate(match.reference, match.similarity, tip_faces[match.probe_index])
+                                  for match in planned])
+
+
+async def record_tip_matches(session: AsyncSession, tip: Tip, tip_faces: list[Face],
+                             planned: list[PlannedMatch], now: datetime) -> list[int | None]:
+    """Store the planned matches as candidates (``tip_faces``: the stored faces in probe order); the
+    new candidates' ids, None where another worker got there first."""
+    return [await _insert_candidate(session, tip.id, tip_faces[match.probe_index].id, match.reference,
+                                    match.similarity, rank, now)
+            for rank, match in enumerate(planned, start=1)]
+
+
+def with_candidate_ids(draft: MatchAlert, ids: list[int | None]) -> MatchAlert | None:
+    """The drafted alert with the stored candidates' ids, without those not stored (None if none is)."""
+    stored = [replace(candidate, candidate_id=candidate_id)
+              for candidate, candidate_id in zip(draft.candidates, ids) if candidate_id is not None]
+    return replace(draft, candidates=stored) if stored else None
+
+
+# -- retro-matching ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetroMatch:
+    """An old tip's face that looks like a case's reference face."""
+
+    tip: Tip
+    tip_face: Face
+    image_sha256: str
+    reference: ReferenceFace
+    similarity: float
+
+    def alert(self) -> MatchAlert:
+        """Its match alert, before it is stored (candidate id 0)."""
+        return MatchAlert(self.tip.reference, self.tip.alias, self.tip.created_at, retro=True,
+                          candidates=[_alert_candidate(self.reference, self.similarity,
+                                                       FaceCrop.of(self.tip_face, self.image_sha256))])
+
+
+async def plan_retro_matches(session: AsyncSession, search: FaceSearch, faces_by_case: dict[int, list[int] | None],
+                             threshold: float) -> list[RetroMatch]:
+    """Compare reference faces (per case: the ones listed, or all of them) with every stored tip face
+    in one pass; for each active case, the best old tips (at most MAX_RETRO_TIPS, best first) that
+    look like it and are not candidates of it yet."""
+    whole_cases = [case_id for case_id, face_ids in faces_by_case.items() if face_ids is None]
+    listed = [face_id for face_ids in faces_by_case.values() if face_ids is not None for face_id in face_ids]
+    face_ids = await session.scalars(select(Face.id).where(
+        Face.model_id == search.model_id, Face.case_id.in_(whole_cases) | Face.id.in_(listed)))
+    references = list((await _references(session, list(face_ids))).values())  # of active cases only
+    if not references:
+        return []
+    probes = np.stack([reference.face.embedding for reference in references])
+    best: dict[tuple[int, int], TipFaceMatch] = {}  # (case, tip) -> the tip's face most like the case
+    for match in await search.similar_tip_faces(session, probes, threshold, per_probe=2 * MAX_RETRO_TIPS):
+        key = (references[match.probe_index].case.id, match.tip_id)
+        if key not in best or match.similarity > best[key].similarity:
+            best[key] = match
+    case_ids = {reference.case.id for reference in references}
+    already = set((await session.execute(
+        select(MatchCandidate.case_id, MatchCandidate.tip_id).where(MatchCandidate.case_id.in_(case_ids)))).all())
+    per_case: dict[int, list[TipFaceMatch]] = {}
+    for (case_id, tip_id), match in sorted(best.items(), key=lambda item: item[1].similarity, reverse=True):
+        chosen = per_case.setdefault(case_id, [])
+        if (case_id, tip_id) not in already and len(chosen) < MAX_RETRO_TIPS:
+            chosen.append(match)
+    chosen = [match for matches in per_case.values() for match in matches]
+    rows = await session.execute(
+        select(Face, TipMedia.sha256, Tip).join(TipMedia, TipMedia.id == Face.tip_media_id)
+        .join(Tip, Tip.id == TipMedia.tip_id).where(Face.id.in_([match.tip_face_id for match in chosen]))
+    )
+    tip_faces = {face.id: (tip, face, sha256) for face, sha256, tip in rows}
+    return [RetroMatch(*tip_faces[match.tip_face_id], references[match.probe_index], match.similarity)
+            for match in chosen if match.tip_face_id in tip_faces]
+
+
+async def record_retro_match(session: AsyncSession, match: RetroMatch, now: datetime) -> int | None:
+    """Store a retro match as a candidate; its id, None if another worker got there first."""
+    return await _insert_candidate(session, match.tip.id, match.tip_face.id, match.reference, match.similarity,
+                                   1, now)
+
+
+class ReferenceWatcher:
+    """Notices, by polling, what changed among the reference faces whoever changed it (this bot,
+    another worker, ``reunite cases import``): cases that became active or stopped being active,
+    and new faces of active cases. Cheap enough to run every second or two.
+
+    :meth:`poll` only proposes; :meth:`confirm` (once the changes are handled) moves on, so changes
+    whose handling failed are seen again by the next poll.
+    """
+
+    def __init__(self, model_id: str) -> None:
+        self.model_id = model_id
+        self.active: set[int] = set()
+        self._newest_id = 0
+        self._recent: dict[int, datetime] = {}  # face id -> when first seen, kept for WATCH_LOOKBACK
+        self._proposed: tuple[set[int], int, dict[int, datetime]] | None = None
+
+    async def _active_cases(self, session: AsyncSession) -> set[int]:
+        return set(await session.scalars(select(Case.id).where(Case.status == STATUS_ACTIVE)))
+
+    async def prime(self, session: AsyncSession, now: datetime) -> None:
+        """Start from the current state: what is there now is not new."""
+        self.active = await self._active_cases(session)
+        self._newest_id = await session.scalar(select(func.max(Face.id))) or 0
+        recent = await session.scalars(select(Face.id).where(Face.created_at >= now - WATCH_LOOKBACK))
+        self._recent = dict.fromkeys(recent, now)
+
+    async def poll(self, session: AsyncSession, now: datetime) -> ReferenceChanges:
+        active = await self._active_cases(session)
+        rows = (await session.execute(
+            select(Face.id, Face.case_id).where(
+                Face.case_id.is_not(None), Face.model_id == self.model_id,
+                (Face.id > self._newest_id) | (Face.created_at >= now - WATCH_LOOKBACK))
+        )).all()
+        recent = {face_id: seen for face_id, seen in self._recent.items() if seen >= now - WATCH_LOOKBACK}
+        newest_id = self._newest_id
+        activated = active - self.active
+        new_faces = []
+        for face_id, case_id in rows:
+            newest_id = max(newest_id, face_id)
+            if face_id in recent:
+                continue
+            recent[face_id] = now
+            if case_id in active and case_id not in activated:
+                new_faces.append((face_id, case_id))
+        self._proposed = (active, newest_id, recent)
+        return ReferenceChanges(frozenset(activated), frozenset(self.active - active), tuple(new_faces))
+
+    def confirm(self) -> None:
+        """The changes of the last poll were handled."""
+        if self._proposed is not None:
+            self.active, self._newest_id, self._recent = self._proposed
+            self._proposed = None
+
+
+# -- review ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReviewOutcome:
+    """``changed``: this press decided it; ``already``: it had been decided; ``gone``: no such lead
+    (its case was closed and purged, or the tip's images expired)."""
+
+    result: str  # changed | already | gone
+    status: str | None = None  # the candidate's status now
+    tip_reference: str | None = None
+    case_code: str | None = None
+
+
+async def review(session: AsyncSession, actor_id: int, candidate_id: int, decision: str,
+                 now: datetime) -> ReviewOutcome:
+    """Confirm or reject a pending candidate, once: a second press (or a second coordinator) changes
+    nothing. Audited with the references only."""
+    if decision not in REVIEW_DECISIONS:
+        raise ValueError(decision)
+    row = (await session.execute(
+        select(MatchCandidate.status, Tip.reference, Case.code)
+        .join(Tip, Tip.id == MatchCandidate.tip_id).join(Case, Case.id == MatchCandidate.case_id)
+        .where(MatchCandidate.id == candidate_id)
+    )).first()
+    if row is None:
+        return ReviewOutcome("gone")
+    _, tip_reference, case_code = row
+    changed = await session.execute(
+        update(MatchCandidate).where(MatchCandidate.id == candidate_id, MatchCandidate.status == MATCH_PENDING)
+        .values(status=decision, reviewer_id=actor_id, reviewed_at=now)
+    )
+    if changed.rowcount == 0:
+        status = await session.scalar(select(MatchCandidate.status).where(MatchCandidate.id == candidate_id))
+        if status is None:  # purged between the two statements
+            return ReviewOutcome("gone")
+        return ReviewOutcome("already", status, tip_reference, case_code)
+    action = "match.confirm" if decision == MATCH_CONFIRMED else "match.reject"
+    audit.record(session, actor_id, action, f"{tip_reference} {case_code}")
+    return ReviewOutcome("changed", decision, tip_reference, case_code)
+
+
+@dataclass(frozen=True)
+class Lead:
+    candidate_id: int
+    tip_reference: str
+    case_code: str
+    case_name: str
+    similarity: float
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class LeadPage:
+    leads: list[Lead]
+    total: int
+    offset: int
+
+
+def _pending_of_active_cases(case_id: int | None):
+    conditions = [MatchCandidate.status == MATCH_PENDING, Case.status == STATUS_ACTIVE]
+    if case_id is not None:
+        conditions.append(MatchCandidate.case_id == case_id)
+    return conditions
+
+
+async def pending_lead_count(session: AsyncSession, case_id: int) -> int:
+    """Face-match leads of a case that no coordinator has confirmed or rejected yet."""
+    return await session.scalar(
+        select(func.count()).select_from(MatchCandidate).join(Case, Case.id == MatchCandidate.case_id)
+        .where(*_pending_of_active_cases(case_id))
+    ) or 0
+
+
+async def pending_leads(session: AsyncSession, *, offset: int = 0, limit: int = 10,
+                        case_id: int | None = None) -> LeadPage:
+    """Pending leads of active cases (or of one case), strongest first, paged."""
+    conditions = _pending_of_active_cases(case_id)
+    total = await session.scalar(
+        select(func.count()).select_from(MatchCandidate).join(Case, Case.id == MatchCandidate.case_id)
+        .where(*conditions))
+    rows = await session.execute(
+        select(MatchCandidate.id, Tip.reference, Case.code, Case.name, MatchCandidate.similarity,
+               MatchCandidate.created_at)
+        .join(Tip, Tip.id == MatchCandidate.tip_id).join(Case, Case.id == MatchCandidate.case_id)
+        .where(*conditions).order_by(MatchCandidate.similarity.desc(), MatchCandidate.id.desc())
+        .offset(offset).limit(limit)
+    )
+    return LeadPage([Lead(*row) for row in rows], total or 0, offset)
+
+
+# -- purging -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PurgeCounts:
+    case_faces: int
+    candidates: int
+    tip_faces: int
+
+
+async def purge_case_biometrics(session: AsyncSession, case_id: int) -> PurgeCounts:
+    """A closed case (flow 8): delete its reference faces and its candidates, and the tip faces that
+    were candidates of it, unless a tip face is still a candidate of another active case. The case's
+    photos stay (they are not biometric templates); the caller commits."""
+    tip_face_ids = set(await session.scalars(
+        select(MatchCandidate.tip_face_id).where(MatchCandidate.case_id == case_id)))
+    candidates = await session.execute(delete(MatchCandidate).where(MatchCandidate.case_id == case_id))
+    still_needed = set(await session.scalars(
+        select(MatchCandidate.tip_face_id).join(Case, Case.id == MatchCandidate.case_id)
+        .where(MatchCandidate.tip_face_id.in_(tip_face_ids), Case.status == STATUS_ACTIVE)))
+    tip_faces = await session.execute(delete(Face).where(Face.id.in_(tip_face_ids - still_needed)))
+    case_faces = await session.execute(delete(Face).where(Face.case_id == case_id))
+    return PurgeCounts(case_faces.rowcount, candidates.rowcount, tip_faces.rowcount)
+
+
+async def purge_closed_cases(session: AsyncSession) -> list[int]:
+    """Purge the biometrics of every closed case that still has faces or candidates; their ids.
+    The caller commits."""
+    closed = select(Case.id).where(Case.status.in_(CLOSED_STATUSES))
+    case_ids = set(await session.scalars(select(Face.case_id).where(Face.case_id.in_(closed)).distinct()))
+    case_ids |= set(await session.scalars(
+        select(MatchCandidate.case_id).where(MatchCandidate.case_id.in_(closed)).distinct()))
+    for case_id in sorted(case_ids):
+        await purge_case_biometrics(session, case_id)
+    return sorted(case_ids)
+
+
+async def purge_expired_tip_media(session: AsyncSession, media_dir: Path, retention_days: int,
+                                  now: datetime, batch: int = 500) -> int:
+    """Delete the faces and images of tips older than the retention period, with their files
+    (privacy rule 4; their candidates go with the faces). The tips' text stays. Commits each batch;
+    a file is deleted once no stored image refers to it any more. Returns the images purged."""
+    cutoff = now - timedelta(days=retention_days)
+    purged = 0
+    while True:
+        expired = (await session.execute(
+            select(TipMedia.id, TipMedia.sha256).where(TipMedia.created_at < cutoff).limit(batch))).all()
+        if not expired:
+            return purged
+        ids = [media_id for media_id, _ in expired]
+        await session.execute(delete(Face).where(Face.tip_media_id.in_(ids)))
+        await session.execute(delete(TipMedia).where(TipMedia.id.in_(ids)))
+        await session.commit()
+        hashes = {sha for _, sha in expired}
+        kept = set(await session.scalars(select(TipMedia.sha256).where(TipMedia.sha256.in_(hashes))))
+        kept |= set(await session.scalars(select(CasePhoto.sha256).where(CasePhoto.sha256.in_(hashes))))
+        for sha in hashes - kept:
+            media_path(media_dir, sha).unlink(missing_ok=True)
+        purged += len(ids)
