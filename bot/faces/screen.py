@@ -74,8 +74,10 @@ def quantise(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
 
 
 class Int8Screen:
-    """int8 copies of an index's rows (by position) and their approximate scores with error bounds.
+    """int8 copies of an index's rows (by position) and their approximate scores with an error bound.
 
+    The bound uses the largest row error and length ever stored (removing rows never lowers them):
+    one number per probe instead of one per row, a little looser and much cheaper to apply.
     Not thread-safe on its own: :class:`~bot.faces.index.InProcessIndex` holds its lock around it.
     """
 
@@ -84,9 +86,9 @@ class Int8Screen:
         self._blocks: list[np.ndarray] = []  # (dim, columns) int8
         self._starts = np.zeros(1, dtype=np.int64)  # first position of each block, plus the end
         self._scale = np.empty(0, dtype=np.float32)
-        self._code_sum = np.empty(0, dtype=np.int32)  # sum of a row's codes (undoes the probe offset)
-        self._residual = np.empty(0, dtype=np.float32)
-        self._length = np.empty(0, dtype=np.float32)
+        self._offset = np.empty(0, dtype=np.float32)  # what the probe offset adds to a row's score
+        self._max_residual = 0.0  # largest ||v - v~|| stored
+        self._max_length = 0.0  # largest ||v~|| stored
 
     @property
     def capacity(self) -> int:
@@ -94,8 +96,7 @@ class Int8Screen:
 
     @property
     def nbytes(self) -> int:
-        per_row = self._scale.nbytes + self._code_sum.nbytes + self._residual.nbytes + self._length.nbytes
-        return sum(block.nbytes for block in self._blocks) + per_row
+        return sum(block.nbytes for block in self._blocks) + self._scale.nbytes + self._offset.nbytes
 
     def reserve(self, capacity: int) -> None:
         while self.capacity < capacity:
@@ -103,11 +104,9 @@ class Int8Screen:
             self._blocks.append(np.zeros((self.dim, columns), dtype=np.int8))
             self._starts = np.append(self._starts, self.capacity + columns)
         if len(self._scale) < self.capacity:
-            grow = self.capacity - len(self._scale)
-            self._scale = np.concatenate([self._scale, np.ones(grow, dtype=np.float32)])
-            self._code_sum = np.concatenate([self._code_sum, np.zeros(grow, dtype=np.int32)])
-            self._residual = np.concatenate([self._residual, np.zeros(grow, dtype=np.float32)])
-            self._length = np.concatenate([self._length, np.zeros(grow, dtype=np.float32)])
+            grow = np.zeros(self.capacity - len(self._scale), dtype=np.float32)
+            self._scale = np.concatenate([self._scale, grow])
+            self._offset = np.concatenate([self._offset, grow])
 
     def _by_block(self, positions: np.ndarray):
         """(block, columns in it, which of ``positions`` they are) for each block ``positions`` touch."""
@@ -120,9 +119,9 @@ class Int8Screen:
         """Store the rows (float32, as the index keeps them) at ``positions``."""
         codes, scale, residual, length = quantise(rows)
         self._scale[positions] = scale
-        self._code_sum[positions] = codes.sum(axis=1, dtype=np.int32)
-        self._residual[positions] = residual
-        self._length[positions] = length
+        self._offset[positions] = _PROBE_OFFSET * codes.sum(axis=1, dtype=np.int32) * scale
+        self._max_residual = max(self._max_residual, float(residual.max(initial=0.0)))
+        self._max_length = max(self._max_length, float(length.max(initial=0.0)))
         for block, columns, which in self._by_block(positions):
             block[:, columns] = codes[which].T
 
@@ -133,26 +132,24 @@ class Int8Screen:
             codes[which] = block[:, columns].T
         for block, columns, which in self._by_block(destinations):
             block[:, columns] = codes[which].T
-        for values in (self._scale, self._code_sum, self._residual, self._length):
+        for values in (self._scale, self._offset):
             values[destinations] = values[sources]
 
     def scores(self, probes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-        """Approximate scores of the first ``size`` rows against unit ``probes`` (m, dim), and their
-        error bounds: ``|exact - approximate| <= bound``. Both (m, size) float32."""
+        """Approximate scores (m, size) of the first ``size`` rows against unit ``probes`` (m, dim),
+        and for each probe a bound (m,): ``|exact - approximate| <= bound`` for every row."""
         codes, probe_scale, probe_residual, _ = quantise(probes)
         shifted = (codes.astype(np.int16) + _PROBE_OFFSET).astype(np.uint8)
-        raw = np.empty((len(probes), size), dtype=np.int32)
+        approximate = np.empty((len(probes), size), dtype=np.float32)
         session = _integer_matmul_session()
         for block, start in zip(self._blocks, self._starts[:-1].tolist()):
             if start >= size:
                 break
             end = min(size, start + block.shape[1])
             scored = session.run(None, {"probes": shifted, "rows": block})[0]
-            raw[:, start:end] = scored[:, : end - start]
-        raw -= _PROBE_OFFSET * self._code_sum[:size]
-        approximate = raw.astype(np.float32)
-        approximate *= probe_scale[:, None]
+            approximate[:, start:end] = scored[:, : end - start]  # int32 -> float32, exact below 2**24
         approximate *= self._scale[:size]
-        bound = probe_residual[:, None] * self._length[:size]
-        bound += self._residual[:size] + _ROUNDING_SLACK
-        return approximate, bound
+        approximate -= self._offset[:size]
+        approximate *= probe_scale[:, None]
+        bound = self._max_residual + self._max_length * probe_residual + _ROUNDING_SLACK
+        return approximate, bound.astype(np.float32)

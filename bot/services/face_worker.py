@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
@@ -180,28 +179,43 @@ class FaceWorker:
     # -- tips ---------------------------------------------------------------------------------------
 
     async def _match_pending_tips(self) -> None:
-        """Every pending tip, oldest first, as a pipeline: while one tip's matches are planned, drawn
-        and stored, the images of the next ones are already analysed, so the face executor (the
-        bottleneck) never waits for the database or the composite image."""
-        claimed: deque[_ClaimedTip] = deque()
-        try:
-            while True:
-                while len(claimed) < PIPELINE_DEPTH:
-                    tip = await self._claim_tip({other.tip_id for other in claimed})
+        """Every pending tip, oldest first, as a pipeline: a claimer keeps up to PIPELINE_DEPTH tips
+        claimed ahead, their images' analysis queued in the face executor, while each tip in turn has
+        its matches planned, drawn and stored; so the face executor (the bottleneck) never waits for
+        the database or a composite image."""
+        claimed: asyncio.Queue[_ClaimedTip | None] = asyncio.Queue()
+        slots = asyncio.Semaphore(PIPELINE_DEPTH)
+        in_flight: set[int] = set()  # tips claimed and not stored yet
+
+        async def claim_all() -> None:
+            try:
+                while True:
+                    await slots.acquire()
+                    tip = await self._claim_tip(in_flight)
                     if tip is None:
-                        break
-                    claimed.append(tip)
-                if not claimed:
-                    return
-                current = claimed.popleft()
+                        return
+                    in_flight.add(tip.tip_id)
+                    claimed.put_nowait(tip)
+            finally:
+                claimed.put_nowait(None)  # the end, however it came
+
+        claimer = asyncio.create_task(claim_all())
+        try:
+            while (tip := await claimed.get()) is not None:
                 try:
-                    await self._store_matches(current)
+                    await self._store_matches(tip)
                 finally:
-                    await current.session.close()
+                    await tip.session.close()
+                    in_flight.discard(tip.tip_id)
+                    slots.release()
+            await claimer  # a claim that failed fails the round
         finally:
-            for tip in claimed:
-                tip.reports.cancel()
-                await tip.session.close()
+            claimer.cancel()
+            await asyncio.gather(claimer, return_exceptions=True)
+            while not claimed.empty():
+                if (tip := claimed.get_nowait()) is not None:
+                    tip.reports.cancel()
+                    await tip.session.close()
 
     async def _claim_tip(self, busy: set[int]) -> _ClaimedTip | None:
         """The next tip with pending images (not one of ``busy``), its images' analysis started.
