@@ -55,7 +55,7 @@ class _Chat:
 
 class Sender:
     def __init__(self, bot, engine: AsyncEngine, sessionmaker: async_sessionmaker[AsyncSession], media_dir,
-                 rate: float, max_in_flight: int = 16):
+                 rate: float, max_in_flight: int = 6):
         self.bot = bot
         self.engine = engine
         self.sessionmaker = sessionmaker
@@ -98,7 +98,11 @@ class Sender:
             if not full_scan:
                 query = query.where(OutboxMessage.id > self._max_seen_id)
             query = query.order_by(OutboxMessage.id).limit(5000)
-            rows = [Outgoing.from_row(r) for r in await session.scalars(query) if r.id not in self._known]
+            # a row whose "sent" is written while the query runs is forgotten meanwhile, yet the query
+            # may still have read it as pending: whatever was known when it started is not new
+            known_before = set(self._known)
+            rows = [Outgoing.from_row(r) for r in await session.scalars(query)
+                    if r.id not in known_before and r.id not in self._known]
             stored_files = [sha for r in rows for key in ("photo_sha256", "document_sha256")
                             if (sha := r.payload.get(key)) and sha not in self._file_ids]
             self._file_ids.update(await outbox.uploaded_file_ids(session, stored_files))
