@@ -38,7 +38,7 @@ def build_application(settings: Settings) -> Application:
         .base_file_url(f"{api}/file/bot")
         .updater(None)
         .context_types(ContextTypes(context=ReuniteContext))
-        .connection_pool_size(32)
+        .connection_pool_size(10)
         .pool_timeout(10.0)
         # generous: a send that times out may be repeated, and a repeat is worse than a wait
         .read_timeout(15.0)
