@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import aiosqlite.core  # noqa: E402
 
 import bot.app  # noqa: E402
+from bot.db import session as session_module  # noqa: E402
 from bot.transport import processor as processor_module  # noqa: E402
 from bot.transport import sender as sender_module  # noqa: E402
 
@@ -135,6 +136,38 @@ async def _lag_monitor() -> None:
         _lag.append(loop.time() - t - 0.01)
 
 
+_turns: dict = collections.defaultdict(lambda: [0, 0.0, 0.0, 0.0])  # first write -> count, wait, hold, max hold
+_orig_before_execute = session_module.SqliteWriteTurns._before_execute
+_orig_give_back = session_module.SqliteWriteTurns._give_back
+
+
+def _before_execute(self, connection, cursor, statement, parameters, context, many):
+    """How long each writing transaction waited for its turn, and held it, by its first write."""
+    if connection.info.get(session_module._HOLDS_WRITE_TURN):
+        return _orig_before_execute(self, connection, cursor, statement, parameters, context, many)
+    t = time.perf_counter()
+    _orig_before_execute(self, connection, cursor, statement, parameters, context, many)
+    if connection.info.get(session_module._HOLDS_WRITE_TURN):
+        kind = _kind(getattr(cursor, "execute"), (statement,))
+        connection.info["probe_turn"] = (kind, time.perf_counter())
+        with _lock:
+            _turns[kind][0] += 1
+            _turns[kind][1] += time.perf_counter() - t
+
+
+def _give_back(self, connection):
+    taken = connection.info.pop("probe_turn", None)
+    if taken:
+        hold = time.perf_counter() - taken[1]
+        with _lock:
+            _turns[taken[0]][2] += hold
+            _turns[taken[0]][3] = max(_turns[taken[0]][3], hold)
+    return _orig_give_back(self, connection)
+
+
+session_module.SqliteWriteTurns._before_execute = _before_execute
+session_module.SqliteWriteTurns._give_back = _give_back
+
 _orig_start = bot.app.Reunite.start.__func__
 
 
@@ -159,6 +192,7 @@ def _reset(*_args) -> None:
         _profile["on"].enable()
     with _lock:
         _sql.clear()
+        _turns.clear()
     _updates.clear()
     _batch_sizes.clear()
     _sends.clear()
@@ -190,6 +224,8 @@ def _dump() -> None:
         "main_thread_cpu_s": time.thread_time() - _t0["main_cpu"],
         "process_cpu_s": time.process_time() - _t0["proc_cpu"],
         "sql": {k: {"count": v[0], "wall_s": v[1], "cpu_s": v[2], "max_ms": v[3] * 1000} for k, v in _sql.items()},
+        "write_turns": {k: {"count": v[0], "wait_s": v[1], "hold_s": v[2], "max_hold_ms": v[3] * 1000}
+                        for k, v in _turns.items()},
         "updates": {"count": len(_updates), "p50_ms": _pct(_updates, 0.5) * 1000, "p99_ms": _pct(_updates, 0.99) * 1000,
                     "max_ms": max(_updates, default=0) * 1000, "sum_s": sum(_updates)},
         "sends": {"rows": len(_sends), "rows_sent_twice_or_more": len(dup),

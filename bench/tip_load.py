@@ -666,6 +666,13 @@ def probe_report(r: dict) -> str:
                    f"{1000 * (v['wall_s'] - v['cpu_s']) / n:.2f} | {v['max_ms']:.0f} |")
     out.append(f"| **all** | {tot['count'] / n:.1f} | {1000 * tot['wall_s'] / n:.2f} | {1000 * tot['cpu_s'] / n:.2f} | "
                f"{1000 * (tot['wall_s'] - tot['cpu_s']) / n:.2f} | |")
+    if p.get("write_turns"):
+        out += ["", "| writing transaction (by its first write) | count | wait for the turn ms (mean) | "
+                    "held ms (mean) | held ms (max) |", "|---|---:|---:|---:|---:|"]
+        for kind, v in sorted(p["write_turns"].items(), key=lambda kv: -kv[1]["hold_s"]):
+            count = max(1, v["count"])
+            out.append(f"| `{kind}` | {v['count']} | {1000 * v['wait_s'] / count:.1f} | "
+                       f"{1000 * v['hold_s'] / count:.1f} | {v['max_hold_ms']:.0f} |")
     return "\n".join(out)
 
 
