@@ -18,6 +18,7 @@ import argparse
 import io
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -57,15 +58,20 @@ def write_cases(folder: Path, count: int, photo: str) -> Path:
     return path
 
 
-def run_import(path: Path, data_dir: Path, database_url: str, *options: str) -> tuple[float, list[dict]]:
+def run_import(path: Path, data_dir: Path, database_url: str, *options: str) -> tuple[float, float, list[dict]]:
+    """Wall-clock seconds, CPU seconds of the import process (user + system: what it costs on a
+    machine that other jobs share), and its result lines."""
     env = {**os.environ, "REUNITE_DATA_DIR": str(data_dir), "DATABASE_URL": database_url}
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "bot", "cases", "import", *options, str(path)], env=env,
                           capture_output=True, text=True, check=False)
     elapsed = time.perf_counter() - started
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(done.stderr[-2000:])
-    return elapsed, [json.loads(line) for line in done.stdout.splitlines()]
+    cpu = cpu_after.ru_utime - cpu_before.ru_utime + cpu_after.ru_stime - cpu_before.ru_stime
+    return elapsed, cpu, [json.loads(line) for line in done.stdout.splitlines()]
 
 
 def report(label: str, path: Path, database_url, data_dir: Path, count: int) -> None:
@@ -75,14 +81,16 @@ def report(label: str, path: Path, database_url, data_dir: Path, count: int) -> 
     for run, options in (("without faces (--skip-faces)", ("--skip-faces",)), ("with faces", ())):
         name = "baseline" if options else "faces"
         url = database_url(name)
-        elapsed, results = run_import(path, data_dir / name, url, *options)
+        elapsed, cpu, results = run_import(path, data_dir / name, url, *options)
         created = sum("code" in r and not r.get("existing") for r in results)
         no_face = sum("no_usable_face" in r for r in results)
-        print(f"{label}, {run}: {count} cases in {elapsed:.1f} s ({count / elapsed:.1f} cases/s); "
-              f"created {created}, {no_face} with a photo without a usable face")
-    again, results = run_import(path, data_dir / name, url)
+        print(f"{label}, {run}: {count} cases in {elapsed:.1f} s ({count / elapsed:.1f} cases/s, "
+              f"{cpu:.1f} CPU s, load average {os.getloadavg()[0]:.1f}); created {created}, "
+              f"{no_face} with a photo without a usable face")
+    # into the database that has them all now
+    again, cpu, results = run_import(path, data_dir / name, url)
     existing = sum(bool(r.get("existing")) for r in results)
-    print(f"{label}: re-import of the same file in {again:.1f} s; {existing} reported as existing")
+    print(f"{label}: re-import of the same file in {again:.1f} s ({cpu:.1f} CPU s); {existing} reported as existing")
 
 
 def main() -> None:

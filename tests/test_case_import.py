@@ -25,11 +25,11 @@ from tests.helpers import jpeg_bytes, reference_in
 from tests.test_matching import faces_done, image_bytes, match_alert, rows
 
 
-async def run_import(settings, path) -> tuple[int, list[dict], str]:
+async def run_import(settings, path, *options: str) -> tuple[int, list[dict], str]:
     env = {**os.environ, "DATABASE_URL": settings.database_url, "REUNITE_DATA_DIR": str(settings.data_dir),
            "REUNITE_TIMEZONE": "Asia/Shanghai"}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "cases", "import", str(path), env=env,
+        sys.executable, "-m", "bot", "cases", "import", *options, str(path), env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await process.communicate()
     return process.returncode, [json.loads(line) for line in out.decode().splitlines()], err.decode()
@@ -140,7 +140,7 @@ async def test_json_lines_import_reports_every_line_and_reimports_safely(setting
     assert [f.id for f in await stored_faces(settings)] == [f.id for f in faces]  # no face twice
 
 
-async def test_csv_with_bom_and_a_file_where_every_line_fails(settings, tmp_path):
+async def test_csv_with_bom_and_a_file_where_every_line_fails_and_faces_left_to_the_bot(settings, tmp_path):
     folder = photo_folder(tmp_path)
     rows = [
         "name,missing_since,last_seen_place,circumstances,photos,external_id",
@@ -153,13 +153,15 @@ async def test_csv_with_bom_and_a_file_where_every_line_fails(settings, tmp_path
     path = folder / "cases.csv"
     path.write_bytes("\ufeff".encode() + "\r\n".join(rows).encode())
 
-    status, results, err = await run_import(settings, path)
+    status, results, err = await run_import(settings, path, "--skip-faces")
     assert status == 0, err
     assert [r["line"] for r in results] == [1, 2, 3]
     assert "code" in results[0] and "more cells" in results[1]["error"] and "photos is required" in results[2]["error"]
     (case, photos), = (await imported_cases(settings))[0]
     assert case.circumstances == "Went out\nfor bread" and case.last_seen_place == "Station, north exit"
     assert [p.age_years for p in photos] == [7.0, None]
+    # --skip-faces: stored only, pending for the running bot's face worker
+    assert [p.face_status for p in photos] == ["pending", "pending"] and await stored_faces(settings) == []
 
     hopeless = tmp_path / "hopeless.jsonl"
     hopeless.write_text('{"name": "x"}\nnot json\n', encoding="utf-8")
