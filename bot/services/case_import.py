@@ -28,12 +28,11 @@ import io
 import json
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass
 from datetime import date, datetime, timezone, tzinfo
 from pathlib import Path
 from typing import TextIO
-
-from collections import deque
 
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
