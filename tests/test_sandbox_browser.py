@@ -34,6 +34,8 @@ ANSWERS = [
     ("language", "tap", "English"),
 ]
 STEP_TIMEOUT_MS = 15_000
+# how many lines the browser laid out an element's text on
+TEXT_LINES = "e => { const r = document.createRange(); r.selectNodeContents(e); return r.getClientRects().length; }"
 
 
 @pytest.fixture
@@ -72,7 +74,11 @@ async def answer(page: Page, question: str | None, how: str, value: str) -> None
         await page.locator("#text").fill(value)
         await page.locator("#send").tap()
     else:
-        await page.locator("#messages .ikb").last.get_by_role("button", name=value, exact=True).tap()
+        keyboard = page.locator("#messages .ikb").last
+        # on a phone the labels once broke mid-word ("Femal|e"): each must be drawn on one line
+        lines = await keyboard.get_by_role("button").evaluate_all(f"buttons => buttons.map({TEXT_LINES})")
+        assert set(lines) == {1}, f"buttons drawn on several lines: {await keyboard.inner_text()!r}"
+        await keyboard.get_by_role("button", name=value, exact=True).tap()
     await expect(bot_bubbles(page)).not_to_have_count(asked, timeout=STEP_TIMEOUT_MS)
 
 
