@@ -2,6 +2,7 @@
 
 Each round it
 1. embeds pending case photos (and asks the sender of one without a usable face for another);
+   ``reunite cases import`` embeds its photos itself with the same service code, so they never wait here;
 2. embeds the pending images of each tip, searches them against active cases and queues one match
    alert per tip to coordinators (nothing ever goes to the tipster: privacy rule 1);
 3. every second or so, looks at what changed among the reference faces (a case became active or
