@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PORT   ?= 8080
 
-.PHONY: sandbox test system-deps install bench clean
+.PHONY: sandbox test system-deps test-deps install bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,11 @@ sandbox:
 	@$(MAKE) --no-print-directory install
 	$(BIN)/reunite sandbox --port $(PORT)
 
-test: system-deps install
+# ... and Chromium, for the test that clicks through the sandbox page in a real browser.
+test-deps:
+	bash scripts/system-deps.sh --test
+
+test: test-deps install
 	$(BIN)/pytest
 
 bench: system-deps install

@@ -82,7 +82,7 @@ def cmd_cases_import(args) -> int:
 
     from bot.services.case_import import import_cases
 
-    return asyncio.run(import_cases(Path(args.file), load_settings()))
+    return asyncio.run(import_cases(Path(args.file), load_settings(), skip_faces=args.skip_faces))
 
 
 def cmd_flyer_render(args) -> int:
@@ -121,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     cases = commands.add_parser("cases", help="case tools").add_subparsers(dest="cases_command", required=True)
     importing = cases.add_parser("import", help="create active cases from JSON Lines or CSV (see the README)")
     importing.add_argument("file", metavar="FILE")
+    importing.add_argument("--skip-faces", action="store_true",
+                           help="store the photos only; the running bot's face worker embeds their faces")
     importing.set_defaults(func=cmd_cases_import)
     flyer = commands.add_parser("flyer", help="flyer tools").add_subparsers(dest="flyer_command", required=True)
     render = flyer.add_parser("render", help="write poster.pdf, poster.jpg and card.jpg of an active case")

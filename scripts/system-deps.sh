@@ -10,6 +10,11 @@
 #   fontconfig            fc-cache / fc-match (font discovery)
 #   libgl1, libglib2.0-0  opencv-python (pulled in by insightface) needs them at import
 #
+# With --test (as `make test` calls it), also what only the tests need:
+#
+#   chromium              the browser tests/test_sandbox_browser.py drives with Playwright
+#                         (Playwright cannot download its own browsers here)
+#
 # Idempotent: exits quickly when everything is already installed.
 set -euo pipefail
 
@@ -23,6 +28,9 @@ PACKAGES=(
   libgl1
   libglib2.0-0
 )
+if [ "${1:-}" = "--test" ]; then
+  PACKAGES+=(chromium)
+fi
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

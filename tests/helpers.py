@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
+from pathlib import Path
 
 from PIL import Image
 from sqlalchemy import select
@@ -59,6 +61,39 @@ async def age_tips(reunite, delta) -> None:
             if tip.last_team_reply_at is not None:
                 tip.last_team_reply_at -= delta
         await session.commit()
+
+
+@contextlib.asynccontextmanager
+async def running_sandbox(folder: Path, ready_timeout: float = 60.0):
+    """`reunite sandbox` in ``folder`` (its ./data) on a free port, as a person starts it: without
+    the environment's TELEGRAM_*, REUNITE_* and DATABASE_URL, and a token it must ignore. Yields the
+    page's base URL; stopped with Ctrl+C (SIGINT) afterwards, which must exit 0."""
+    import asyncio
+    import os
+    import subprocess
+    import sys
+
+    from tests.test_webhook import free_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "REUNITE_", "DATABASE_URL"))}
+    env["TELEGRAM_BOT_TOKEN"] = "must-be-ignored"
+    log_path = folder / "sandbox.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "bot", "sandbox", "--port", str(port)], cwd=folder,
+                                   env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ready_timeout
+        while not any("sandbox is ready" in line and base in line for line in log_path.read_text().splitlines()):
+            assert process.poll() is None, "the sandbox exited: " + log_path.read_text()[-2000:]
+            assert loop.time() < deadline, "the sandbox did not get ready: " + log_path.read_text()[-2000:]
+            await asyncio.sleep(0.1)
+        yield base
+    finally:
+        stop_process(process)
+    assert process.returncode == 0, log_path.read_text()[-2000:]
 
 
 def stop_process(process, timeout: float = 20.0) -> None:

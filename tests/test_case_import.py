@@ -1,7 +1,9 @@
 """`reunite cases import FILE` as DESIGN.md's contract says: JSON Lines or CSV (with or without a BOM),
 one JSON result per data line on stdout in order, external_id makes re-imports safe, a bad line is
 reported and skipped, a progress bar on stderr, exit 0 unless every line failed. Cases are active,
-audited as the shell's admin, their photos stored stripped with face_status 'pending'."""
+audited as the shell's admin, their photos stored stripped and their faces embedded by the import
+(with the model's name), so the bot's face worker never embeds them again; a photo with no usable
+face is kept and named on its line; the running bot matches tips against imported cases."""
 
 from __future__ import annotations
 
@@ -14,17 +16,20 @@ from datetime import datetime, timezone
 
 from sqlalchemy import select
 
-from bot.db.models import AuditEvent, Case, CasePhoto
+from bot.db.models import AuditEvent, Case, CasePhoto, Face, MatchCandidate
 from bot.db.session import create_engine, create_sessionmaker
+from bot.faces import get_face_engine
 from bot.services.media import media_path
 from tests.conftest import packaged_image
+from tests.helpers import jpeg_bytes, reference_in
+from tests.test_matching import faces_done, image_bytes, match_alert, rows
 
 
-async def run_import(settings, path) -> tuple[int, list[dict], str]:
+async def run_import(settings, path, *options: str) -> tuple[int, list[dict], str]:
     env = {**os.environ, "DATABASE_URL": settings.database_url, "REUNITE_DATA_DIR": str(settings.data_dir),
            "REUNITE_TIMEZONE": "Asia/Shanghai"}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "cases", "import", str(path), env=env,
+        sys.executable, "-m", "bot", "cases", "import", *options, str(path), env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await process.communicate()
     return process.returncode, [json.loads(line) for line in out.decode().splitlines()], err.decode()
@@ -45,11 +50,21 @@ async def imported_cases(settings) -> tuple[list[tuple[Case, list[CasePhoto]]], 
         await engine.dispose()
 
 
+async def stored_faces(settings) -> list[Face]:
+    engine = create_engine(settings.database_url)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            return list(await session.scalars(select(Face).order_by(Face.id)))
+    finally:
+        await engine.dispose()
+
+
 def photo_folder(tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()
     shutil.copy(packaged_image("yaoming.jpg"), folder / "face.jpg")
     (folder / "notes.jpg").write_text("not an image at all")
+    (folder / "wall.jpg").write_bytes(jpeg_bytes(480, 360))  # a real image with nobody in it
     return folder
 
 
@@ -63,7 +78,8 @@ async def test_json_lines_import_reports_every_line_and_reimports_safely(setting
         "agency_name": "Chaoyang Police", "agency_phone": "+86 10 6509 1234", "agency_reference": "CY-77",
         "family_contact": "+86 138 0013 8000", "language": "zh", "external_id": "ORG-1",
         "photos": [{"path": "photos/face.jpg", "age": 14.5, "kind": "original"},
-                   {"path": str(packaged_image("t1.jpg")), "age": None, "kind": "age_progressed"}],
+                   {"path": str(packaged_image("t1.jpg")), "age": None, "kind": "age_progressed"},
+                   {"path": "photos/wall.jpg", "age": 15}],
     }
     minimal = {"name": "Ana", "missing_since": "2020-01-01", "last_seen_place": "Lisbon", "birth_year": "2015",
                "external_id": 9, "photos": [{"path": "photos/face.jpg"}]}
@@ -91,6 +107,9 @@ async def test_json_lines_import_reports_every_line_and_reimports_safely(setting
     assert "cannot read photo" in errors[5] and "not an image" in errors[6] and "JSON" in errors[8]
     assert "missing_since" in errors[9] and "future" in errors[9]
     first_code = results[0]["code"]
+    # the photo with no usable face is kept, and named on its case's line
+    assert results[0] == {"line": 1, "code": first_code, "no_usable_face": [str(tmp_path / "photos/wall.jpg")]}
+    assert results[9] == {"line": 10, "code": results[9]["code"]}
     assert results[6] == {"line": 7, "code": first_code, "existing": True}
     assert "10/10" in err  # the progress bar
 
@@ -101,8 +120,15 @@ async def test_json_lines_import_reports_every_line_and_reimports_safely(setting
     assert li.missing_since == datetime(2024, 3, 14, 7, 30, tzinfo=timezone.utc)  # 15:30 in Shanghai
     assert (li.language, li.height_cm, li.date_of_birth.year, li.family_contact_public) == ("zh", 162, 2009, False)
     assert [(p.age_years, p.kind, p.is_primary, p.face_status) for p in li_photos] == [
-        (14.5, "original", True, "pending"), (None, "age_progressed", False, "pending")]
+        (14.5, "original", True, "done"), (None, "age_progressed", False, "done"), (15, "original", False, "no_face")]
     assert all(media_path(settings.media_dir, p.sha256).exists() for p in li_photos)
+    # faces embedded on import, each recording its model: one in yaoming.jpg, the six of t1.jpg
+    faces = await stored_faces(settings)
+    faces_per_photo = {p.id: sum(f.case_photo_id == p.id for f in faces) for p in li_photos}
+    assert list(faces_per_photo.values()) == [1, 6, 0]
+    assert {(f.case_id, f.model_id) for f in faces if f.case_photo_id in faces_per_photo} == {
+        (li.id, get_face_engine().model_id)}
+    assert all(f.embedding.shape == (512,) and abs(float(f.embedding @ f.embedding) - 1) < 1e-4 for f in faces)
     assert (ana.birth_year, ana.missing_since_has_time, ana.external_id) == (2015, False, "9")
     assert sorted(audit) == sorted((None, "case.import", code) for code in (li.code, ana.code))
 
@@ -111,9 +137,10 @@ async def test_json_lines_import_reports_every_line_and_reimports_safely(setting
     assert [r for r in again if "code" in r] == [
         {"line": 1, "code": li.code, "existing": True}, {"line": 7, "code": li.code, "existing": True},
         {"line": 10, "code": ana.code, "existing": True}]
+    assert [f.id for f in await stored_faces(settings)] == [f.id for f in faces]  # no face twice
 
 
-async def test_csv_with_bom_and_a_file_where_every_line_fails(settings, tmp_path):
+async def test_csv_with_bom_and_a_file_where_every_line_fails_and_faces_left_to_the_bot(settings, tmp_path):
     folder = photo_folder(tmp_path)
     rows = [
         "name,missing_since,last_seen_place,circumstances,photos,external_id",
@@ -126,15 +153,48 @@ async def test_csv_with_bom_and_a_file_where_every_line_fails(settings, tmp_path
     path = folder / "cases.csv"
     path.write_bytes("\ufeff".encode() + "\r\n".join(rows).encode())
 
-    status, results, err = await run_import(settings, path)
+    status, results, err = await run_import(settings, path, "--skip-faces")
     assert status == 0, err
     assert [r["line"] for r in results] == [1, 2, 3]
     assert "code" in results[0] and "more cells" in results[1]["error"] and "photos is required" in results[2]["error"]
     (case, photos), = (await imported_cases(settings))[0]
     assert case.circumstances == "Went out\nfor bread" and case.last_seen_place == "Station, north exit"
     assert [p.age_years for p in photos] == [7.0, None]
+    # --skip-faces: stored only, pending for the running bot's face worker
+    assert [p.face_status for p in photos] == ["pending", "pending"] and await stored_faces(settings) == []
 
     hopeless = tmp_path / "hopeless.jsonl"
     hopeless.write_text('{"name": "x"}\nnot json\n', encoding="utf-8")
     status, results, _ = await run_import(settings, hopeless)
     assert status == 1 and all("error" in r for r in results) and len(results) == 2
+
+
+async def test_a_tip_matching_an_imported_case_alerts_coordinators_and_the_bot_does_not_embed_it_again(
+        reunite, settings, people, coordinator, tmp_path):
+    """The bot runs while `reunite cases import` (another process) writes a case with its faces; a
+    tip showing the same person (Yao Ming among the players) becomes a match alert naming it."""
+    photo_folder(tmp_path)
+    path = tmp_path / "cases.jsonl"
+    path.write_text(json.dumps({"name": "Yao Ming", "missing_since": "2024-03-14", "last_seen_place": "Shanghai",
+                                "external_id": "YM-1", "photos": [{"path": "photos/face.jpg", "age": 20}]}) + "\n")
+    status, results, err = await run_import(settings, path)
+    assert status == 0, err
+    code = results[0]["code"]
+    imported_faces = [(f.id, f.model_id) for f in await stored_faces(settings)]
+    assert len(imported_faces) == 1
+
+    await asyncio.sleep(2.5)  # no wake-up from another process: the bot's watcher notices the faces
+    tipster = people(7101, "Tess")
+    tipster.user.send_photo(image_bytes("players.jpg"), caption="Is this him?")
+    reference = reference_in(await tipster.next_text())
+    alert = await match_alert(coordinator)
+    assert reference in alert["caption"] and code in alert["caption"] and "strong lead" in alert["caption"]
+    assert "earlier tip" not in alert["caption"]
+    candidates = await rows(reunite, select(MatchCandidate))
+    assert [c.case_face_id for c in candidates] == [imported_faces[0][0]]
+
+    await faces_done(reunite)
+    # the face worker left the imported photo alone: the same face row, nothing re-embedded
+    case_faces = [(f.id, f.model_id) for f in await rows(reunite, select(Face).where(Face.case_id.is_not(None)))]
+    assert case_faces == imported_faces
+    assert [p.face_status for p in await rows(reunite, select(CasePhoto))] == ["done"]

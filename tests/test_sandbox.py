@@ -4,14 +4,10 @@ Driven over the same HTTP API the page uses, as a person at the page would."""
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 
 import aiohttp
 
-from tests.helpers import jpeg_bytes, reference_in, stop_process
-from tests.test_webhook import free_port
+from tests.helpers import jpeg_bytes, reference_in, running_sandbox
 
 PUBLIC_ID, COORDINATOR_ID = 2001, 1001
 
@@ -33,61 +29,35 @@ async def wait_for_bot_messages(client, base, chat_id, count, timeout=30.0):
 
 
 async def test_sandbox_runs_without_a_token_and_serves_the_chat_page(tmp_path):
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "REUNITE_", "DATABASE_URL"))}
-    env["TELEGRAM_BOT_TOKEN"] = "must-be-ignored"
-    log_path = tmp_path / "sandbox.log"
-    with open(log_path, "w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "bot", "sandbox", "--port", str(port)], cwd=tmp_path,
-                                   env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        ready = await _ready_line(process, log_path)
-        assert base in ready
-        async with aiohttp.ClientSession() as client:
-            async with client.get(base + "/") as response:
-                page = await response.text()
-                assert response.status == 200 and "<html" in page.lower()
-            async with client.get(base + "/sandbox/api/users") as response:
-                people = {u["id"] for u in await response.json()}
-            assert {PUBLIC_ID, COORDINATOR_ID} <= people
+    async with running_sandbox(tmp_path) as base, aiohttp.ClientSession() as client:
+        async with client.get(base + "/") as response:
+            page = await response.text()
+            assert response.status == 200 and "<html" in page.lower()
+        async with client.get(base + "/sandbox/api/users") as response:
+            people = {u["id"] for u in await response.json()}
+        assert {PUBLIC_ID, COORDINATOR_ID} <= people
 
-            # a member of the public sends text, a photo and a location
-            await client.post(base + "/sandbox/api/send", json={"user_id": PUBLIC_ID, "text": "Saw a girl at the pier"})
-            reply = (await wait_for_bot_messages(client, base, PUBLIC_ID, 1))[0]["text"]
-            reference = reference_in(reply)
-            form = aiohttp.FormData()
-            form.add_field("user_id", str(PUBLIC_ID))
-            form.add_field("kind", "photo")
-            form.add_field("file", jpeg_bytes(), filename="pier.jpg", content_type="image/jpeg")
-            await client.post(base + "/sandbox/api/send", data=form)
-            await client.post(base + "/sandbox/api/send",
-                              json={"user_id": PUBLIC_ID, "location": {"latitude": 34.26, "longitude": 108.94}})
-            await wait_for_bot_messages(client, base, PUBLIC_ID, 3)
+        # a member of the public sends text, a photo and a location
+        await client.post(base + "/sandbox/api/send", json={"user_id": PUBLIC_ID, "text": "Saw a girl at the pier"})
+        reply = (await wait_for_bot_messages(client, base, PUBLIC_ID, 1))[0]["text"]
+        reference = reference_in(reply)
+        form = aiohttp.FormData()
+        form.add_field("user_id", str(PUBLIC_ID))
+        form.add_field("kind", "photo")
+        form.add_field("file", jpeg_bytes(), filename="pier.jpg", content_type="image/jpeg")
+        await client.post(base + "/sandbox/api/send", data=form)
+        await client.post(base + "/sandbox/api/send",
+                          json={"user_id": PUBLIC_ID, "location": {"latitude": 34.26, "longitude": 108.94}})
+        await wait_for_bot_messages(client, base, PUBLIC_ID, 3)
 
-            # the coordinator sees the alerts, with the photo, and answers from the same page
-            alerts = await wait_for_bot_messages(client, base, COORDINATOR_ID, 2)
-            assert any(reference in (m.get("text") or m.get("caption") or "") for m in alerts)
-            photo = next(m for m in await wait_for_bot_messages(client, base, COORDINATOR_ID, 3) if m.get("photo"))
-            async with client.get(base + photo["photo"]["url"]) as response:
-                assert response.headers["Content-Type"].startswith("image/jpeg")
-            await client.post(base + "/sandbox/api/send",
-                              json={"user_id": COORDINATOR_ID, "text": f"/reply {reference} Thank you!"})
-            answered = await wait_for_bot_messages(client, base, PUBLIC_ID, 4)
-            assert "Reunite team" in answered[-1]["text"]
-        assert (tmp_path / "data" / "reunite.db").exists()
-    finally:
-        stop_process(process)
-    assert process.returncode == 0
-
-
-async def _ready_line(process, log_path, timeout: float = 60.0) -> str:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        for line in log_path.read_text().splitlines():
-            if "sandbox is ready" in line:
-                return line
-        assert process.poll() is None, "the sandbox exited: " + log_path.read_text()[-2000:]
-        await asyncio.sleep(0.1)
-    raise AssertionError("the sandbox did not get ready")
+        # the coordinator sees the alerts, with the photo, and answers from the same page
+        alerts = await wait_for_bot_messages(client, base, COORDINATOR_ID, 2)
+        assert any(reference in (m.get("text") or m.get("caption") or "") for m in alerts)
+        photo = next(m for m in await wait_for_bot_messages(client, base, COORDINATOR_ID, 3) if m.get("photo"))
+        async with client.get(base + photo["photo"]["url"]) as response:
+            assert response.headers["Content-Type"].startswith("image/jpeg")
+        await client.post(base + "/sandbox/api/send",
+                          json={"user_id": COORDINATOR_ID, "text": f"/reply {reference} Thank you!"})
+        answered = await wait_for_bot_messages(client, base, PUBLIC_ID, 4)
+        assert "Reunite team" in answered[-1]["text"]
+    assert (tmp_path / "data" / "reunite.db").exists()

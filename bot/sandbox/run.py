@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import signal
+import time
 
 from bot.config import load_settings
 from bot.sandbox.standin import StandIn
@@ -31,7 +32,10 @@ async def run_sandbox(port: int) -> None:
     # TELEGRAM_* and DATABASE_URL are ignored: the sandbox never talks to the real Telegram
     base = load_settings({k: v for k, v in os.environ.items()
                           if not k.startswith("TELEGRAM_") and k not in ("DATABASE_URL", "WEBHOOK_URL")})
-    stand_in = StandIn(SANDBOX_TOKEN, bot_username=base.bot_username or "reunite_sandbox_bot")
+    # ./data outlives the sandbox: update ids from the clock (ms) stay above those of earlier runs,
+    # which the bot has stored and would drop as already seen
+    stand_in = StandIn(SANDBOX_TOKEN, bot_username=base.bot_username or "reunite_sandbox_bot",
+                       first_update_id=int(time.time() * 1000))
     stand_in.preset_users = PRESET_USERS
     await stand_in.start("127.0.0.1", port)
     settings = base.with_overrides(telegram_bot_token=SANDBOX_TOKEN, telegram_api_url=stand_in.api_url,

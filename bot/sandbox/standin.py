@@ -699,7 +699,11 @@ class StandIn:
         bot_first_name: str = "Reunite (sandbox)",
         flood_control: bool = True,
         flood_scale: float = 1.0,
+        first_update_id: int = 1,
     ):
+        """``first_update_id``: Telegram's update ids keep rising across restarts, and the bot drops
+        an update whose id it has stored before; a stand-in restarted over a kept database must start
+        above the ids of its earlier runs (``reunite sandbox`` does)."""
         self.token = token
         if bot_id is None:
             prefix = token.split(":", 1)[0]
@@ -733,7 +737,7 @@ class StandIn:
         self._chat_waiters: dict[int, list[asyncio.Future]] = {}
         self._any_waiters: list[asyncio.Future] = []
         self._updates: deque[dict] = deque()
-        self._next_update_id = 1
+        self._next_update_id = first_update_id
         self._poll_waiters: list[asyncio.Future] = []
         self._allowed_updates: set[str] | None = None
         self._files: dict[str, dict] = {}

@@ -5,11 +5,19 @@ Each data line (blank lines and the CSV header are not counted) becomes an activ
 photos, audited as done by the shell's admin, and one JSON line on stdout: ``{"line", "code"}``,
 ``{"line", "code", "existing": true}`` when its ``external_id`` was imported before, or
 ``{"line", "error"}``. A bad line is reported and the others are imported. Photos are checked and
-stored like any image (face_status 'pending': the face worker embeds them).
+stored like any image, and their faces are embedded here, by the same service code as the bot's
+face worker (:func:`bot.services.matching.analyse_case_photo`: small old photos are padded until the
+face is found; every face row records its model), so the worker never embeds them again. A running
+bot notices the new faces within seconds (its ReferenceWatcher), indexes them and retro-matches old
+tips. A photo with no usable face is kept, and its case's result line says so:
+``{"line", "code", "no_usable_face": [photo paths]}``. ``skip_faces`` leaves the photos pending for
+the bot's face worker instead (for a machine without the face models).
 
-Speed: the photos of a batch of lines are decoded and re-encoded together in worker threads, and the
-batch's cases are written in one transaction (retried line by line if it fails, so one bad line
-never takes others with it).
+Speed (1,000 cases with one photo each: under two minutes with faces on two cores, bench/RESULTS.md):
+the photos of a batch of lines are stored (decoded, stripped, re-encoded) in worker threads and
+analysed in the face executor (one photo per core), while the batches before it are written; each
+batch's cases and faces are written in one transaction (retried line by line if it fails, so one bad
+line never takes others with it).
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import io
 import json
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass
 from datetime import date, datetime, timezone, tzinfo
 from pathlib import Path
@@ -33,7 +42,9 @@ from bot.config import Settings
 from bot.db.migrate import upgrade_to_head_async
 from bot.db.models import PHOTO_AGE_PROGRESSED, PHOTO_ORIGINAL, Case
 from bot.db.session import create_engine, create_sessionmaker
-from bot.services import audit, case_fields, cases, media
+from bot.faces.engine import DetectedFace, FaceEngine, get_face_engine, run_in_face_executor
+from bot.faces.models import ModelPackError
+from bot.services import audit, case_fields, cases, matching, media
 from bot.services.case_fields import FieldError
 
 TEXT_FIELDS = {field.key: field for field in case_fields.FIELDS if field.kind == case_fields.TEXT}
@@ -45,7 +56,10 @@ PHOTO_KINDS = (PHOTO_ORIGINAL, PHOTO_AGE_PROGRESSED)
 EXTERNAL_ID_LENGTH = 128  # the column's width
 # shell access to the server counts as admin (DESIGN.md flow 3); it has no Telegram id to record
 SHELL_ADMIN = None
-BATCH = 32  # cases whose photos are prepared together
+BATCH = 32  # cases whose photos are prepared together and written in one transaction
+# batches prepared (photos stored, faces analysed) ahead of the one being written, so the face
+# executor keeps both cores busy while the database writes
+BATCHES_AHEAD = 2
 LOOKUP_CHUNK = 500
 PROGRESS_WIDTH = 30
 PROGRESS_INTERVAL = 0.1  # seconds between redraws of the progress bar
@@ -75,6 +89,24 @@ class _Existing:
     """A line whose external_id was imported before (or by an earlier line of this file)."""
 
     external_id: str
+
+
+@dataclass(frozen=True)
+class PreparedPhoto:
+    """A line's photo stored in the media store, with the faces found in it (None: not analysed,
+    because the analysis failed or faces are left to the bot's face worker)."""
+
+    source: PhotoSource
+    stored: cases.NewPhoto
+    faces: list[DetectedFace] | None
+
+
+@dataclass(frozen=True)
+class _Created:
+    """A case this import created; ``no_usable_face``: its photos in which no face could be used."""
+
+    code: str
+    no_usable_face: list[str]
 
 
 @dataclass(frozen=True)
@@ -292,12 +324,27 @@ def _store_photo(source: PhotoSource, media_dir: Path) -> cases.NewPhoto:
     return cases.NewPhoto(stored.sha256, stored.width, stored.height, source.age, source.kind)
 
 
-async def _stored_photos(record: CaseRecord, media_dir: Path) -> list[cases.NewPhoto] | LineError:
+async def _prepared_photo(source: PhotoSource, media_dir: Path, engine: FaceEngine | None) -> PreparedPhoto:
+    stored = await asyncio.to_thread(_store_photo, source, media_dir)
+    faces = await matching.analyse_case_photo(engine, media_dir, stored.sha256) if engine else None
+    return PreparedPhoto(source, stored, faces)
+
+
+async def _prepared_photos(record: CaseRecord, media_dir: Path, engine: FaceEngine | None
+                           ) -> list[PreparedPhoto] | LineError:
     try:
-        return await asyncio.gather(*(asyncio.to_thread(_store_photo, source, media_dir)
-                                      for source in record.photos))
+        return await asyncio.gather(*(_prepared_photo(source, media_dir, engine) for source in record.photos))
     except LineError as error:
         return error
+
+
+async def _prepare_batch(batch: list[tuple[int, CaseRecord | LineError]], imported: dict[str, str],
+                         media_dir: Path, engine: FaceEngine | None) -> dict[int, list[PreparedPhoto] | LineError]:
+    """The photos of a batch's new lines, stored and analysed side by side, by line."""
+    to_store = {number: record for number, record in batch
+                if isinstance(record, CaseRecord) and record.external_id not in imported}
+    return dict(zip(to_store, await asyncio.gather(*(_prepared_photos(record, media_dir, engine)
+                                                     for record in to_store.values()))))
 
 
 async def _codes_by_external_id(session: AsyncSession, external_ids: list[str]) -> dict[str, str]:
@@ -309,21 +356,27 @@ async def _codes_by_external_id(session: AsyncSession, external_ids: list[str]) 
     return found
 
 
-async def _add_case(session: AsyncSession, record: CaseRecord, photos: list[cases.NewPhoto]) -> str:
+async def _add_case(session: AsyncSession, record: CaseRecord, photos: list[PreparedPhoto],
+                    with_faces: bool) -> _Created:
+    now = datetime.now(timezone.utc)
     case = await cases.create_case(session, status=cases.STATUS_ACTIVE, external_id=record.external_id,
                                    **record.columns)
-    await cases.add_photos(session, case, photos, SHELL_ADMIN, datetime.now(timezone.utc))
+    rows = await cases.add_photos(session, case, [photo.stored for photo in photos], SHELL_ADMIN, now)
+    if with_faces:
+        for row, photo in zip(rows, photos):
+            await matching.record_case_faces(session, row, photo.faces, now)
     audit.record(session, SHELL_ADMIN, "case.import", case.code)
-    return case.code
+    return _Created(case.code, [str(photo.source.path) for row, photo in zip(rows, photos)
+                                if row.face_status in (matching.FACES_NONE, matching.FACES_FAILED)])
 
 
-async def _create_cases(session: AsyncSession, items: list[tuple[int, CaseRecord, list[cases.NewPhoto]]]
-                        ) -> dict[int, str | LineError]:
+async def _create_cases(session: AsyncSession, items: list[tuple[int, CaseRecord, list[PreparedPhoto]]],
+                        with_faces: bool) -> dict[int, _Created | LineError]:
     """Codes (or errors) by line: one transaction for all (a commit per case is slow on PostgreSQL);
     should it fail, line by line, so that only the lines at fault fail."""
     try:
-        codes: dict[int, str | LineError] = {number: await _add_case(session, record, photos)
-                                             for number, record, photos in items}
+        codes: dict[int, _Created | LineError] = {number: await _add_case(session, record, photos, with_faces)
+                                                  for number, record, photos in items}
         await session.commit()
         return codes
     except SQLAlchemyError:  # e.g. an external_id another process imported meanwhile
@@ -331,7 +384,7 @@ async def _create_cases(session: AsyncSession, items: list[tuple[int, CaseRecord
     codes = {}
     for number, record, photos in items:
         try:
-            codes[number] = await _add_case(session, record, photos)
+            codes[number] = await _add_case(session, record, photos, with_faces)
             await session.commit()
         except SQLAlchemyError as error:
             await session.rollback()
@@ -339,19 +392,16 @@ async def _create_cases(session: AsyncSession, items: list[tuple[int, CaseRecord
     return codes
 
 
-async def _import_batch(session: AsyncSession, batch: list[tuple[int, CaseRecord | LineError]],
-                        imported: dict[str, str], media_dir: Path) -> list[dict]:
-    """Store the photos of a batch together (worker threads), then create its cases; ``imported``
-    (codes by external id) is kept up to date."""
-    to_store = {number: record for number, record in batch
-                if isinstance(record, CaseRecord) and record.external_id not in imported}
-    stored = dict(zip(to_store, await asyncio.gather(*(_stored_photos(record, media_dir)
-                                                       for record in to_store.values()))))
-    outcomes: dict[int, str | LineError | _Existing] = {}
+async def _write_batch(session: AsyncSession, batch: list[tuple[int, CaseRecord | LineError]],
+                       prepared: dict[int, list[PreparedPhoto] | LineError], imported: dict[str, str],
+                       with_faces: bool) -> list[dict]:
+    """Create the cases of a prepared batch; ``imported`` (codes by external id) is kept up to date.
+    A line whose external_id an earlier batch imported meanwhile is reported as existing."""
+    outcomes: dict[int, _Created | LineError | _Existing] = {}
     first_line_of: dict[str, int] = {}  # external ids created by this batch
     items = []
     for number, record in batch:
-        photos = stored.get(number)
+        photos = prepared.get(number)
         if isinstance(record, LineError) or isinstance(photos, LineError):
             outcomes[number] = record if isinstance(record, LineError) else photos
         elif record.external_id in imported or record.external_id in first_line_of:
@@ -360,21 +410,23 @@ async def _import_batch(session: AsyncSession, batch: list[tuple[int, CaseRecord
             items.append((number, record, photos))
             if record.external_id:
                 first_line_of[record.external_id] = number
-    created = await _create_cases(session, items)
+    created = await _create_cases(session, items, with_faces)
     outcomes.update(created)
-    imported.update((external_id, created[number]) for external_id, number in first_line_of.items()
-                    if isinstance(created[number], str))
+    imported.update((external_id, created[number].code) for external_id, number in first_line_of.items()
+                    if isinstance(created[number], _Created))
     return [_result(number, outcomes[number], imported) for number, _ in batch]
 
 
-def _result(number: int, outcome: str | LineError | _Existing, imported: dict[str, str]) -> dict:
+def _result(number: int, outcome: _Created | LineError | _Existing, imported: dict[str, str]) -> dict:
     if isinstance(outcome, LineError):
         return {"line": number, "error": str(outcome)}
     if isinstance(outcome, _Existing):
         if outcome.external_id not in imported:
             return {"line": number, "error": f"external_id {outcome.external_id!r} is on an earlier line that failed"}
         return {"line": number, "code": imported[outcome.external_id], "existing": True}
-    return {"line": number, "code": outcome}
+    if outcome.no_usable_face:
+        return {"line": number, "code": outcome.code, "no_usable_face": outcome.no_usable_face}
+    return {"line": number, "code": outcome.code}
 
 
 class ProgressBar:
@@ -394,9 +446,11 @@ class ProgressBar:
             self.stream.flush()
 
 
-async def import_cases(path: Path, settings: Settings, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+async def import_cases(path: Path, settings: Settings, out: TextIO = sys.stdout, err: TextIO = sys.stderr,
+                       *, skip_faces: bool = False) -> int:
     """Import ``path``; one result line per data line on ``out``. The exit status: 0 unless every
-    line failed (2 if the file cannot be read at all)."""
+    line failed (2 if the file cannot be read at all, or the face models cannot be loaded).
+    ``skip_faces``: leave the photos' faces to the running bot's face worker."""
     try:
         lines = read_lines(path)
     except (OSError, UnicodeDecodeError, csv.Error) as error:
@@ -412,21 +466,39 @@ async def import_cases(path: Path, settings: Settings, out: TextIO = sys.stdout,
                 record = error
         checked.append((number, record))
 
+    face_engine = None
+    if not skip_faces:
+        try:
+            face_engine = await run_in_face_executor(get_face_engine)  # loads the models once
+        except ModelPackError as error:
+            err.write(f"cannot load the face models: {error}\n")
+            return 2
     await upgrade_to_head_async(settings.database_url)
     engine = create_engine(settings.database_url)
     progress = ProgressBar(len(checked), err)
+    batches = [checked[start:start + BATCH] for start in range(0, len(checked), BATCH)]
+    preparing: deque[asyncio.Task] = deque()
     failures = 0
     try:
         async with create_sessionmaker(engine)() as session:
             imported = await _codes_by_external_id(
                 session, [r.external_id for _, r in checked if isinstance(r, CaseRecord) and r.external_id])
-            for start in range(0, len(checked), BATCH):
-                for result in await _import_batch(session, checked[start:start + BATCH], imported,
-                                                  settings.media_dir):
+
+            def prepare(batch):
+                return asyncio.ensure_future(_prepare_batch(batch, imported, settings.media_dir, face_engine))
+
+            preparing.extend(prepare(batch) for batch in batches[:BATCHES_AHEAD])
+            for index, batch in enumerate(batches):
+                prepared = await preparing.popleft()
+                if index + BATCHES_AHEAD < len(batches):
+                    preparing.append(prepare(batches[index + BATCHES_AHEAD]))
+                for result in await _write_batch(session, batch, prepared, imported, face_engine is not None):
                     failures += "error" in result
                     out.write(json.dumps(result, ensure_ascii=False) + "\n")
                     progress.advance()
                 out.flush()
     finally:
+        for task in preparing:
+            task.cancel()
         await engine.dispose()
     return 1 if checked and failures == len(checked) else 0

@@ -2,6 +2,7 @@
 
 Each round it
 1. embeds pending case photos (and asks the sender of one without a usable face for another);
+   ``reunite cases import`` embeds its photos itself with the same service code, so they never wait here;
 2. embeds the pending images of each tip, searches them against active cases and queues one match
    alert per tip to coordinators (nothing ever goes to the tipster: privacy rule 1);
 3. every second or so, looks at what changed among the reference faces (a case became active or
@@ -33,7 +34,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.config import Settings
 from bot.db.models import OUT_PENDING, Case, OutboxMessage, Tip, TipMedia
 from bot.faces.engine import FaceEngine, get_face_engine, run_in_face_executor
-from bot.faces.images import UnreadableImage
 from bot.faces.models import EMBEDDING_SIZE
 from bot.services import alerts, match_alerts, matching, outbox
 from bot.services.face_search import FaceSearch, face_search_for
@@ -146,16 +146,6 @@ class FaceWorker:
             if purged:
                 log.info("retention: purged %d tip images and their faces", purged)
 
-    async def _analyse(self, what: str, analysis: Callable, *args, **kwargs):
-        """An engine analysis in the face executor; None if the image cannot be analysed."""
-        try:
-            return await run_in_face_executor(analysis, *args, **kwargs)
-        except UnreadableImage as error:
-            log.warning("%s cannot be read: %s", what, error)
-        except Exception:  # one bad image must not block the queue forever
-            log.exception("%s failed in the face engine", what)
-        return None
-
     # -- case photos ------------------------------------------------------------------------------
 
     async def _embed_next_case_photo(self) -> bool:
@@ -163,11 +153,8 @@ class FaceWorker:
             photo = await matching.next_pending_case_photo(session)
             if photo is None:
                 return False
-            faces = await self._analyse(f"case photo {photo.id}", self.engine.analyse_case_photo,
-                                        media_path(self.settings.media_dir, photo.sha256), with_crops=False)
-            await matching.record_case_faces(session, photo, faces or [], _now())
-            if faces is None:
-                photo.face_status = matching.FACES_FAILED
+            faces = await matching.analyse_case_photo(self.engine, self.settings.media_dir, photo.sha256)
+            await matching.record_case_faces(session, photo, faces, _now())
             if photo.face_status != matching.FACES_DONE:
                 case = await session.get(Case, photo.case_id)
                 person = await matching.photo_sender(session, photo, case)
@@ -227,8 +214,8 @@ class FaceWorker:
         if not images:
             await session.close()
             return None
-        reports = asyncio.gather(*(self._analyse(f"tip image {image.id}", self.engine.analyse_tip_image,
-                                                 media_path(self.settings.media_dir, image.sha256))
+        reports = asyncio.gather(*(matching.analysed(f"tip image {image.id}", self.engine.analyse_tip_image,
+                                                     media_path(self.settings.media_dir, image.sha256))
                                    for image in images))
         return _ClaimedTip(session, images[0].tip_id, images, reports)
 

@@ -20,6 +20,7 @@ import logging
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import numpy as np
 from sqlalchemy import delete, func, select, update
@@ -39,7 +40,8 @@ from bot.db.models import (
     TipMedia,
     User,
 )
-from bot.faces.engine import DetectedFace
+from bot.faces.engine import DetectedFace, FaceEngine, run_in_face_executor
+from bot.faces.images import UnreadableImage
 from bot.i18n import t
 from bot.services import audit, outbox
 from bot.services.alerts import ALBUM_GATHER_SECONDS
@@ -48,6 +50,7 @@ from bot.services.face_search import FaceSearch, ReferenceChanges, TipFaceMatch
 from bot.services.media import media_path
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_CANDIDATES_PER_TIP = 5
 # Old tips that become candidates of one case at once (a case activated, or a photo added): the best.
@@ -177,6 +180,28 @@ async def still_pending(session: AsyncSession, images: list[TipMedia]) -> bool:
     return touched.rowcount == len(images)
 
 
+# -- analysing images ---------------------------------------------------------------------------
+
+
+async def analysed(what: str, analysis: Callable[..., T], *args, **kwargs) -> T | None:
+    """An engine analysis run in the face executor; None (logged) if the image cannot be analysed,
+    so that one bad image never blocks the others."""
+    try:
+        return await run_in_face_executor(analysis, *args, **kwargs)
+    except UnreadableImage as error:
+        log.warning("%s cannot be read: %s", what, error)
+    except Exception:
+        log.exception("%s failed in the face engine", what)
+    return None
+
+
+async def analyse_case_photo(engine: FaceEngine, media_dir: Path, sha256: str) -> list[DetectedFace] | None:
+    """The faces of a stored case photo (the case-photo pipeline: small or frame-filling faces are
+    padded rather than skipped), for :func:`record_case_faces`; None if it could not be analysed."""
+    return await analysed(f"case photo {sha256[:12]}", engine.analyse_case_photo, media_path(media_dir, sha256),
+                          with_crops=False)
+
+
 # -- storing faces ------------------------------------------------------------------------------
 
 
@@ -223,16 +248,17 @@ async def record_tip_faces(session: AsyncSession, image: TipMedia, faces: list[D
     return rows
 
 
-async def record_case_faces(session: AsyncSession, photo: CasePhoto, faces: list[DetectedFace],
+async def record_case_faces(session: AsyncSession, photo: CasePhoto, faces: list[DetectedFace] | None,
                             now: datetime) -> None:
-    """Store a case photo's faces (replacing any of an earlier model) and its face status.
+    """Store a case photo's faces (replacing any of an earlier model) and its face status; ``faces``
+    is what :func:`analyse_case_photo` found (None: the photo could not be analysed).
 
     New rows, new ids: the ReferenceWatcher sees them as new reference faces, so they are indexed
-    and retro-matched whoever wrote them.
+    and retro-matched whoever wrote them (the bot's face worker, or ``reunite cases import``).
     """
     await session.execute(delete(Face).where(Face.case_photo_id == photo.id))
-    session.add_all(_face_row(face, now, case_photo_id=photo.id, case_id=photo.case_id) for face in faces)
-    photo.face_status = FACES_DONE if faces else FACES_NONE
+    session.add_all(_face_row(face, now, case_photo_id=photo.id, case_id=photo.case_id) for face in faces or [])
+    photo.face_status = FACES_FAILED if faces is None else FACES_DONE if faces else FACES_NONE
     await session.flush()
 
 
