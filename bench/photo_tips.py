@@ -73,6 +73,7 @@ TEXT_USER_BASE = 7_000_001
 WARMUP_PHOTOS = 3
 REF_RE = re.compile(r"T-[0-9A-Z]{4}-[0-9A-Z]{4}")
 HTTP_TIMEOUT = aiohttp.ClientTimeout(total=60)
+BOT_ENV: list[str] = []  # --bot-env KEY=VALUE: settings for the bot (e.g. REUNITE_FACE_WORKERS=2)
 
 
 # -- data -------------------------------------------------------------------------------------------
@@ -159,6 +160,7 @@ class Run:
 
     def __init__(self, flood: bool, send_rate: str | None, faces: int, keep: bool) -> None:
         self.flood, self.send_rate, self.faces, self.keep = flood, send_rate, faces, keep
+        self.extra_env = dict(item.split("=", 1) for item in BOT_ENV)
         self.data_dir = Path(tempfile.mkdtemp(prefix="reunite-photobench-"))
         self.procs = Processes()
         self.port = free_port()
@@ -182,6 +184,7 @@ class Run:
                        REUNITE_ADMINS=str(COORDINATOR_ID), REUNITE_USER_RATE_LIMIT="1000")
         if self.send_rate is not None:
             bot_env["REUNITE_SEND_RATE"] = self.send_rate
+        bot_env.update(self.extra_env)
         reunite = VENV_BIN / "reunite"
         argv = [str(reunite), "run"] if reunite.exists() else [PYTHON, "-m", "bot", "run"]
         argv = os.environ.get("PHOTO_TIPS_BOT", "").split() or argv  # e.g. a bot with probes
@@ -485,7 +488,8 @@ def report(results: dict, notes: dict, args) -> str:
              f"Commit {commit()}. Machine: {notes['nproc']} CPUs ({notes['cpu']}), {notes['mem_gb']} GB, "
              f"Python {notes['python']}. "
              f"Bot: `reunite run` on SQLite with {args.faces:,} reference faces of active cases in its in-process "
-             "index; stand-in and load generator in separate processes on the same machine.", ""]
+             "index; stand-in and load generator in separate processes on the same machine."
+             + (f" Bot settings: {', '.join(args.bot_env)}." if args.bot_env else ""), ""]
     b = results["baseline"]
     lines += [f"Baseline (same run, before the bot starts): the engine alone on one thread of the benchmark "
               f"process, {b['wall_ms']['n']} of these photos: {ms(b['wall_ms'])} wall, {b['cpu_ms_p50']:.0f} ms "
@@ -533,7 +537,10 @@ def main() -> int:
     parser.add_argument("--interval", type=float, default=2.0)
     parser.add_argument("--keep", action="store_true", help="keep the temporary data directories")
     parser.add_argument("--py-spy", action="store_true", help="capacity: profile the bot with py-spy (if installed)")
+    parser.add_argument("--bot-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="an environment variable for the bot, e.g. REUNITE_FACE_WORKERS=2 (repeatable)")
     args = parser.parse_args()
+    BOT_ENV[:] = args.bot_env
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     photos = one_face_photos(20)
     results = {"baseline": engine_baseline(photos)}
