@@ -130,7 +130,7 @@ async def measure(url: str, vectors: np.ndarray, identities: np.ndarray, basis: 
     try:
         for ef in ef_values:
             index = PgvectorIndex(MODEL, ef_search=ef)
-            row = {"ef_search": ef}
+            row = {"ef_search": ef, "uses_index": await _plan_uses_index(sessionmaker, index, kinds["stranger"][0])}
             times, found, wanted = [], 0, 0
             for kind, batch in kinds.items():
                 recalls = []
@@ -154,6 +154,23 @@ async def measure(url: str, vectors: np.ndarray, identities: np.ndarray, basis: 
     finally:
         await engine.dispose()
     return results
+
+
+async def _plan_uses_index(sessionmaker, index, probe: np.ndarray) -> bool:
+    """Whether PostgreSQL plans the bot's query through the HNSW index at this ef_search (its cost
+    estimate grows with ef_search; past some value an exact scan looks cheaper, and is slow)."""
+    from pgvector.sqlalchemy import VECTOR
+    from sqlalchemy import bindparam, text
+
+    from bot.faces.pgvector_index import _REFERENCE_FACES
+
+    explain = text("EXPLAIN " + _REFERENCE_FACES.text).bindparams(bindparam("probe", type_=VECTOR(512)))
+    async with sessionmaker() as session:
+        await index._tune(session, 10)
+        plan = "\n".join(line for line, in await session.execute(
+            explain, {"probe": probe, "model_id": index.model_id, "limit": 10}))
+        await session.rollback()
+    return "ix_faces_case_embedding" in plan
 
 
 def give_memory(server) -> None:
@@ -196,13 +213,13 @@ def report(sizes: list[dict], notes: dict, args) -> str:
              f"query (active cases, iterative scan relaxed_order). Identities vary in {args.dims} dimensions. "
              f"{args.probes} probes per size: half known people, half strangers.", "",
              "| faces | COPY s | HNSW build s | ef_search | recall@10 known person | recall@10 stranger | "
-             "recall >= 0.30 | p50 ms | p90 ms | p99 ms |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "recall >= 0.30 | p50 ms | p90 ms | p99 ms | plan |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for size in sizes:
         for row in size["results"]:
             lines.append(f"| {size['size']:,} | {size['copy_s']:.0f} | {size['build_s']:.0f} | {row['ef_search']} | "
                          f"{row['recall_known person']:.4f} | {row['recall_stranger']:.4f} | "
                          f"{row['recall_above_threshold']:.4f} | {row['p50_ms']:.1f} | {row['p90_ms']:.1f} | "
-                         f"{row['p99_ms']:.1f} |")
+                         f"{row['p99_ms']:.1f} | {'HNSW' if row.get('uses_index') else 'exact scan'} |")
     return "\n".join(lines) + "\n"
 
 

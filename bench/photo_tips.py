@@ -73,6 +73,7 @@ TEXT_USER_BASE = 7_000_001
 WARMUP_PHOTOS = 3
 REF_RE = re.compile(r"T-[0-9A-Z]{4}-[0-9A-Z]{4}")
 HTTP_TIMEOUT = aiohttp.ClientTimeout(total=60)
+BOT_ENV: list[str] = []  # --bot-env KEY=VALUE: settings for the bot (e.g. REUNITE_FACE_WORKERS=2)
 
 
 # -- data -------------------------------------------------------------------------------------------
@@ -159,6 +160,7 @@ class Run:
 
     def __init__(self, flood: bool, send_rate: str | None, faces: int, keep: bool) -> None:
         self.flood, self.send_rate, self.faces, self.keep = flood, send_rate, faces, keep
+        self.extra_env = dict(item.split("=", 1) for item in BOT_ENV)
         self.data_dir = Path(tempfile.mkdtemp(prefix="reunite-photobench-"))
         self.procs = Processes()
         self.port = free_port()
@@ -166,6 +168,7 @@ class Run:
         self.rss: list[float] = []
 
     async def __aenter__(self) -> "Run":
+        self.loadavg_before = os.getloadavg()
         self.case_code = await asyncio.to_thread(seed_database, self.data_dir, self.faces)
         label = "flood" if self.flood else "noflood"
         env = {k: v for k, v in os.environ.items()
@@ -181,6 +184,7 @@ class Run:
                        REUNITE_ADMINS=str(COORDINATOR_ID), REUNITE_USER_RATE_LIMIT="1000")
         if self.send_rate is not None:
             bot_env["REUNITE_SEND_RATE"] = self.send_rate
+        bot_env.update(self.extra_env)
         reunite = VENV_BIN / "reunite"
         argv = [str(reunite), "run"] if reunite.exists() else [PYTHON, "-m", "bot", "run"]
         argv = os.environ.get("PHOTO_TIPS_BOT", "").split() or argv  # e.g. a bot with probes
@@ -281,6 +285,26 @@ class Times:
         return [(sent[ref] - at) * 1000 for ref, at in self.update_at.items() if ref in sent]
 
 
+def thread_cpu(proc: psutil.Process) -> dict[str, float]:
+    """CPU seconds of the bot's threads by role: the event loop (the main thread), face work (threads at
+    the face executor's lower priority, and the onnxruntime threads they start, which inherit it) and
+    everything else (aiosqlite's connection threads, asyncio's default executor)."""
+    from bot.faces.engine import FACE_THREAD_NICE
+
+    roles = {"event loop": 0.0, "face threads": 0.0, "other threads": 0.0}
+    for thread in proc.threads():
+        seconds = thread.user_time + thread.system_time
+        if thread.id == proc.pid:
+            roles["event loop"] += seconds
+            continue
+        try:
+            nice = int(Path(f"/proc/{proc.pid}/task/{thread.id}/stat").read_text().rsplit(")", 1)[1].split()[16])
+        except (OSError, IndexError, ValueError):
+            nice = 0
+        roles["face threads" if nice == FACE_THREAD_NICE else "other threads"] += seconds
+    return roles
+
+
 def summary(values: list[float]) -> dict:
     return {"n": len(values), "p50": pct(values, 0.5), "p90": pct(values, 0.9), "p99": pct(values, 0.99),
             "max": max(values) if values else float("nan")}
@@ -310,6 +334,7 @@ async def capacity(args, photos: list[bytes]) -> dict:
         standin_ps = psutil.Process(run.standin.pid)
         cpu0, standin0, machine0, wall0 = (cpu_seconds(run.bot_ps), cpu_seconds(standin_ps), psutil.cpu_times(),
                                            time.time())
+        threads0 = thread_cpu(run.bot_ps)
         samples: list[tuple[float, int]] = []
         stop = asyncio.Event()
 
@@ -342,6 +367,7 @@ async def capacity(args, photos: list[bytes]) -> dict:
             spy.wait(timeout=60)
             print(pyspy_summary(str(OUT_DIR / "photo_tips_pyspy.txt")), file=sys.stderr)
         cpu, standin_cpu = cpu_seconds(run.bot_ps) - cpu0, cpu_seconds(standin_ps) - standin0
+        threads = {role: seconds - threads0[role] for role, seconds in thread_cpu(run.bot_ps).items()}
         machine = psutil.cpu_times()
         machine_total = sum(machine) - sum(machine0)
         machine_busy = 1 - ((machine.idle - machine0.idle) + (machine.iowait - machine0.iowait)) / machine_total
@@ -362,9 +388,10 @@ async def capacity(args, photos: list[bytes]) -> dict:
             "stored_to_matched_ms": summary(stored_to_matched),
             "text_ack_ms": summary(list(times.ack_latency_ms.values())),
             "bot_cpu_s": cpu, "bot_cpu_share": cpu / (done_at[-1] - wall0),
+            "cpu_ms_per_photo": {role: 1000 * seconds / count for role, seconds in threads.items()},
             "standin_cpu_share": standin_cpu / (done_at[-1] - wall0), "machine_busy": machine_busy,
             "rss_after_start_mb": run.rss_after_start, "rss_peak_mb": max(run.rss),
-            "bot_start_s": run.start_seconds,
+            "bot_start_s": run.start_seconds, "loadavg": [run.loadavg_before, os.getloadavg()],
         }
 
 
@@ -405,12 +432,29 @@ async def latency(args, photos: list[bytes]) -> dict:
             "update_to_match_alert_queued_ms": summary(times.latencies_ms(queued)),
             "update_to_match_alert_delivered_ms": summary(times.latencies_ms(times.match_alert)),
             "rss_after_start_mb": run.rss_after_start, "rss_peak_mb": max(run.rss), "bot_start_s": run.start_seconds,
+            "loadavg": [run.loadavg_before, os.getloadavg()],
         }
+
+
+def engine_baseline(photos: list[bytes]) -> dict:
+    """The same photos through the engine alone, one thread of this process at normal priority: what
+    the machine gives face work right now (the reference for the bot's figures of the same run)."""
+    from bot.faces.engine import FaceEngine
+
+    engine = FaceEngine.load()
+    engine.analyse_tip_image(photos[0])
+    walls, cpus = [], []
+    for photo in photos:
+        wall, cpu = time.perf_counter(), time.thread_time()
+        engine.analyse_tip_image(photo)
+        walls.append((time.perf_counter() - wall) * 1000)
+        cpus.append((time.thread_time() - cpu) * 1000)
+    return {"wall_ms": summary(walls), "cpu_ms_p50": pct(cpus, 0.5), "loadavg": os.getloadavg()}
 
 
 def start_py_spy(run: Run, seconds: float):
     """py-spy (if installed) records the bot, every thread, into bench/out/photo_tips_pyspy.txt."""
-    binary = shutil.which("py-spy")
+    binary = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
     if binary is None:
         print("py-spy is not installed: no profile", file=sys.stderr)
         return None
@@ -424,11 +468,32 @@ def ms(block: dict) -> str:
             f" (n={block['n']})")
 
 
+def _load(result: dict) -> str:
+    return " / ".join(" ".join(f"{value:.2f}" for value in triple) for triple in result["loadavg"])
+
+
+def commit() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).resolve().parent,
+                              capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=10).stdout
+        return head + ("+uncommitted" if dirty.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
 def report(results: dict, notes: dict, args) -> str:
     lines = [f"# Photo-tip benchmark ({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC)", "",
-             f"Machine: {notes['nproc']} CPUs ({notes['cpu']}), {notes['mem_gb']} GB, Python {notes['python']}. "
+             f"Commit {commit()}. Machine: {notes['nproc']} CPUs ({notes['cpu']}), {notes['mem_gb']} GB, "
+             f"Python {notes['python']}. "
              f"Bot: `reunite run` on SQLite with {args.faces:,} reference faces of active cases in its in-process "
-             "index; stand-in and load generator in separate processes on the same machine.", ""]
+             "index; stand-in and load generator in separate processes on the same machine."
+             + (f" Bot settings: {', '.join(args.bot_env)}." if args.bot_env else ""), ""]
+    b = results["baseline"]
+    lines += [f"Baseline (same run, before the bot starts): the engine alone on one thread of the benchmark "
+              f"process, {b['wall_ms']['n']} of these photos: {ms(b['wall_ms'])} wall, {b['cpu_ms_p50']:.0f} ms "
+              f"CPU (p50) per photo; load average {b['loadavg'][0]:.2f}.", ""]
     if "capacity" in results:
         r = results["capacity"]
         lines += ["## Capacity (flood control off, REUNITE_SEND_RATE=0)", "",
@@ -443,7 +508,10 @@ def report(results: dict, notes: dict, args) -> str:
                   f"- bot CPU: {r['bot_cpu_s']:.1f} s ({100 * r['bot_cpu_share']:.0f}% of one core), stand-in "
                   f"{100 * r['standin_cpu_share']:.0f}% of one core, machine busy {100 * r['machine_busy']:.0f}% "
                   f"(both cores, everything running); RSS after start "
-                  f"{r['rss_after_start_mb']:.0f} MB, peak {r['rss_peak_mb']:.0f} MB; start-up {r['bot_start_s']:.1f} s", ""]
+                  f"{r['rss_after_start_mb']:.0f} MB, peak {r['rss_peak_mb']:.0f} MB; start-up {r['bot_start_s']:.1f} s",
+                  "- bot CPU per photo (text tips' share included; threads by role): " + ", ".join(
+                      f"{role} {value:.0f} ms" for role, value in r["cpu_ms_per_photo"].items()),
+                  f"- load average (1/5/15 min) before / after: {_load(r)}", ""]
     if "latency" in results:
         r = results["latency"]
         lines += [f"## Latency (flood control on, default pacing, one photo every {r['interval_s']:g} s)", "",
@@ -453,7 +521,8 @@ def report(results: dict, notes: dict, args) -> str:
                   f"- update -> match alert queued (outbox row committed): **{ms(r['update_to_match_alert_queued_ms'])}**",
                   f"- update -> match alert delivered: {ms(r['update_to_match_alert_delivered_ms'])} (the second "
                   "message to that chat within a second: the sender keeps one message a second to a person)",
-                  f"- RSS after start {r['rss_after_start_mb']:.0f} MB, peak {r['rss_peak_mb']:.0f} MB", ""]
+                  f"- RSS after start {r['rss_after_start_mb']:.0f} MB, peak {r['rss_peak_mb']:.0f} MB",
+                  f"- load average (1/5/15 min) before / after: {_load(r)}", ""]
     return "\n".join(lines)
 
 
@@ -468,10 +537,13 @@ def main() -> int:
     parser.add_argument("--interval", type=float, default=2.0)
     parser.add_argument("--keep", action="store_true", help="keep the temporary data directories")
     parser.add_argument("--py-spy", action="store_true", help="capacity: profile the bot with py-spy (if installed)")
+    parser.add_argument("--bot-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="an environment variable for the bot, e.g. REUNITE_FACE_WORKERS=2 (repeatable)")
     args = parser.parse_args()
+    BOT_ENV[:] = args.bot_env
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     photos = one_face_photos(20)
-    results = {}
+    results = {"baseline": engine_baseline(photos)}
     if args.scenario in ("capacity", "all"):
         results["capacity"] = asyncio.run(capacity(args, photos))
     if args.scenario in ("latency", "all"):

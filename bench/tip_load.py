@@ -86,6 +86,8 @@ class Processes:
         self.procs: list[tuple[str, subprocess.Popen]] = []
 
     def start(self, name: str, argv: list[str], env: dict, log_path: Path) -> subprocess.Popen:
+        # this checkout's code, not whatever the venv's editable install points at (another worktree)
+        env = dict(env, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])))
         log = open(log_path, "wb")
         proc = subprocess.Popen(argv, env=env, cwd=str(ROOT), stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
@@ -129,6 +131,7 @@ def machine_notes() -> dict:
     except OSError:
         pass
     return {"nproc": os.cpu_count(), "cpu": model, "python": platform.python_version(),
+            "loadavg": [round(value, 2) for value in os.getloadavg()],
             "kernel": platform.release(), "mem_gb": round(psutil.virtual_memory().total / 2**30, 1)}
 
 

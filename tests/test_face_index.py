@@ -50,6 +50,27 @@ def test_int8_screen_bounds_hold_and_the_index_stays_exact():
             assert hits[0].face_id == number
 
 
+def test_the_int8_screen_scans_little_more_than_the_faces_it_holds():
+    """Every column of the screen is scored per search: room made for faces not there yet costs time."""
+    rng = np.random.default_rng(5)
+    rows = unit(rng.standard_normal((20_000, 512)))
+    index = InProcessIndex(initial_capacity=len(rows))  # as the bot loads its faces at start
+    index.add(np.arange(len(rows)), 0, rows)
+    assert index._screen.capacity == len(rows)
+    index.add(np.array([len(rows)]), 1, rows[:1])  # a photo added later: an eighth to spare, not double
+    assert len(rows) < index._screen.capacity <= len(rows) * 9 // 8 + 1
+    assert index.capacity >= len(rows) + 1
+    hits = index.search(rows[0], 2)
+    assert {hit.face_id for hit in hits} == {0, len(rows)} and hits[0].score > 0.999
+
+    grown = InProcessIndex()  # from empty, one face at a time, then a few at once
+    for face_id in range(3000):
+        grown.add(np.array([face_id]), face_id, rows[face_id])
+    grown.add(np.arange(3000, 9000), 0, rows[3000:9000])
+    assert grown._screen.capacity <= 9000 * 9 // 8 + 1024
+    assert [hit.face_id for hit in grown.search(rows[8999], 1)] == [8999]
+
+
 async def migrated(database_url: str):
     await upgrade_to_head_async(database_url)
     return create_engine(database_url)

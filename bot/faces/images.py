@@ -214,7 +214,8 @@ def _to_bgr(image: Image.Image) -> np.ndarray:
     else:
         # Handles 1, L, P, CMYK (Pillow undoes Adobe's inverted CMYK on decode),
         # YCbCr, LAB, HSV, RGBX.
-        rgb = image.convert("RGB")
+        # (an RGB image as it is: convert() would copy it, ~4 MB for a phone photo at working size)
+        rgb = image if mode == "RGB" else image.convert("RGB")
     return cv2.cvtColor(np.asarray(rgb), cv2.COLOR_RGB2BGR)
 
 

@@ -95,7 +95,7 @@ class InProcessIndex:
         self._ids = np.empty(max(1, initial_capacity), dtype=np.int64)
         self._owners = np.empty(max(1, initial_capacity), dtype=np.int64)
         self._screen = Int8Screen(dim)
-        self._screen.reserve(len(self._ids))
+        self._screen.reserve(len(self._ids))  # exactly: the bot asks for what it is about to load
         self._position_of: dict[int, int] = {}  # face id -> row
         self._lock = threading.RLock()
 
@@ -118,6 +118,7 @@ class InProcessIndex:
         with self._lock:
             if capacity > self.capacity:
                 self._resize(capacity)
+                self._screen.reserve(capacity)
 
     def _resize(self, capacity: int) -> None:
         size = self._size
@@ -128,7 +129,8 @@ class InProcessIndex:
         ids[:size] = self._ids[:size]
         owners[:size] = self._owners[:size]
         self._vectors, self._ids, self._owners = vectors, ids, owners
-        self._screen.reserve(capacity)
+        # the screen is not grown with the rest: it scores every column it has, so it grows only as
+        # rows arrive (Int8Screen._grow_to)
 
     def add(self, ids: np.ndarray, owner_ids: np.ndarray | int, vectors: np.ndarray) -> None:
         """Insert faces. ``owner_ids`` may be one owner for all; vectors are renormalised."""

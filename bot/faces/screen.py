@@ -13,8 +13,13 @@ The int8 scores are approximate, so each comes with a bound on its error:
 rows whose upper bound could still reach the result, so the final answer is the exact one.
 
 Rows are stored as columns of ``(dim, block)`` int8 blocks: onnxruntime needs a contiguous matrix,
-and fixed blocks grow without copying what is already there. Blocks start small (tests, small
-deployments) and double up to :data:`MAX_BLOCK_COLUMNS`.
+and fixed blocks grow without copying what is already there. Every column of a block is scored
+(a block's first columns are not contiguous on their own), so blocks are sized to what is stored:
+:meth:`Int8Screen.reserve` makes exactly the room asked for (the index reserves what it loads at
+start), and rows stored beyond it add a block of an eighth of the rows held (at least
+:data:`FIRST_BLOCK_COLUMNS`, at most :data:`MAX_BLOCK_COLUMNS`). Before, blocks doubled with the
+index's capacity: 100,000 faces loaded made 130,048 columns, and the first face added after that
+another 65,536, so a search scanned 65 % more than it held (measured: bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -99,10 +104,19 @@ class Int8Screen:
         return sum(block.nbytes for block in self._blocks) + self._scale.nbytes + self._offset.nbytes
 
     def reserve(self, capacity: int) -> None:
+        """Room for exactly ``capacity`` rows (in blocks of at most MAX_BLOCK_COLUMNS)."""
         while self.capacity < capacity:
-            columns = min(MAX_BLOCK_COLUMNS, FIRST_BLOCK_COLUMNS << len(self._blocks))
-            self._blocks.append(np.zeros((self.dim, columns), dtype=np.int8))
-            self._starts = np.append(self._starts, self.capacity + columns)
+            self._add_block(min(MAX_BLOCK_COLUMNS, capacity - self.capacity))
+
+    def _grow_to(self, rows: int) -> None:
+        """Room for ``rows`` rows, with a little to spare (an eighth of what is held) for the next ones."""
+        while self.capacity < rows:
+            spare = max(FIRST_BLOCK_COLUMNS, self.capacity // 8)
+            self._add_block(min(MAX_BLOCK_COLUMNS, max(spare, rows - self.capacity)))
+
+    def _add_block(self, columns: int) -> None:
+        self._blocks.append(np.zeros((self.dim, columns), dtype=np.int8))
+        self._starts = np.append(self._starts, self.capacity + columns)
         if len(self._scale) < self.capacity:
             grow = np.zeros(self.capacity - len(self._scale), dtype=np.float32)
             self._scale = np.concatenate([self._scale, grow])
@@ -117,6 +131,8 @@ class Int8Screen:
 
     def set_rows(self, positions: np.ndarray, rows: np.ndarray) -> None:
         """Store the rows (float32, as the index keeps them) at ``positions``."""
+        if len(positions):
+            self._grow_to(int(positions.max()) + 1)
         codes, scale, residual, length = quantise(rows)
         self._scale[positions] = scale
         self._offset[positions] = _PROBE_OFFSET * codes.sum(axis=1, dtype=np.int32) * scale

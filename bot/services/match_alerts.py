@@ -23,7 +23,7 @@ from bot.i18n import t
 from bot.services import outbox
 from bot.services.alerts import Recipient
 from bot.services.matching import FaceCrop, MatchAlert
-from bot.services.media import media_path, store_image
+from bot.services.media import media_path, store_own_jpeg
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ BACKGROUND = (32, 32, 36)
 MISSING_TILE = (90, 90, 90)
 LABEL_BAND = (0, 0, 0, 150)
 TEXT = (255, 255, 255)
+COMPOSITE_JPEG_QUALITY = 90  # as the media store keeps every image
 
 # (language, alert) -> Bot API inline keyboard: signed callback data is the handlers' business
 MarkupBuilder = Callable[[str, MatchAlert], dict]
@@ -71,7 +72,7 @@ def _label(canvas: Image.Image, font, x: int, y: int, text: str) -> None:
 
 
 def render_composite(media_dir: Path, alert: MatchAlert) -> bytes:
-    """One image (PNG): a row per candidate, best first: number | tip face | case face (with its code)."""
+    """One JPEG: a row per candidate, best first: number | tip face | case face (with its code)."""
     rows = len(alert.candidates)
     width = NUMBER_COLUMN_PX + 2 * TILE_PX + 3 * GAP_PX
     height = rows * (TILE_PX + GAP_PX) + GAP_PX
@@ -90,14 +91,16 @@ def render_composite(media_dir: Path, alert: MatchAlert) -> bytes:
         _label(canvas, label_font, tip_x, top, alert.tip_reference)
         _label(canvas, label_font, case_x, top, candidate.case_code)
     buffer = io.BytesIO()
-    # lossless and quick: the media store encodes the one JPEG that is kept
-    canvas.save(buffer, format="PNG", compress_level=1)
+    # Encoded once, as it is sent and kept. It used to be a PNG that the media store decoded, checked
+    # and encoded again as a JPEG, as it does with what users send: under photo load that was 30 % of
+    # the samples of the bot's asyncio.to_thread workers (py-spy, bench/photo_tips.py).
+    canvas.save(buffer, format="JPEG", quality=COMPOSITE_JPEG_QUALITY)
     return buffer.getvalue()
 
 
 def store_composite(media_dir: Path, alert: MatchAlert) -> str:
     """Render the composite into the media store; its SHA-256. CPU-bound: run it in a thread."""
-    return store_image(render_composite(media_dir, alert), media_dir).sha256
+    return store_own_jpeg(render_composite(media_dir, alert), media_dir)[0]
 
 
 def strength_words(language: str, similarity: float) -> str:

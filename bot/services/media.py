@@ -113,17 +113,23 @@ def store_image(data: bytes, media_dir: Path) -> StoredImage:
     buffer = io.BytesIO()
     # a fresh encode from pixels carries no EXIF, XMP, ICC or comments
     upright.save(buffer, format="JPEG", quality=90, optimize=False)
-    stripped = buffer.getvalue()
-    digest = hashlib.sha256(stripped).hexdigest()
+    digest, path = store_own_jpeg(buffer.getvalue(), media_dir)
+    return StoredImage(digest, path, upright.width, upright.height, taken_at, gps_lat, gps_lon)
+
+
+def store_own_jpeg(data: bytes, media_dir: Path) -> tuple[str, Path]:
+    """Store a JPEG this process encoded itself (no metadata to strip, nothing to check) as it is;
+    its SHA-256 and path. What users send goes through :func:`store_image` instead."""
+    digest = hashlib.sha256(data).hexdigest()
     path = media_path(media_dir, digest)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         # write-then-rename: a crash never leaves a half file under a valid name
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         with os.fdopen(fd, "wb") as handle:
-            handle.write(stripped)
+            handle.write(data)
         os.replace(tmp, path)
-    return StoredImage(digest, path, upright.width, upright.height, taken_at, gps_lat, gps_lon)
+    return digest, path
 
 
 def media_path(media_dir: Path, sha256: str) -> Path:
