@@ -22,8 +22,10 @@ SUBSCRIBERS = 150
 BEIJING = (39.9042, 116.4074)
 
 
-async def seed_running_broadcast(stand_in, settings) -> str:
-    """A case, its subscribers and a broadcast already sending (as if a coordinator pressed Send)."""
+async def seed_running_broadcast(settings, chat_ids: list[int]) -> str:
+    """A case, one subscriber per chat (users of the stand-in made by the caller), and a broadcast
+    already sending, as if a coordinator had pressed Send; its reference. Also used by
+    bench/broadcast_bench.py."""
     from bot.services import broadcasts, media, users
 
     await upgrade_to_head_async(settings.database_url)
@@ -34,24 +36,22 @@ async def seed_running_broadcast(stand_in, settings) -> str:
                                last_seen_lat=BEIJING[0], last_seen_lon=BEIJING[1])
         card = media.store_image(jpeg_bytes(1080, 1080), settings.media_dir)
         async with sessionmaker() as session:
-            stand_in.user(COORDINATOR_ID, "Coordinator")
-            await users.get_or_create(session, COORDINATOR_ID, "en", frozenset())
-            for chat_id in range(20_000, 20_000 + SUBSCRIBERS):
-                stand_in.user(chat_id, f"Sub{chat_id}")
-                await users.get_or_create(session, chat_id, "en", frozenset())
+            for user_id in [COORDINATOR_ID, *chat_ids]:
+                await users.get_or_create(session, user_id, "en", frozenset())
             await session.flush()
             session.add_all(Subscriber(chat_id=chat_id, latitude=BEIJING[0], longitude=BEIJING[1], radius_km=25,
                                        children_only=False, created_at=datetime.now(timezone.utc))
-                            for chat_id in range(20_000, 20_000 + SUBSCRIBERS))
+                            for chat_id in chat_ids)
             await session.flush()
             case = await session.get(type(case), case.id)
-            broadcast = await broadcasts.draft(session, case, COORDINATOR_ID, SUBSCRIBERS, datetime.now(timezone.utc))
+            now = datetime.now(timezone.utc)
+            broadcast = await broadcasts.draft(session, case, COORDINATOR_ID, len(chat_ids), now)
 
             async def card_file(_language: str) -> broadcasts.CardFile:
                 return broadcasts.CardFile(card.sha256, "ct|test|0000000000")
 
-            await broadcasts.start(session, broadcast, case, regions=(), actor_id=COORDINATOR_ID,
-                                   now=datetime.now(timezone.utc), card_file=card_file)
+            await broadcasts.start(session, broadcast, case, regions=(), actor_id=COORDINATOR_ID, now=now,
+                                   card_file=card_file)
             await session.commit()
             return broadcast.reference
     finally:
@@ -64,7 +64,10 @@ def cards(stand_in) -> dict[int, int]:
 
 
 async def test_sigkill_mid_broadcast_resumes_without_duplicates(stand_in, settings, tmp_path):
-    reference = await seed_running_broadcast(stand_in, settings)
+    chat_ids = list(range(20_000, 20_000 + SUBSCRIBERS))
+    for user_id in [COORDINATOR_ID, *chat_ids]:
+        stand_in.user(user_id, f"User{user_id}")
+    reference = await seed_running_broadcast(settings, chat_ids)
     log_path = tmp_path / "bot.log"
     bot = start_bot(stand_in, settings, log_path, {"REUNITE_BROADCAST_RATE": "25"})
     try:

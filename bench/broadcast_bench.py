@@ -1,0 +1,202 @@
+"""Broadcast benchmark: one broadcast to N subscribers, sent by a real `reunite run` through the
+stand-in, on SQLite.
+
+    .venv/bin/python bench/broadcast_bench.py [--scenario paced|capacity|crash|all] [--subscribers 10000]
+
+- paced (DESIGN budget): Telegram's real flood limits on the stand-in, the bot at
+  REUNITE_BROADCAST_RATE=25: zero 429s, wall time within 10 % of N / 25.
+- capacity: the stand-in's limits scaled up to about 1,000 messages/s and the bot's rate raised to
+  1,000/s (Telegram's paid-broadcast ceiling): the messages/s the sender sustains, and its CPU.
+- crash: as capacity, with the bot SIGKILLed when about half are sent and started again: every
+  subscriber gets the card at most once; `unknown` deliveries are at most the sends in flight at
+  the kill (the sender keeps at most 16 calls in flight).
+
+The broadcast is seeded already sending (tests/test_broadcast_crash.py's seed_running_broadcast:
+as if a coordinator had pressed Send), so the clock measures sending only. Times come from the
+stand-in's clock (first to last card it accepted). Prints a markdown summary and writes it to
+bench/out/broadcast_bench.md (logs: bench/out/broadcast_*.log).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from tip_load import (  # noqa: E402
+    HOST,
+    OUT_DIR,
+    PYTHON,
+    Processes,
+    cpu_seconds,
+    free_port,
+    get_json,
+    machine_notes,
+    post_json,
+    wait_until,
+)
+
+from bot.config import load_settings  # noqa: E402
+from tests.conftest import COORDINATOR_ID  # noqa: E402
+from tests.test_broadcast_crash import seed_running_broadcast  # noqa: E402
+
+TOKEN = "777002:BROADCASTBENCH"
+FIRST_CHAT = 100_000
+TELEGRAM_OVERALL_PER_SECOND = 30
+# the sender's limit of calls in flight (bot/transport/sender.py)
+MAX_IN_FLIGHT = 16
+
+
+def delivery_tally(db_path: Path) -> dict[str, int]:
+    try:
+        con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=1.0)
+        try:
+            return dict(con.execute("SELECT status, COUNT(*) FROM deliveries GROUP BY status").fetchall())
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return {}
+
+
+def broadcast_status(db_path: Path) -> str | None:
+    try:
+        con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=1.0)
+        try:
+            row = con.execute("SELECT status FROM broadcasts").fetchone()
+            return row[0] if row else None
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return None
+
+
+async def run(scenario: str, subscribers: int, rate: float, flood_scale: float) -> dict:
+    data_dir = Path(tempfile.mkdtemp(prefix=f"broadcast_{scenario}_"))
+    db_path = data_dir / "reunite.db"
+    settings = load_settings({"REUNITE_DATA_DIR": str(data_dir)})
+    procs = Processes()
+    port = free_port()
+    base = f"http://{HOST}:{port}"
+    try:
+        procs.start("stand-in", [PYTHON, "-m", "bot.sandbox.standin", "--host", HOST, "--port", str(port),
+                                 "--token", TOKEN, "--flood-scale", str(flood_scale)],
+                    dict(os.environ), OUT_DIR / f"broadcast_{scenario}_standin.log")
+        async with aiohttp.ClientSession() as http:
+            await wait_until(lambda: get_json(http, f"{base}/sandbox/api/stats"), 30, "the stand-in")
+            chat_ids = list(range(FIRST_CHAT, FIRST_CHAT + subscribers))
+            specs = [{"id": user_id, "first_name": f"S{user_id}"} for user_id in [COORDINATOR_ID, *chat_ids]]
+            for first in range(0, len(specs), 2000):
+                await post_json(http, f"{base}/sandbox/api/users", specs[first:first + 2000])
+            await seed_running_broadcast(settings, chat_ids)
+            env = {**os.environ, "TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_API_URL": base,
+                   "REUNITE_DATA_DIR": str(data_dir), "REUNITE_BROADCAST_RATE": str(rate),
+                   "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+            log_path = OUT_DIR / f"broadcast_{scenario}_bot.log"
+
+            def start_bot() -> subprocess.Popen:
+                return procs.start("reunite run", [PYTHON, "-m", "bot", "run"], env, log_path)
+
+            bot = start_bot()
+            bot_ps = psutil.Process(bot.pid)
+            cpu_before_kill, killed_after, sent_at_kill = 0.0, None, None
+            if scenario == "crash":
+                async def half_sent() -> bool:
+                    return (await get_json(http, f"{base}/sandbox/api/stats"))["sent_messages"] >= subscribers // 2
+
+                await wait_until(half_sent, 600, "half the cards", interval=0.005, procs=[("reunite run", bot)])
+                cpu_before_kill = cpu_seconds(bot_ps)
+                os.killpg(bot.pid, signal.SIGKILL)
+                bot.wait()
+                sent_at_kill = (await get_json(http, f"{base}/sandbox/api/stats"))["sent_messages"]
+                killed_after = delivery_tally(db_path)
+                bot = start_bot()
+                bot_ps = psutil.Process(bot.pid)
+
+            async def finished() -> bool:
+                return broadcast_status(db_path) == "done"
+
+            await wait_until(finished, 3600, "the broadcast to finish", interval=0.5, procs=[("reunite run", bot)])
+            cpu = cpu_before_kill + cpu_seconds(bot_ps)
+            timeline = (await get_json(http, f"{base}/sandbox/api/timeline"))["rows"]
+            stats = await get_json(http, f"{base}/sandbox/api/stats")
+    finally:
+        procs.stop_all()
+    cards = [row for row in timeline if row[1] == "out" and row[3] == "sendPhoto" and row[0] >= FIRST_CHAT]
+    per_chat: dict[int, int] = {}
+    for row in cards:
+        per_chat[row[0]] = per_chat.get(row[0], 0) + 1
+    times = sorted(row[2] for row in cards)
+    wall = times[-1] - times[0] if len(times) > 1 else float("nan")
+    tally = delivery_tally(db_path)
+    unknown_ids = []
+    if tally.get("unknown"):
+        con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+        unknown_ids = [row[0] for row in con.execute("SELECT chat_id FROM deliveries WHERE status = 'unknown'")]
+        con.close()
+    return {
+        "scenario": scenario, "subscribers": subscribers, "rate": rate, "flood_scale": flood_scale,
+        "cards": len(cards), "chats_reached": len(per_chat), "twice": sum(count > 1 for count in per_chat.values()),
+        "wall_s": wall, "expected_s": (subscribers - 1) / rate, "msgs_per_s": (len(cards) - 1) / wall,
+        "flood_429": stats["flood_429"], "tally": tally, "killed_after": killed_after, "sent_at_kill": sent_at_kill,
+        "unknown_arrived": sum(per_chat.get(chat, 0) for chat in unknown_ids), "cpu_bot_s": cpu,
+    }
+
+
+def report(results: list[dict], notes: dict, commit: str) -> str:
+    lines = [f"Machine: {notes['nproc']} cores ({notes['cpu']}), {notes['mem_gb']} GB, Python {notes['python']}; "
+             f"load average at the end {os.getloadavg()[0]:.1f}; commit {commit}", "",
+             "| scenario | subscribers | rate /s | stand-in limit /s | cards | chats twice | 429s | wall s "
+             "| expected s | msgs/s | bot CPU s | deliveries | unknown (arrived) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+    for r in results:
+        tally = ", ".join(f"{k} {v}" for k, v in sorted(r["tally"].items()))
+        lines.append(f"| {r['scenario']} | {r['subscribers']} | {r['rate']:g} | "
+                     f"{TELEGRAM_OVERALL_PER_SECOND * r['flood_scale']:g} | {r['cards']} | {r['twice']} | "
+                     f"{r['flood_429']} | {r['wall_s']:.1f} | {r['expected_s']:.1f} | {r['msgs_per_s']:.1f} | "
+                     f"{r['cpu_bot_s']:.1f} | {tally} | {r['tally'].get('unknown', 0)} ({r['unknown_arrived']}) |")
+        if r["killed_after"] is not None:
+            lines.append(f"|  | killed with {r['sent_at_kill']} messages accepted by the stand-in; deliveries "
+                         f"then: {r['killed_after']} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenario", choices=("paced", "capacity", "crash", "all"), default="all")
+    parser.add_argument("--subscribers", type=int, default=10_000)
+    parser.add_argument("--paced-rate", type=float, default=25.0)
+    parser.add_argument("--capacity-rate", type=float, default=1000.0)
+    args = parser.parse_args(argv)
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    scale = args.capacity_rate / TELEGRAM_OVERALL_PER_SECOND * 1.05
+    plans = {"paced": (args.paced_rate, 1.0), "capacity": (args.capacity_rate, scale),
+             "crash": (args.capacity_rate, scale)}
+    chosen = list(plans) if args.scenario == "all" else [args.scenario]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).parent).stdout.strip()
+    results = []
+    for scenario in chosen:
+        rate, flood_scale = plans[scenario]
+        results.append(asyncio.run(run(scenario, args.subscribers, rate, flood_scale)))
+        print(report(results[-1:], machine_notes(), commit), flush=True)
+    text = report(results, machine_notes(), commit)
+    (OUT_DIR / "broadcast_bench.md").write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
