@@ -47,7 +47,7 @@ from bot.transport.broadcast_lane import IDLE_LOOK_INTERVAL, BroadcastLane
 
 log = logging.getLogger(__name__)
 # re-sends of a broadcast card go through do_api_request on purpose (see Sender._send_card)
-warnings.filterwarnings("ignore", message=r".*Bot\.send_photo.*do_api_request.*", category=PTBUserWarning)
+warnings.filterwarnings("ignore", message=r".*Bot\.sendPhoto.*", category=PTBUserWarning)
 
 PRIVATE_CHAT_INTERVAL = 1.0  # seconds between messages to one person
 GROUP_CHAT_INTERVAL = 3.0  # 20 per minute
