@@ -235,12 +235,18 @@ async def test_blocked_and_failing_chats(reunite, people, coordinator, stand_in)
     assert "4 subscriber" in await coordinator.say(f"/broadcast {case.code}")
 
 
-async def test_cancel_stops_a_broadcast(reunite, coordinator, stand_in):
+async def a_broadcast_under_way(reunite, coordinator, stand_in, chats: range):
+    """A case broadcast to ``chats`` (subscribed to its region), once the eleventh has its card."""
     case = await seed_case(reunite, last_seen_lat=BEIJING[0], last_seen_lon=BEIJING[1])
-    subscribers = list(range(7000, 7100))
+    subscribers = list(chats)
     await seed_subscribers(reunite, stand_in, [{"chat_id": chat, "region": "Beijing"} for chat in subscribers])
     await broadcast_now(coordinator, case)
     await stand_in.wait_for(subscribers[10], timeout=30)
+    return case, subscribers
+
+
+async def test_cancel_stops_a_broadcast(reunite, coordinator, stand_in):
+    _, subscribers = await a_broadcast_under_way(reunite, coordinator, stand_in, range(7000, 7100))
     async with reunite.sessionmaker() as session:
         reference = await session.scalar(select(Broadcast.reference))
     assert "cancelled" in await coordinator.say(f"/cancel_broadcast {reference}")
@@ -256,11 +262,7 @@ async def test_cancel_stops_a_broadcast(reunite, coordinator, stand_in):
 
 async def test_closing_a_case_stops_its_broadcast_and_takes_its_messages_down(reunite, people, coordinator,
                                                                               stand_in):
-    case = await seed_case(reunite, last_seen_lat=BEIJING[0], last_seen_lon=BEIJING[1])
-    subscribers = list(range(8000, 8080))
-    await seed_subscribers(reunite, stand_in, [{"chat_id": chat, "region": "Beijing"} for chat in subscribers])
-    await broadcast_now(coordinator, case)
-    await stand_in.wait_for(subscribers[10], timeout=30)
+    case, subscribers = await a_broadcast_under_way(reunite, coordinator, stand_in, range(8000, 8080))
     # one message older than Telegram lets a bot delete: it stays, and its button says the appeal is closed
     async with reunite.sessionmaker() as session:
         await session.execute(update(Delivery).where(Delivery.chat_id == subscribers[0])
