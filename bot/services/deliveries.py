@@ -113,10 +113,15 @@ async def cards_of(session: AsyncSession, broadcast_ids: set[int]) -> dict[int, 
             for broadcast_id, cards in rows}
 
 
-async def claim(session: AsyncSession, delivery_ids: list[int]) -> set[int]:
-    """Mark these deliveries ``sending`` and commit; the ids that may now be sent (the others were
-    cancelled, withdrawn or are no longer pending)."""
+async def claim(session: AsyncSession, delivery_ids: list[int], results: list[DeliveryResult],
+                now: datetime) -> set[int]:
+    """Record ``results`` and mark these deliveries ``sending``, in one commit; the ids that may now
+    be sent (the others were cancelled, withdrawn or are no longer pending). The sender claims only
+    as many as calls have ended, and those calls' results are written here: so the database never
+    holds more ``sending`` rows than calls in flight, and a crash leaves no more ``unknown``."""
+    await write_results(session, results, now)
     if not delivery_ids:
+        await session.commit()
         return set()
     running = select(Broadcast.id).where(Broadcast.status == BROADCAST_SENDING)
     claimed = await session.scalars(

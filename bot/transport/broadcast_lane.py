@@ -18,7 +18,7 @@ from typing import Callable
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.services import deliveries
-from bot.services.deliveries import Card, Job
+from bot.services.deliveries import Card, DeliveryResult, Job
 
 # an empty lane looks in the database this often (and at once when an update was committed)
 IDLE_LOOK_INTERVAL = 0.5
@@ -86,17 +86,22 @@ class BroadcastLane:
         self._jobs.extendleft(reversed(skipped))
         return taken
 
-    async def claim(self, jobs: list[Job]) -> tuple[list[Job], list[Job]]:
+    async def claim(self, jobs: list[Job], results: list[DeliveryResult]) -> tuple[list[Job], list[Job]]:
         """(jobs to send now, jobs dropped because their broadcast stopped or they are no longer
-        pending). Sends are marked ``sending`` and committed before this returns."""
+        pending). Sends are marked ``sending``, and ``results`` of earlier ones recorded, in one
+        commit before this returns."""
         to_claim = [job.delivery_id for job in jobs if not job.claimed and not job.is_withdrawal]
         async with self.sessionmaker() as session:
-            claimed = await deliveries.claim(session, to_claim)
+            claimed = await deliveries.claim(session, to_claim, results, datetime.now(timezone.utc))
 
         def may_go(job: Job) -> bool:
             return job.claimed or job.is_withdrawal or job.delivery_id in claimed
 
         return [job for job in jobs if may_go(job)], [job for job in jobs if not may_go(job)]
+
+    def put_back_unclaimed(self, jobs: list[Job]) -> None:
+        """Jobs taken but not claimed (the database did not answer): first in line again."""
+        self._jobs.extendleft(reversed(jobs))
 
     def put_back(self, job: Job) -> None:
         """A claimed send Telegram refused with a 429: first in line once the pause is over."""

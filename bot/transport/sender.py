@@ -59,6 +59,7 @@ RESCAN_INTERVAL = 2.0
 # while broadcast sends wait for a token or for their chat's second, the loop looks again this soon
 LANE_RETRY_INTERVAL = 0.02
 PROGRESS_INTERVAL = 2.0
+STOP_GRACE_SECONDS = 5.0
 # any constant will do: it names the lock "the sender of this bot" among all workers on PostgreSQL
 SENDER_LOCK_KEY = 0x5E1D_0B07
 
@@ -267,6 +268,9 @@ class Sender:
             reporter.cancel()
             # a write the flusher was in the middle of is handed back (see _flush), then done here
             await asyncio.gather(flusher, reporter, return_exceptions=True)
+            if self._in_flight:
+                # calls already made finish, so a stop (unlike a crash) leaves no broadcast send unknown
+                await asyncio.wait(list(self._in_flight), timeout=STOP_GRACE_SECONDS)
             for task in list(self._in_flight):
                 task.cancel()
             await self._flush()
@@ -350,7 +354,18 @@ class Sender:
         jobs = self._lane.take(budget, self._reserve)
         if not jobs:
             return False
-        jobs, dropped = await self._lane.claim(jobs)
+        results, self._delivery_results = self._delivery_results, []
+        try:
+            jobs, dropped = await self._lane.claim(jobs, results)
+        except BaseException as error:  # nothing was claimed or recorded: try again later
+            self._delivery_results[:0] = results
+            for job in jobs:
+                self._release(job)
+            self._lane.put_back_unclaimed(jobs)
+            if not isinstance(error, Exception):
+                raise
+            log.warning("could not claim broadcast sends yet", exc_info=True)
+            return False
         for job in dropped:
             self._release(job)
         for job in jobs:
@@ -410,7 +425,8 @@ class Sender:
             self._slots.release()
         if result is not None:
             self._delivery_results.append(result)
-            self._flush_soon.set()
+            if not len(self._lane):  # else the next claim writes it, in the same commit
+                self._flush_soon.set()
         if not job.is_withdrawal:
             interval = GROUP_CHAT_INTERVAL if job.chat_id < 0 else PRIVATE_CHAT_INTERVAL
             self._chats[job.chat_id].ready_at = time.monotonic() + interval
@@ -531,7 +547,8 @@ class Sender:
 
     async def _flush_forever(self) -> None:
         while True:
-            # broadcast results are written at once: until then a crash would leave them unknown
+            # a broadcast's last results are written at once (a claim carries the others): until
+            # then a crash would leave them unknown
             waiter = asyncio.ensure_future(self._flush_soon.wait())
             try:
                 await asyncio.wait({waiter}, timeout=FLUSH_INTERVAL)
