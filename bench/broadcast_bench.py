@@ -91,7 +91,7 @@ async def run(scenario: str, subscribers: int, rate: float, flood_scale: float) 
     port = free_port()
     base = f"http://{HOST}:{port}"
     try:
-        procs.start("stand-in", [PYTHON, "-m", "bot.sandbox.standin", "--host", HOST, "--port", str(port),
+        standin = procs.start("stand-in", [PYTHON, "-m", "bot.sandbox.standin", "--host", HOST, "--port", str(port),
                                  "--token", TOKEN, "--flood-scale", str(flood_scale)],
                     dict(os.environ), OUT_DIR / f"broadcast_{scenario}_standin.log")
         async with aiohttp.ClientSession() as http:
@@ -118,6 +118,8 @@ async def run(scenario: str, subscribers: int, rate: float, flood_scale: float) 
             # the bot's CPU from its first card on: sending only, not starting (models, migrations)
             await wait_until(first_card, 300, "the first card", interval=0.02, procs=[("reunite run", bot)])
             cpu_at_first = cpu_seconds(bot_ps)
+            standin_ps = psutil.Process(standin.pid)
+            standin_cpu_at_first = cpu_seconds(standin_ps)
             cpu_before_kill, killed_after, sent_at_kill = 0.0, None, None
             if scenario == "crash":
                 async def half_sent() -> bool:
@@ -138,6 +140,7 @@ async def run(scenario: str, subscribers: int, rate: float, flood_scale: float) 
 
             await wait_until(finished, 3600, "the broadcast to finish", interval=0.5, procs=[("reunite run", bot)])
             cpu = cpu_before_kill + cpu_seconds(bot_ps) - cpu_at_first
+            standin_cpu = cpu_seconds(standin_ps) - standin_cpu_at_first
             timeline = (await get_json(http, f"{base}/sandbox/api/timeline"))["rows"]
             stats = await get_json(http, f"{base}/sandbox/api/stats")
     finally:
@@ -160,21 +163,24 @@ async def run(scenario: str, subscribers: int, rate: float, flood_scale: float) 
         "wall_s": wall, "expected_s": (subscribers - 1) / rate, "msgs_per_s": (len(cards) - 1) / wall,
         "flood_429": stats["flood_429"], "tally": tally, "killed_after": killed_after, "sent_at_kill": sent_at_kill,
         "unknown_arrived": sum(per_chat.get(chat, 0) for chat in unknown_ids), "cpu_bot_s": cpu,
+        "cpu_standin_s": standin_cpu, "loadavg": os.getloadavg()[0],
     }
 
 
 def report(results: list[dict], notes: dict, commit: str) -> str:
-    lines = [f"Machine: {notes['nproc']} cores ({notes['cpu']}), {notes['mem_gb']} GB, Python {notes['python']}; "
-             f"load average at the end {os.getloadavg()[0]:.1f}; commit {commit}", "",
+    lines = [f"Machine: {notes['nproc']} cores ({notes['cpu']}), {notes['mem_gb']} GB, Python {notes['python']}, "
+             f"shared with other jobs (load average per run below); commit {commit}", "",
              "| scenario | subscribers | rate /s | stand-in limit /s | cards | chats twice | 429s | wall s "
-             "| expected s | msgs/s | bot CPU s (ms per card) | deliveries | unknown (arrived) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+             "| expected s | msgs/s | bot CPU s (ms per card) | stand-in CPU s | load avg | deliveries "
+             "| unknown (arrived) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     for r in results:
         tally = ", ".join(f"{k} {v}" for k, v in sorted(r["tally"].items()))
         lines.append(f"| {r['scenario']} | {r['subscribers']} | {r['rate']:g} | "
                      f"{TELEGRAM_OVERALL_PER_SECOND * r['flood_scale']:g} | {r['cards']} | {r['twice']} | "
                      f"{r['flood_429']} | {r['wall_s']:.1f} | {r['expected_s']:.1f} | {r['msgs_per_s']:.1f} | "
-                     f"{r['cpu_bot_s']:.1f} ({1000 * r['cpu_bot_s'] / max(1, r['cards']):.2f}) | {tally} | {r['tally'].get('unknown', 0)} ({r['unknown_arrived']}) |")
+                     f"{r['cpu_bot_s']:.1f} ({1000 * r['cpu_bot_s'] / max(1, r['cards']):.2f}) | "
+                     f"{r['cpu_standin_s']:.1f} | {r['loadavg']:.1f} | {tally} | {r['tally'].get('unknown', 0)} ({r['unknown_arrived']}) |")
         if r["killed_after"] is not None:
             lines.append(f"|  | killed with {r['sent_at_kill']} messages accepted by the stand-in; deliveries "
                          f"then: {r['killed_after']} |")
