@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import sqlite3
@@ -58,6 +59,7 @@ FIRST_CHAT = 100_000
 TELEGRAM_OVERALL_PER_SECOND = 30
 # the sender's limit of calls in flight (bot/transport/sender.py)
 MAX_IN_FLIGHT = 16
+BASELINE_IN_FLIGHT = (1, 2, 4, 8, 16)
 
 
 def delivery_tally(db_path: Path) -> dict[str, int]:
@@ -83,23 +85,30 @@ def broadcast_status(db_path: Path) -> str | None:
         return None
 
 
+async def start_standin(procs: Processes, http: aiohttp.ClientSession, name: str, flood_scale: float,
+                        user_ids: list[int]) -> tuple[subprocess.Popen, str]:
+    """A fresh stand-in with these users; (its process, its base URL)."""
+    port = free_port()
+    base = f"http://{HOST}:{port}"
+    standin = procs.start("stand-in", [PYTHON, "-m", "bot.sandbox.standin", "--host", HOST, "--port", str(port),
+                                       "--token", TOKEN, "--flood-scale", str(flood_scale)],
+                          dict(os.environ), OUT_DIR / f"broadcast_{name}_standin.log")
+    await wait_until(lambda: get_json(http, f"{base}/sandbox/api/stats"), 30, "the stand-in")
+    specs = [{"id": user_id, "first_name": f"S{user_id}"} for user_id in user_ids]
+    for first in range(0, len(specs), 2000):
+        await post_json(http, f"{base}/sandbox/api/users", specs[first:first + 2000])
+    return standin, base
+
+
 async def run(scenario: str, subscribers: int, rate: float, flood_scale: float) -> dict:
     data_dir = Path(tempfile.mkdtemp(prefix=f"broadcast_{scenario}_"))
     db_path = data_dir / "reunite.db"
     settings = load_settings({"REUNITE_DATA_DIR": str(data_dir)})
     procs = Processes()
-    port = free_port()
-    base = f"http://{HOST}:{port}"
+    chat_ids = list(range(FIRST_CHAT, FIRST_CHAT + subscribers))
     try:
-        standin = procs.start("stand-in", [PYTHON, "-m", "bot.sandbox.standin", "--host", HOST, "--port", str(port),
-                                 "--token", TOKEN, "--flood-scale", str(flood_scale)],
-                    dict(os.environ), OUT_DIR / f"broadcast_{scenario}_standin.log")
         async with aiohttp.ClientSession() as http:
-            await wait_until(lambda: get_json(http, f"{base}/sandbox/api/stats"), 30, "the stand-in")
-            chat_ids = list(range(FIRST_CHAT, FIRST_CHAT + subscribers))
-            specs = [{"id": user_id, "first_name": f"S{user_id}"} for user_id in [COORDINATOR_ID, *chat_ids]]
-            for first in range(0, len(specs), 2000):
-                await post_json(http, f"{base}/sandbox/api/users", specs[first:first + 2000])
+            standin, base = await start_standin(procs, http, scenario, flood_scale, [COORDINATOR_ID, *chat_ids])
             await seed_running_broadcast(settings, chat_ids)
             env = {**os.environ, "TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_API_URL": base,
                    "REUNITE_DATA_DIR": str(data_dir), "REUNITE_BROADCAST_RATE": str(rate),
@@ -167,6 +176,73 @@ async def run(scenario: str, subscribers: int, rate: float, flood_scale: float) 
     }
 
 
+async def baseline(subscribers: int, flood_scale: float) -> list[dict]:
+    """The same sends without the bot against the same stand-in: through PTB alone (the bot's HTTP
+    stack, no database) with 1 to 16 calls in flight, and through a bare aiohttp client. What the
+    sender adds is the difference; how PTB's throughput changes with calls in flight chose the
+    sender's number."""
+    from telegram import Bot
+    from telegram.request import HTTPXRequest
+
+    procs = Processes()
+    chat_ids = list(range(FIRST_CHAT, FIRST_CHAT + subscribers))
+    rows = []
+    clients = [(f"PTB + httpx alone, {k} in flight", k) for k in BASELINE_IN_FLIGHT]
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=MAX_IN_FLIGHT)) as http:
+            _, base = await start_standin(procs, http, "baseline", flood_scale, chat_ids)
+            bot = Bot(TOKEN, base_url=f"{base}/bot", request=HTTPXRequest(connection_pool_size=32))
+            async with bot:
+                card = await bot.send_photo(chat_ids[0], await asyncio.to_thread(card_jpeg))
+                file_id = card.photo[-1].file_id
+                markup = {"inline_keyboard": [[{"text": "I have information", "callback_data": "ct|bench|0"}]]}
+
+                async def through_ptb(chat_id: int) -> None:
+                    await bot.do_api_request("sendPhoto", api_kwargs={"chat_id": chat_id, "photo": file_id,
+                                                                      "caption": "Please help", "reply_markup": markup})
+
+                async def through_aiohttp(chat_id: int) -> None:
+                    form = {"chat_id": str(chat_id), "photo": file_id, "caption": "Please help",
+                            "reply_markup": json.dumps(markup)}
+                    async with http.post(f"{base}/bot{TOKEN}/sendPhoto", data=form) as response:
+                        await response.read()
+
+                per_client = (len(chat_ids) - 1) // (len(clients) + 1)
+                runs = [(name, through_ptb, k) for name, k in clients]
+                runs.append((f"bare aiohttp, {MAX_IN_FLIGHT} in flight", through_aiohttp, MAX_IN_FLIGHT))
+                for number, (name, send, in_flight) in enumerate(runs):
+                    slots = asyncio.Semaphore(in_flight)
+                    chats = chat_ids[1 + number * per_client:1 + (number + 1) * per_client]
+
+                    async def one(chat_id: int) -> None:
+                        async with slots:
+                            await send(chat_id)
+
+                    me = psutil.Process()
+                    cpu, started = cpu_seconds(me), time.monotonic()
+                    await asyncio.gather(*(one(chat_id) for chat_id in chats))
+                    wall = time.monotonic() - started
+                    rows.append({"client": name, "sends": len(chats), "wall_s": wall, "msgs_per_s": len(chats) / wall,
+                                 "cpu_ms": 1000 * (cpu_seconds(me) - cpu) / len(chats)})
+    finally:
+        procs.stop_all()
+    return rows
+
+
+def card_jpeg() -> bytes:
+    from tests.helpers import jpeg_bytes
+
+    return jpeg_bytes(1080, 1080)
+
+
+def baseline_report(rows: list[dict]) -> str:
+    lines = ["", "Baseline, same machine and stand-in limit, no bot:", "",
+             "| client | sends | wall s | msgs/s | client CPU ms per send |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| {r['client']} | {r['sends']} | {r['wall_s']:.1f} | {r['msgs_per_s']:.1f} | {r['cpu_ms']:.2f} |"
+              for r in rows]
+    return "\n".join(lines)
+
+
 def report(results: list[dict], notes: dict, commit: str) -> str:
     lines = [f"Machine: {notes['nproc']} cores ({notes['cpu']}), {notes['mem_gb']} GB, Python {notes['python']}, "
              f"shared with other jobs (load average per run below); commit {commit}", "",
@@ -189,7 +265,7 @@ def report(results: list[dict], notes: dict, commit: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenario", choices=("paced", "capacity", "crash", "all"), default="all")
+    parser.add_argument("--scenario", choices=("baseline", "paced", "capacity", "crash", "all"), default="all")
     parser.add_argument("--subscribers", type=int, default=10_000)
     parser.add_argument("--paced-rate", type=float, default=25.0)
     parser.add_argument("--capacity-rate", type=float, default=1000.0)
@@ -198,15 +274,19 @@ def main(argv: list[str] | None = None) -> int:
     scale = args.capacity_rate / TELEGRAM_OVERALL_PER_SECOND * 1.05
     plans = {"paced": (args.paced_rate, 1.0), "capacity": (args.capacity_rate, scale),
              "crash": (args.capacity_rate, scale)}
-    chosen = list(plans) if args.scenario == "all" else [args.scenario]
+    chosen = ["baseline", *plans] if args.scenario == "all" else [args.scenario]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).parent).stdout.strip()
-    results = []
+    results, baseline_text = [], ""
     for scenario in chosen:
+        if scenario == "baseline":
+            baseline_text = baseline_report(asyncio.run(baseline(args.subscribers, scale)))
+            print(baseline_text, flush=True)
+            continue
         rate, flood_scale = plans[scenario]
         results.append(asyncio.run(run(scenario, args.subscribers, rate, flood_scale)))
         print(report(results[-1:], machine_notes(), commit), flush=True)
-    text = report(results, machine_notes(), commit)
+    text = report(results, machine_notes(), commit) + "\n" + baseline_text
     (OUT_DIR / "broadcast_bench.md").write_text(text + "\n")
     print(text)
     return 0
