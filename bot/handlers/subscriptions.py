@@ -45,7 +45,12 @@ def _ask_which(update: Update, context: ReuniteContext) -> None:
 
 async def subscribe(update: Update, context: ReuniteContext) -> None:
     """/subscribe: "Share my location" under the message (Telegram's location button), and the
-    regions one may type instead, if the organisation configured any."""
+    regions one may type instead, if the organisation configured any. Someone in the middle of
+    another conversation (a report) is asked to finish or /cancel it first: nothing of it is lost."""
+    state = await conversation.get(context.session, context.user.id)
+    if state is not None and state.flow != FLOW_SUBSCRIBE:
+        say(context, update, "subscribe_finish_first", force=True)
+        return
     await conversation.put(context.session, context.user.id, FLOW_SUBSCRIBE, STEP_AREA, {})
     language = context.language
     keyboard = {"keyboard": [[{"text": t(language, "button_share_location"), "request_location": True}]],

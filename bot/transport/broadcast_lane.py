@@ -62,6 +62,10 @@ class BroadcastLane:
                                                          - self._cards.keys()))
         if jobs:
             self._after_id = jobs[-1].delivery_id
+        elif not self._jobs:
+            # nothing new and nothing waiting: read from the start next time, for deliveries another
+            # worker committed after ones with higher ids (ids are handed out before commits)
+            self._after_id = 0
         self._withdrawals_known.update(job.delivery_id for job in withdrawals)
         # taking down a closed appeal goes before sending more
         self._jobs.extendleft(reversed(withdrawals))
