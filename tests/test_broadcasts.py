@@ -104,6 +104,10 @@ async def test_subscribe_by_location_or_region_list_and_unsubscribe(reunite, peo
     assert "not get appeals any more" in await press(person, "All of them")
     assert "no alert areas" in await person.say("/subscriptions")
 
+    await person.say("/report")  # a report under way is not lost to /subscribe
+    assert "finish it, or send /cancel" in await person.say("/subscribe")
+    assert "Share my location" not in person.texts()[-1]
+
 
 async def test_the_audience_is_whoever_covers_the_last_seen_place_once(reunite, people, coordinator, stand_in):
     lat, lon = BEIJING
