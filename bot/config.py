@@ -6,6 +6,7 @@ message that names the variable, rather than failing later in the middle of a co
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,6 +23,20 @@ class SettingsError(ValueError):
 
 
 @dataclass(frozen=True)
+class Region:
+    """A named area people can subscribe to by typing its name (REUNITE_REGIONS_FILE)."""
+
+    name: str
+    aliases: tuple[str, ...]
+    latitude: float
+    longitude: float
+    radius_km: float
+
+    def names(self) -> tuple[str, ...]:
+        return (self.name, *self.aliases)
+
+
+@dataclass(frozen=True)
 class Settings:
     telegram_bot_token: str | None = None
     telegram_api_url: str = DEFAULT_API_URL
@@ -32,7 +47,10 @@ class Settings:
     bot_username: str | None = None
     timezone: str = "UTC"
     user_rate_limit: int = 20
+    # messages/s the one pacer sends in all (REUNITE_BROADCAST_RATE): broadcasts take what answers
+    # and alerts leave of it
     send_rate: float = 25.0
+    regions: tuple[Region, ...] = ()
     # None: the translated default from the message catalogs
     emergency_text: str | None = None
     # face matches at or above this cosine similarity go to coordinators (bench/FACES.md)
@@ -99,6 +117,34 @@ def _user_ids(env: Mapping[str, str], name: str) -> frozenset[int]:
     return frozenset(ids)
 
 
+def _regions(env: Mapping[str, str], name: str) -> tuple[Region, ...]:
+    """REUNITE_REGIONS_FILE: a JSON list of {"name", "aliases" (optional), "lat", "lon", "radius_km"}."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return ()
+    try:
+        entries = json.loads(Path(raw).read_text(encoding="utf-8-sig"))
+    except (OSError, ValueError) as error:
+        raise SettingsError(f"{name}: cannot read {raw!r} as JSON ({error})") from None
+    if not isinstance(entries, list):
+        raise SettingsError(f"{name}: {raw!r} must hold a JSON list of regions")
+    regions = []
+    for number, entry in enumerate(entries, start=1):
+        try:
+            aliases = entry.get("aliases") or []
+            region = Region(str(entry["name"]).strip(), tuple(str(alias).strip() for alias in aliases),
+                            float(entry["lat"]), float(entry["lon"]), float(entry["radius_km"]))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise SettingsError(f"{name}: region {number} needs a name, lat, lon and radius_km "
+                                f"(aliases optional)") from None
+        if not region.name or not -90 <= region.latitude <= 90 or not -180 <= region.longitude <= 180 \
+                or region.radius_km <= 0:
+            raise SettingsError(f"{name}: region {number} ({region.name!r}) has an empty name, a point off "
+                                f"the map or a radius that is not positive")
+        regions.append(region)
+    return tuple(regions)
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read every REUNITE_*, TELEGRAM_*, WEBHOOK_* and PORT variable, check it and fill defaults."""
     env = os.environ if env is None else env
@@ -126,7 +172,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         bot_username=username,
         timezone=timezone,
         user_rate_limit=_int(env, "REUNITE_USER_RATE_LIMIT", 20, minimum=1),
-        send_rate=_float(env, "REUNITE_SEND_RATE", 25.0),
+        # REUNITE_SEND_RATE is this variable's older name, still read by the benchmarks' scripts
+        send_rate=_float(env, "REUNITE_BROADCAST_RATE", _float(env, "REUNITE_SEND_RATE", 25.0)),
+        regions=_regions(env, "REUNITE_REGIONS_FILE"),
         emergency_text=env.get("REUNITE_EMERGENCY_TEXT", "").strip() or None,
         match_threshold=_similarity(env, "REUNITE_MATCH_THRESHOLD", DEFAULT_MATCH_THRESHOLD),
         tip_retention_days=_int(env, "REUNITE_TIP_RETENTION_DAYS", 1825, minimum=1),

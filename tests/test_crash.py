@@ -19,7 +19,7 @@ from tests.helpers import TIP_REFERENCE, stop_process
 USERS = 300
 
 
-def start_bot(stand_in, settings, log_path) -> subprocess.Popen:
+def start_bot(stand_in, settings, log_path, extra_env: dict | None = None) -> subprocess.Popen:
     env = {
         **os.environ,
         "TELEGRAM_BOT_TOKEN": stand_in.token,
@@ -28,6 +28,7 @@ def start_bot(stand_in, settings, log_path) -> subprocess.Popen:
         "DATABASE_URL": settings.database_url,
         "REUNITE_SEND_RATE": "0",  # the stand-in's limits are off: this test is about crashes
         "REUNITE_USER_RATE_LIMIT": "1000",
+        **(extra_env or {}),
     }
     log = open(log_path, "ab")
     return subprocess.Popen([sys.executable, "-m", "bot", "run"], env=env, stdout=log, stderr=log)

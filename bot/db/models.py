@@ -373,3 +373,85 @@ class FlyerFile(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
     __table_args__ = (UniqueConstraint("case_id", "language", "design", name="uq_flyer_case_lang_design"),)
+
+
+class Subscriber(Base):
+    """One area a person wants appeals for: a shared point with a radius, or a named region from
+    REUNITE_REGIONS_FILE. A person may have several; whether they still receive anything is the
+    user's ``blocked_bot`` flag (a 403 or a "kicked" my_chat_member sets it, writing again clears it)."""
+
+    __tablename__ = "subscribers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    chat_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    latitude: Mapped[float | None] = mapped_column(Float)
+    longitude: Mapped[float | None] = mapped_column(Float)
+    radius_km: Mapped[float | None] = mapped_column(Float)
+    region: Mapped[str | None] = mapped_column(String(64))  # the configured region's name
+    children_only: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+# Broadcast statuses
+BROADCAST_DRAFT = "draft"  # its audience size was shown; waiting for the requester's button
+BROADCAST_AWAITING_APPROVAL = "awaiting_approval"  # a family's request, for a coordinator
+BROADCAST_SENDING = "sending"
+BROADCAST_DONE = "done"
+BROADCAST_REJECTED = "rejected"
+BROADCAST_CANCELLED = "cancelled"
+BROADCAST_WITHDRAWN = "withdrawn"  # its case was closed: stopped, recent messages deleted
+
+
+class Broadcast(Base):
+    """A case's card sent to the subscribers whose area covers its last-seen place (``B-XXXXXX``)."""
+
+    __tablename__ = "broadcasts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    reference: Mapped[str] = mapped_column(String(12), unique=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    status: Mapped[str] = mapped_column(String(20), default=BROADCAST_DRAFT, index=True)
+    requested_by: Mapped[int] = mapped_column(BigInteger)
+    approved_by: Mapped[int | None] = mapped_column(BigInteger)
+    # the audience size: as shown to the requester, then the number of deliveries once sending
+    audience: Mapped[int] = mapped_column(Integer, default=0)
+    # JSON {language: SHA-256 of the card in the media store}, rendered when sending starts
+    cards: Mapped[str | None] = mapped_column(Text)
+    # the outbox row of the requester's progress message, edited as the broadcast goes
+    progress_outbox_id: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    started_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+# Delivery statuses
+DELIVERY_PENDING = "pending"
+DELIVERY_SENDING = "sending"  # written before the call: after a crash it becomes unknown, never re-sent
+DELIVERY_SENT = "sent"
+DELIVERY_UNKNOWN = "unknown"  # a timeout, a 5xx or a crash mid-call: it may have arrived
+DELIVERY_FAILED = "failed"
+DELIVERY_BLOCKED = "blocked"
+DELIVERY_FINAL = (DELIVERY_SENT, DELIVERY_UNKNOWN, DELIVERY_FAILED, DELIVERY_BLOCKED)
+
+
+class Delivery(Base):
+    """One chat's copy of a broadcast: at most one per (broadcast, chat), whatever areas overlap."""
+
+    __tablename__ = "deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    broadcast_id: Mapped[int] = mapped_column(ForeignKey("broadcasts.id", ondelete="CASCADE"))
+    chat_id: Mapped[int] = mapped_column(BigInteger)
+    language: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(10), default=DELIVERY_PENDING)
+    message_id: Mapped[int | None] = mapped_column(BigInteger)
+    error: Mapped[str | None] = mapped_column(String(200))
+    sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # when the message was taken down again because its case was closed
+    deleted_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+    __table_args__ = (
+        UniqueConstraint("broadcast_id", "chat_id", name="uq_delivery_broadcast_chat"),
+        Index("ix_deliveries_status_id", "status", "id"),
+        Index("ix_deliveries_broadcast_status", "broadcast_id", "status"),
+    )

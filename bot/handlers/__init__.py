@@ -2,7 +2,7 @@
 
 from telegram.ext import Application
 
-from bot.handlers import case_flyers, cases_console, coordinator, family, matches, public
+from bot.handlers import broadcasts, case_flyers, cases_console, coordinator, family, matches, public, subscriptions
 
 
 def register(application: Application) -> None:
@@ -12,4 +12,6 @@ def register(application: Application) -> None:
     cases_console.register(application)
     case_flyers.register(application)
     matches.register(application)
+    broadcasts.register(application)
+    subscriptions.register(application)
     public.register(application)

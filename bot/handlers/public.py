@@ -67,6 +67,18 @@ async def _start_from_flyer(update: Update, context: ReuniteContext, token: str)
         say(context, update, "appeal_not_active")
 
 
+async def case_tip_button(update: Update, context: ReuniteContext) -> None:
+    """"I have information" under a broadcast card: like the flyer's QR code, the next message is a
+    tip about that case; once the case is closed, it says the appeal is closed."""
+    outbox.enqueue(context.session, update.effective_chat.id, "answerCallbackQuery",
+                   {"callback_query_id": update.callback_query.id})
+    parts = verify_callback(context.scope.settings, update.callback_query.data)
+    if parts is None or len(parts) != 2:
+        say(context, update, "appeal_not_active")
+        return
+    await _start_from_flyer(update, context, parts[1])
+
+
 async def _case_card(context: ReuniteContext, case: cases.Case) -> str | None:
     """The SHA-256 of the case's card in its language (rendered once, then cached); None if it
     cannot be made right now: the tip matters more than the picture."""
@@ -87,10 +99,12 @@ async def help_command(update: Update, context: ReuniteContext) -> None:
     someone is in danger."""
     language, chat_id = context.language, update.effective_chat.id
     general = t(language, "help", emergency=emergency_text(context))
-    outbox.enqueue_text(context.session, chat_id, f"{general}\n\n{t(language, 'help_family')}")
+    outbox.enqueue_text(context.session, chat_id,
+                        f"{general}\n\n{t(language, 'help_subscribe')}\n\n{t(language, 'help_family')}")
     if users.is_coordinator(context.user):
         outbox.enqueue_text(context.session, chat_id,
-                            f"{t(language, 'help_coordinator')}\n{t(language, 'help_cases_coordinator')}")
+                            f"{t(language, 'help_coordinator')}\n{t(language, 'help_cases_coordinator')}\n"
+                            f"{t(language, 'help_broadcasts_coordinator')}")
 
 
 async def privacy(update: Update, context: ReuniteContext) -> None:
@@ -241,6 +255,7 @@ def register(application: Application) -> None:
     add(CommandHandler("privacy", privacy, filters=private))
     add(CommandHandler("language", language, filters=private))
     add(CallbackQueryHandler(language_chosen, pattern=r"^lang\|"))
+    add(CallbackQueryHandler(case_tip_button, pattern=r"^ct\|"))
     add(MessageHandler(private & filters.COMMAND, unknown_command))
     add(MessageHandler(private & filters.UpdateType.EDITED_MESSAGE, tip_edited))
     add(MessageHandler(private & filters.UpdateType.MESSAGE & filters.TEXT, tip_text))

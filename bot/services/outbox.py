@@ -161,11 +161,15 @@ async def apply_results(session: AsyncSession, results: list[SendResult]) -> Non
         if result.retry_in is not None:
             values["not_before"] = now + timedelta(seconds=result.retry_in)
         await session.execute(update(OutboxMessage).where(OutboxMessage.id.in_(result.row_ids)).values(**values))
-        for sha256, file_id in result.uploaded:
-            await session.execute(update(TipMedia).where(TipMedia.sha256 == sha256).values(upload_file_id=file_id))
-            await session.execute(update(FlyerFile).where(FlyerFile.sha256 == sha256)
-                                  .values(telegram_file_id=file_id))
+        await remember_uploads(session, result.uploaded)
     await session.commit()
+
+
+async def remember_uploads(session: AsyncSession, uploaded: tuple[tuple[str, str], ...]) -> None:
+    """Keep the file_ids Telegram gave our uploaded files (sha256, file_id), to re-send by file_id."""
+    for sha256, file_id in uploaded:
+        await session.execute(update(TipMedia).where(TipMedia.sha256 == sha256).values(upload_file_id=file_id))
+        await session.execute(update(FlyerFile).where(FlyerFile.sha256 == sha256).values(telegram_file_id=file_id))
 
 
 async def fail_pending_for_chat(session: AsyncSession, chat_id: int, error: str) -> None:

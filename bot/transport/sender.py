@@ -4,7 +4,9 @@ Limits (FIELD-NOTES): about 30 messages/s per bot overall (we pace at ``REUNITE_
 default, a little under), about 1/s to one private chat, 20/minute to a group. When a chat cannot
 take its messages one by one, queued alerts for it are merged into digests and queued photos of one
 tip into albums: nothing is dropped and nothing waits without bound. A 429 pauses all sending for the
-time Telegram asks. Acknowledgements go first, then coordinator alerts, then bulk messages.
+time Telegram asks. Acknowledgements go first, then coordinator alerts, then bulk messages, then
+broadcasts: their deliveries come from the database a window at a time (bot/transport/broadcast_lane.py),
+each claimed (``sending``, committed) just before its call, so a crash never sends one twice.
 """
 
 from __future__ import annotations
@@ -13,20 +15,39 @@ import asyncio
 import heapq
 import logging
 import time
+import warnings
 from bisect import insort
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from telegram import InlineKeyboardMarkup, InputMediaPhoto, Message
+from telegram import InlineKeyboardMarkup, InputMediaPhoto, Message, ReplyKeyboardMarkup
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
+from telegram.warnings import PTBUserWarning
 
-from bot.db.models import OUT_FAILED, OUT_PENDING, OUT_SENT, OUT_UNKNOWN, PRIORITY_BULK, OutboxMessage
-from bot.services import outbox, users
+from bot.db.models import (
+    DELIVERY_BLOCKED,
+    DELIVERY_FAILED,
+    DELIVERY_SENT,
+    DELIVERY_UNKNOWN,
+    OUT_FAILED,
+    OUT_PENDING,
+    OUT_SENT,
+    OUT_UNKNOWN,
+    PRIORITY_BULK,
+    OutboxMessage,
+)
+from bot.services import deliveries, outbox, users
+from bot.services.broadcasts import ProgressReporter
+from bot.services.deliveries import DeliveryResult, Job
 from bot.services.media import media_path
 from bot.services.outbox import Outgoing, SendResult
+from bot.transport.broadcast_lane import IDLE_LOOK_INTERVAL, BroadcastLane
 
 log = logging.getLogger(__name__)
+# re-sends of a broadcast card go through do_api_request on purpose (see Sender._send_card)
+warnings.filterwarnings("ignore", message=r".*Bot\.sendPhoto.*", category=PTBUserWarning)
 
 PRIVATE_CHAT_INTERVAL = 1.0  # seconds between messages to one person
 GROUP_CHAT_INTERVAL = 3.0  # 20 per minute
@@ -35,6 +56,10 @@ ALBUM_MAX = 10
 RETRY_BACKOFF_MAX = 60.0
 FLUSH_INTERVAL = 0.05
 RESCAN_INTERVAL = 2.0
+# while broadcast sends wait for a token or for their chat's second, the loop looks again this soon
+LANE_RETRY_INTERVAL = 0.02
+PROGRESS_INTERVAL = 2.0
+STOP_GRACE_SECONDS = 5.0
 # any constant will do: it names the lock "the sender of this bot" among all workers on PostgreSQL
 SENDER_LOCK_KEY = 0x5E1D_0B07
 
@@ -61,6 +86,7 @@ class Sender:
         self.sessionmaker = sessionmaker
         self.media_dir = media_dir
         self.rate = rate  # messages per second overall; 0 = unpaced (capacity benchmarks only)
+        self._max_in_flight = max_in_flight
         self._slots = asyncio.Semaphore(max_in_flight)
         self._chats: dict[int, _Chat] = {}
         self._ready: list = []  # heap of (priority, id, chat_id, version)
@@ -76,6 +102,11 @@ class Sender:
         self._tokens = 1.0
         self._tokens_at = time.monotonic()
         self._in_flight: set[asyncio.Task] = set()
+        self._lane = BroadcastLane(sessionmaker, rate)
+        self._uploading: set[str] = set()  # cards on their way up: their other sends wait for the file_id
+        self._delivery_results: list[DeliveryResult] = []
+        self._flush_soon = asyncio.Event()
+        self._progress = ProgressReporter()
         self.sent_count = 0
 
     # -- intake ---------------------------------------------------------------------------------
@@ -83,6 +114,7 @@ class Sender:
     def wake(self) -> None:
         """New rows were committed somewhere: look in the database for them."""
         self._look_in_database = True
+        self._lane.look_soon()
         self._wake.set()
 
     def push(self, rows: list[Outgoing]) -> None:
@@ -90,6 +122,7 @@ class Sender:
         for row in rows:
             if row.id not in self._known:
                 self._add(row)
+        self._lane.look_soon()  # the same commit may have started or stopped a broadcast
         self._wake.set()
 
     async def _load(self, full_scan: bool) -> None:
@@ -169,15 +202,18 @@ class Sender:
         del chat.queue[: len(batch)]
         return batch
 
+    def _refill_tokens(self) -> float:
+        capacity = max(1.0, self.rate / 5)  # a fifth of a second of burst keeps us under the cap
+        now = time.monotonic()
+        self._tokens = min(capacity, self._tokens + (now - self._tokens_at) * self.rate)
+        self._tokens_at = now
+        return self._tokens
+
     async def _take_token(self, cost: int) -> None:
         if self.rate <= 0 or cost == 0:
             return
-        capacity = max(1.0, self.rate / 5)  # a fifth of a second of burst keeps us under the cap
         while True:
-            now = time.monotonic()
-            self._tokens = min(capacity, self._tokens + (now - self._tokens_at) * self.rate)
-            self._tokens_at = now
-            if self._tokens >= 1.0:
+            if self._refill_tokens() >= 1.0:
                 self._tokens -= cost
                 return
             await asyncio.sleep((1.0 - self._tokens) / self.rate)
@@ -195,7 +231,12 @@ class Sender:
             await self._run()
 
     async def _run(self) -> None:
+        async with self.sessionmaker() as session:
+            interrupted = await deliveries.recover(session)
+        if interrupted:
+            log.warning("%d broadcast sends were cut off by the last stop: marked unknown, not repeated", interrupted)
         flusher = asyncio.create_task(self._flush_forever())
+        reporter = asyncio.create_task(self._report_progress_forever())
         try:
             await self._load(full_scan=True)
             last_scan = time.monotonic()
@@ -214,7 +255,8 @@ class Sender:
                     continue
                 chat_id = self._next_chat()
                 if chat_id is None:
-                    await self._idle_wait()
+                    if not await self._start_broadcast_sends():
+                        await self._idle_wait()
                     continue
                 chat = self._chats[chat_id]
                 batch = self._take_batch(chat)
@@ -227,14 +269,18 @@ class Sender:
                 task.add_done_callback(self._in_flight.discard)
         finally:
             flusher.cancel()
+            reporter.cancel()
             # a write the flusher was in the middle of is handed back (see _flush), then done here
-            await asyncio.gather(flusher, return_exceptions=True)
+            await asyncio.gather(flusher, reporter, return_exceptions=True)
+            if self._in_flight:
+                # calls already made finish, so a stop (unlike a crash) leaves no broadcast send unknown
+                await asyncio.wait(list(self._in_flight), timeout=STOP_GRACE_SECONDS)
             for task in list(self._in_flight):
                 task.cancel()
             await self._flush()
 
     async def _idle_wait(self) -> None:
-        timeout = RESCAN_INTERVAL
+        timeout = LANE_RETRY_INTERVAL if len(self._lane) else IDLE_LOOK_INTERVAL
         if self._waiting:
             timeout = min(timeout, max(0.0, self._waiting[0][0] - time.monotonic()))
         # not asyncio.wait_for: on Python 3.11 it can swallow a cancellation that races the event
@@ -300,6 +346,133 @@ class Sender:
         if delay:
             chat.ready_at = time.monotonic() + delay
 
+    # -- broadcasts -----------------------------------------------------------------------------
+
+    async def _start_broadcast_sends(self) -> bool:
+        """Start as many broadcast sends as tokens and free slots allow; False if none could go."""
+        await self._lane.refill()
+        free = self._max_in_flight - len(self._in_flight)
+        budget = free if self.rate <= 0 else min(free, int(self._refill_tokens()))
+        if budget <= 0 or not len(self._lane):
+            return False
+        jobs = self._lane.take(budget, self._reserve)
+        if not jobs:
+            return False
+        results, self._delivery_results = self._delivery_results, []
+        try:
+            jobs, dropped = await self._lane.claim(jobs, results)
+        except BaseException as error:  # nothing was claimed or recorded: try again later
+            self._delivery_results[:0] = results
+            for job in jobs:
+                self._release(job)
+            self._lane.put_back_unclaimed(jobs)
+            if not isinstance(error, Exception):
+                raise
+            log.warning("could not claim broadcast sends yet", exc_info=True)
+            return False
+        for job in dropped:
+            self._release(job)
+        for job in jobs:
+            if self.rate > 0:
+                self._tokens -= 1
+            await self._slots.acquire()
+            task = asyncio.create_task(self._deliver(job))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+        return bool(jobs)
+
+    def _reserve(self, job: Job) -> bool:
+        """Whether ``job`` may go now, and if so hold its chat (and its card's first upload) for it."""
+        chat = self._chats.get(job.chat_id)
+        if chat is not None and (chat.busy or chat.queue or chat.ready_at > time.monotonic()):
+            return False  # the chat's answers go first, and it gets one message a second
+        if not job.is_withdrawal:
+            card = self._lane.card(job)
+            if card is None:
+                return False
+            if card.photo_sha256 not in self._file_ids:
+                if card.photo_sha256 in self._uploading:
+                    return False  # uploaded once, then sent by file_id
+                self._uploading.add(card.photo_sha256)
+        if chat is None:
+            chat = self._chats[job.chat_id] = _Chat(queue=[])
+        chat.busy = True
+        return True
+
+    def _release(self, job: Job) -> None:
+        chat = self._chats[job.chat_id]
+        chat.busy = False
+        if chat.queue:
+            self._schedule(job.chat_id, chat)
+        card = None if job.is_withdrawal else self._lane.card(job)
+        if card is not None and card.photo_sha256 not in self._file_ids:
+            self._uploading.discard(card.photo_sha256)
+
+    async def _deliver(self, job: Job) -> None:
+        """One broadcast message sent (or, for a closed case, deleted), and what became of it."""
+        try:
+            result = await (self._withdraw(job) if job.is_withdrawal else self._send_card(job))
+        except RetryAfter as error:
+            wait = retry_after_seconds(error)
+            log.warning("Telegram asked us to wait %.0fs", wait)
+            self._pause_until = max(self._pause_until, time.monotonic() + wait)
+            self._lane.put_back(job)
+            result = None
+        except Forbidden as error:
+            result = self._failed(job, DELIVERY_BLOCKED, f"forbidden: {error.message}")
+            self._blocked_chats.append(job.chat_id)
+        except BadRequest as error:
+            result = self._failed(job, DELIVERY_FAILED, f"bad request: {error.message}")
+        except (NetworkError, TelegramError, OSError) as error:
+            result = self._failed(job, DELIVERY_UNKNOWN, type(error).__name__)  # it may have arrived: never again
+        finally:
+            self._slots.release()
+        if result is not None:
+            self._delivery_results.append(result)
+            if not len(self._lane):  # else the next claim writes it, in the same commit
+                self._flush_soon.set()
+        if not job.is_withdrawal:
+            interval = GROUP_CHAT_INTERVAL if job.chat_id < 0 else PRIVATE_CHAT_INTERVAL
+            self._chats[job.chat_id].ready_at = time.monotonic() + interval
+        self._release(job)
+        self._wake.set()
+
+    @staticmethod
+    def _failed(job: Job, status: str, error: str) -> DeliveryResult:
+        """A send that did not go as planned ends ``status``; a deletion that failed is not tried again."""
+        return DeliveryResult(job.delivery_id, deliveries.DELETED if job.is_withdrawal else status, error=error[:200])
+
+    async def _send_card(self, job: Job) -> DeliveryResult:
+        card = self._lane.card(job)
+        file_id = self._file_ids.get(card.photo_sha256)
+        if file_id is not None:
+            # the bulk of a broadcast: a plain call whose answer is read as it comes, not built into
+            # PTB objects (parsing each Message costs more CPU than the call itself)
+            sent = await self.bot.do_api_request("sendPhoto", api_kwargs={
+                "chat_id": job.chat_id, "photo": file_id, "caption": card.caption, "reply_markup": card.reply_markup})
+            self.sent_count += 1
+            return DeliveryResult(job.delivery_id, DELIVERY_SENT, message_id=sent["message_id"])
+        message = await self.bot.send_photo(job.chat_id, await self._stored_file(card.photo_sha256),
+                                            caption=card.caption,
+                                            reply_markup=InlineKeyboardMarkup.de_json(card.reply_markup, self.bot))
+        self.sent_count += 1
+        uploaded = self._remember_upload(card.photo_sha256, message.photo[-1].file_id) if message.photo else ()
+        return DeliveryResult(job.delivery_id, DELIVERY_SENT, message_id=message.message_id, uploaded=uploaded)
+
+    async def _withdraw(self, job: Job) -> DeliveryResult:
+        await self.bot.delete_message(job.chat_id, job.message_id)
+        return DeliveryResult(job.delivery_id, deliveries.DELETED)
+
+    async def _report_progress_forever(self) -> None:
+        while True:
+            await asyncio.sleep(PROGRESS_INTERVAL)
+            try:
+                async with self.sessionmaker() as session:
+                    await self._progress.report(session, datetime.now(timezone.utc), self.rate)
+                    self.push(outbox.committed_rows(session))
+            except Exception:  # the database is briefly locked or down: the next round catches up
+                log.warning("could not report broadcast progress", exc_info=True)
+
     # -- Telegram calls -------------------------------------------------------------------------
 
     async def _stored_file(self, sha256: str):
@@ -316,9 +489,14 @@ class Sender:
         self._file_ids[sha256] = file_id
         return ((sha256, file_id),)
 
-    def _keyboard(self, payload: dict) -> InlineKeyboardMarkup | None:
+    def _keyboard(self, payload: dict) -> InlineKeyboardMarkup | ReplyKeyboardMarkup | None:
+        """Buttons under the message, or (``keyboard``) in place of the phone's keyboard, such as
+        /subscribe's "share my location"."""
         markup = payload.get("reply_markup")
-        return InlineKeyboardMarkup.de_json(markup, self.bot) if markup else None
+        if not markup:
+            return None
+        kind = ReplyKeyboardMarkup if "keyboard" in markup else InlineKeyboardMarkup
+        return kind.de_json(markup, self.bot)
 
     async def _call(self, chat_id: int, batch: list[Outgoing]) -> SendResult:
         ids = tuple(row.id for row in batch)
@@ -354,6 +532,10 @@ class Sender:
             self.sent_count += 1
             uploaded = self._remember_upload(sha, message.document.file_id) if message.document else ()
             return SendResult(ids, OUT_SENT, message_id=message.message_id, uploaded=uploaded)
+        if head.method == "editMessageText":  # a broadcast's progress
+            edited = await self.bot.edit_message_text(payload["text"], chat_id=chat_id,
+                                                      message_id=payload["message_id"])
+            return SendResult(ids, OUT_SENT, message_id=getattr(edited, "message_id", None))
         if head.method == "answerCallbackQuery":
             try:
                 await self.bot.answer_callback_query(payload["callback_query_id"], text=payload.get("text"))
@@ -369,26 +551,39 @@ class Sender:
 
     async def _flush_forever(self) -> None:
         while True:
-            await asyncio.sleep(FLUSH_INTERVAL)
+            # a broadcast's last results are written at once (a claim carries the others): until
+            # then a crash would leave them unknown
+            waiter = asyncio.ensure_future(self._flush_soon.wait())
+            try:
+                await asyncio.wait({waiter}, timeout=FLUSH_INTERVAL)
+            finally:
+                waiter.cancel()
+            self._flush_soon.clear()
             try:
                 await self._flush()
             except Exception:  # the database is briefly locked or down: keep the results, try again
                 log.warning("could not record send results yet", exc_info=True)
 
     async def _flush(self) -> None:
-        if not self._results and not self._blocked_chats:
+        if not self._results and not self._blocked_chats and not self._delivery_results:
             return
         results, self._results = self._results, []
         blocked, self._blocked_chats = self._blocked_chats, []
+        delivered, self._delivery_results = self._delivery_results, []
         try:
             async with self.sessionmaker() as session:
                 for chat_id in blocked:
                     await users.mark_blocked(session, chat_id)
                     await outbox.fail_pending_for_chat(session, chat_id, "blocked")
-                await outbox.apply_results(session, results)
+                    await deliveries.block_pending_for_chat(session, chat_id)
+                await deliveries.write_results(session, delivered, datetime.now(timezone.utc))
+                await outbox.remember_uploads(session, tuple(upload for result in delivered
+                                                             for upload in result.uploaded))
+                await outbox.apply_results(session, results)  # commits all of it
         except BaseException:  # also a stop cancelling the write: these messages were sent, keep saying so
             self._results[:0] = results
             self._blocked_chats[:0] = blocked
+            self._delivery_results[:0] = delivered
             raise
         # only now that the database no longer says "pending" may a rescan see these rows without
         # taking them for unsent ones
@@ -400,7 +595,8 @@ class Sender:
         """For tests and shutdown: until nothing is queued or in flight and results are written."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not any(c.queue for c in self._chats.values()) and not self._in_flight and not self._results:
+            if not any(c.queue for c in self._chats.values()) and not self._in_flight and not self._results \
+                    and not self._delivery_results:
                 return
             await asyncio.sleep(0.05)
         raise TimeoutError("outbox not drained")

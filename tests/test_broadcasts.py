@@ -1,0 +1,294 @@
+"""Flows 5, 6 and 8 through the stand-in, with Telegram's real flood limits: subscribing, who a
+broadcast reaches (radius and region), the family's request and a coordinator's approval, pacing
+with no 429s, blocked and failing chats, cancel, and closing a case mid-broadcast."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import select, update
+
+from bot.config import Region
+from bot.db.models import Broadcast, Delivery, Subscriber, User
+from tests.conftest import COORDINATOR_ID, settle
+from tests.helpers import press, quick_chats, seed_case  # noqa: F401 (a fixture)
+
+BEIJING = (39.9042, 116.4074)
+KM_PER_DEGREE = 111.2
+REGIONS = (Region("Beijing", ("北京", "Peking"), 39.9042, 116.4074, 60.0),
+           Region("Shanghai", ("上海",), 31.2304, 121.4737, 60.0))
+
+
+@pytest.fixture
+def settings(settings):
+    return settings.with_overrides(regions=REGIONS)
+
+
+def north_of_beijing(km: float) -> tuple[float, float]:
+    return BEIJING[0] + km / KM_PER_DEGREE, BEIJING[1]
+
+
+async def seed_subscribers(reunite, stand_in, areas: list[dict], language: str = "en") -> None:
+    """Users of the stand-in with these areas, written straight to the database; each area is
+    {"chat_id", and "point" + "radius_km" or "region", optional "children_only"}."""
+    from bot.services import users
+
+    async with reunite.sessionmaker() as session:
+        for chat_id in sorted({area["chat_id"] for area in areas}):
+            stand_in.user(chat_id, f"Sub{chat_id}", language_code=language)
+            await users.get_or_create(session, chat_id, language, frozenset())
+        await session.flush()
+        for area in areas:
+            point = area.get("point", (None, None))
+            session.add(Subscriber(chat_id=area["chat_id"], latitude=point[0], longitude=point[1],
+                                   radius_km=area.get("radius_km"), region=area.get("region"),
+                                   children_only=area.get("children_only", False),
+                                   created_at=datetime.now(timezone.utc)))
+        await session.commit()
+
+
+def cards_to(stand_in, chat_id: int) -> list[dict]:
+    return [m for m in stand_in.sent_to(chat_id) if m["_method"] == "sendPhoto"]
+
+
+async def broadcast_now(coordinator, case) -> str:
+    """The coordinator broadcasts ``case`` and presses Send; the size message's text."""
+    size = await coordinator.say(f"/broadcast {case.code}")
+    await press(coordinator, next(b["text"] for b in coordinator.received()[-1]["reply_markup"]["inline_keyboard"][0]
+                                  if b["text"].startswith("Send")))
+    return size
+
+
+async def wait_until_finished(reunite, reference: str | None = None, timeout: float = 60.0) -> Broadcast:
+    deadline = time.monotonic() + timeout
+    while True:
+        async with reunite.sessionmaker() as session:
+            query = select(Broadcast).order_by(Broadcast.id.desc())
+            if reference:
+                query = query.where(Broadcast.reference == reference)
+            broadcast = await session.scalar(query.limit(1))
+        if broadcast is not None and broadcast.status not in ("draft", "awaiting_approval", "sending"):
+            return broadcast
+        assert time.monotonic() < deadline, f"broadcast still {broadcast and broadcast.status}"
+        await asyncio.sleep(0.1)
+
+
+async def deliveries_by_chat(reunite) -> dict[int, Delivery]:
+    async with reunite.sessionmaker() as session:
+        return {d.chat_id: d for d in await session.scalars(select(Delivery))}
+
+
+async def test_subscribe_by_location_or_region_list_and_unsubscribe(reunite, people, quick_chats):
+    person = people(3001, "Ann")
+    assert "Share my location" in await person.say("/subscribe")
+    assert "Beijing" in person.received()[-1]["text"]  # the regions one may type
+    person.cursor = len(person.received())
+    person.user.send_location(*north_of_beijing(3))
+    assert "How far" in await person.next_text()
+    assert "Which appeals" in await press(person, "25 km")
+    assert "within 25 km" in await press(person, "Everyone")
+
+    await person.say("/subscribe")
+    assert "don't know" in await person.say("Atlantis")
+    assert "Which appeals" in await person.say("peking")  # an alias, in any case
+    assert "in Beijing" in await press(person, "Children only")
+
+    listing = await person.say("/subscriptions")
+    assert "1. within 25 km" in listing and "everyone" in listing
+    assert "2. in Beijing · children only" in listing
+    assert "still have 1" in await person.say("/unsubscribe 2")
+    assert "Which area" in await person.say("/unsubscribe")
+    assert "not get appeals any more" in await press(person, "All of them")
+    assert "no alert areas" in await person.say("/subscriptions")
+
+    await person.say("/report")  # a report under way is not lost to /subscribe
+    assert "finish it, or send /cancel" in await person.say("/subscribe")
+    assert "Share my location" not in person.texts()[-1]
+
+
+async def test_the_audience_is_whoever_covers_the_last_seen_place_once(reunite, people, coordinator, stand_in):
+    lat, lon = BEIJING
+    case = await seed_case(reunite, last_seen_lat=lat, last_seen_lon=lon, birth_year=1990)
+    await seed_subscribers(reunite, stand_in, [
+        {"chat_id": 4001, "point": north_of_beijing(10), "radius_km": 25},  # in
+        {"chat_id": 4002, "point": north_of_beijing(30), "radius_km": 25},  # 30 km away, 25 km radius: out
+        {"chat_id": 4003, "point": north_of_beijing(30), "radius_km": 100},  # in
+        {"chat_id": 4004, "region": "Beijing"},  # in
+        {"chat_id": 4005, "region": "Shanghai"},  # out
+        {"chat_id": 4006, "point": north_of_beijing(1), "radius_km": 5},  # two areas: in, once
+        {"chat_id": 4006, "region": "Beijing"},
+        {"chat_id": 4007, "point": north_of_beijing(1), "radius_km": 5, "children_only": True},  # an adult: out
+        {"chat_id": 4008, "point": north_of_beijing(1), "radius_km": 100},  # blocked the bot: out
+    ])
+    async with reunite.sessionmaker() as session:
+        await session.execute(update(User).where(User.id == 4008).values(blocked_bot=True))
+        await session.commit()
+    expected = {4001, 4003, 4004, 4006}
+    size = await broadcast_now(coordinator, case)
+    assert "4 subscriber" in size and case.code in size
+    broadcast = await wait_until_finished(reunite)
+    assert broadcast.status == "done" and broadcast.audience == 4
+    assert {chat for chat in range(4001, 4009) if cards_to(stand_in, chat)} == expected
+    assert all(len(cards_to(stand_in, chat)) == 1 for chat in expected)
+    card = cards_to(stand_in, 4006)[0]
+    assert case.name in card["caption"] and card["reply_markup"]["inline_keyboard"][0][0]["text"] == "I have information"
+
+
+async def test_a_case_without_a_point_goes_to_the_regions_its_place_names(reunite, coordinator, stand_in):
+    case = await seed_case(reunite, last_seen_place="Xidan, 北京")
+    await seed_subscribers(reunite, stand_in, [
+        {"chat_id": 4101, "point": BEIJING, "radius_km": 100},  # a point cannot be compared with no point
+        {"chat_id": 4102, "region": "Beijing"},
+        {"chat_id": 4103, "region": "Shanghai"},
+    ])
+    assert "1 subscriber" in await broadcast_now(coordinator, case)
+    await wait_until_finished(reunite)
+    assert [bool(cards_to(stand_in, chat)) for chat in (4101, 4102, 4103)] == [False, True, False]
+
+
+async def test_a_family_asks_a_coordinator_approves_or_rejects(reunite, people, coordinator, stand_in, quick_chats):
+    family = people(4201, "Mei")
+    case = await seed_case(reunite, family_id=family.id, last_seen_lat=BEIJING[0], last_seen_lon=BEIJING[1])
+    await seed_subscribers(reunite, stand_in, [{"chat_id": 4202, "region": "Beijing"},
+                                               {"chat_id": 4203, "point": north_of_beijing(2), "radius_km": 5}])
+    size = await family.say(f"/broadcast {case.code}")
+    assert "2 subscriber" in size and "checks every broadcast" in size
+    assert "with our team" in await press(family, "Ask the team")
+    request = await coordinator.wait(1, predicate=lambda m: "asks to broadcast" in (m.get("text") or ""))
+    reference = request[0]["text"].split("/approve ")[1].split()[0]
+    assert not cards_to(stand_in, 4202)  # nothing before a coordinator's approval
+
+    stranger = people(4204, "Eve")
+    assert "coordinators" in await stranger.say(f"/approve {reference}")
+    assert "No broadcast" in await stranger.say(f"/cancel_broadcast {reference}")  # not theirs
+    coordinator.cursor = len(coordinator.received())
+    assert "going to 2" in await coordinator.say(f"/approve {reference}")
+    assert "not waiting" in await coordinator.say(f"/approve {reference}")  # double approval does nothing
+    assert (await wait_until_finished(reunite, reference)).status == "done"
+    summary = await family.wait(1, predicate=lambda m: "is finished" in (m.get("text") or ""))
+    assert "sent to 2 of 2" in summary[0]["text"]
+    assert len(cards_to(stand_in, 4202)) == len(cards_to(stand_in, 4203)) == 1
+
+    await family.say(f"/broadcast {case.code}")
+    await press(family, "Ask the team")
+    request = await coordinator.wait(2, predicate=lambda m: "asks to broadcast" in (m.get("text") or ""))
+    second = request[-1]["text"].split("/approve ")[1].split()[0]
+    assert "Usage" in await coordinator.say(f"/reject {second}")
+    assert "rejected" in await coordinator.say(f"/reject {second} Please send a clearer photo first")
+    told = await family.wait(1, predicate=lambda m: "did not send" in (m.get("text") or ""))
+    assert "clearer photo" in told[0]["text"]
+    await settle(reunite)
+    assert len(cards_to(stand_in, 4202)) == 1
+    listing = await family.say("/broadcasts")
+    assert reference in listing and second in listing and "rejected" in listing
+
+
+async def test_pacing_answers_first_no_429_one_upload_and_progress(reunite, people, coordinator, stand_in):
+    """Telegram's real limits: 60 subscribers at the default 25/s, while a tipster is answered at
+    once; the card is uploaded once and re-sent by file_id; the progress message is edited."""
+    case = await seed_case(reunite, last_seen_lat=BEIJING[0], last_seen_lon=BEIJING[1])
+    subscribers = list(range(5000, 5060))
+    await seed_subscribers(reunite, stand_in, [{"chat_id": chat, "point": north_of_beijing(chat % 20),
+                                                "radius_km": 25} for chat in subscribers])
+    await broadcast_now(coordinator, case)
+    started = time.monotonic()
+    await stand_in.wait_for(subscribers[5], timeout=30)
+    tipster = people(5100, "Quick")
+    asked = time.monotonic()
+    assert "T-" in await tipster.say("I saw someone at the station")
+    assert time.monotonic() - asked < 2.0  # an answer does not wait behind the broadcast
+    broadcast = await wait_until_finished(reunite, timeout=60)
+    elapsed = time.monotonic() - started
+    assert broadcast.status == "done"
+    cards = [cards_to(stand_in, chat) for chat in subscribers]
+    assert all(len(received) == 1 for received in cards)
+    assert stand_in.stats["flood_429"] == 0
+    assert elapsed >= (len(subscribers) - 10) / 25  # paced near 25/s, not faster
+    assert sum(bool(received[0]["_files"]) for received in cards) == 1  # uploaded once, then by file_id
+    summary = await coordinator.wait(1, predicate=lambda m: "is finished" in (m.get("text") or ""))
+    assert "sent to 60 of 60" in summary[0]["text"]
+    progress = next(m for m in coordinator.received() if (m.get("text") or "").startswith("📣 " + broadcast.reference))
+    assert "edit_date" in progress and "Sent 60 of 60" in progress["text"]
+
+
+async def test_blocked_and_failing_chats(reunite, people, coordinator, stand_in):
+    case = await seed_case(reunite, last_seen_lat=BEIJING[0], last_seen_lon=BEIJING[1])
+    chats = [6001, 6002, 6003, 6004, 6005]
+    await seed_subscribers(reunite, stand_in, [{"chat_id": chat, "region": "Beijing"} for chat in chats])
+    stand_in.fail_next("sendPhoto", status=403, chat_id=6002, description="Forbidden: bot was blocked by the user")
+    stand_in.fail_next("sendPhoto", status=400, chat_id=6003, description="Bad Request: chat not found")
+    stand_in.fail_next("sendPhoto", status=502, chat_id=6004)
+    stand_in.user(6005).block_bot()  # the bot hears of it (my_chat_member) before it broadcasts
+    await settle(reunite)
+    assert "4 subscriber" in await broadcast_now(coordinator, case)
+    await wait_until_finished(reunite)
+    rows = await deliveries_by_chat(reunite)
+    assert {chat: rows[chat].status for chat in rows} == {6001: "sent", 6002: "blocked", 6003: "failed",
+                                                          6004: "unknown"}
+    assert [len(cards_to(stand_in, chat)) for chat in chats] == [1, 0, 0, 0, 0]
+    summary = await coordinator.wait(1, predicate=lambda m: "is finished" in (m.get("text") or ""))
+    assert "1 failed, 1 had blocked the bot, 1 uncertain" in summary[0]["text"]
+    async with reunite.sessionmaker() as session:
+        assert (await session.get(User, 6002)).blocked_bot
+    # a blocked chat is left out of the next broadcast (6002), until its person writes again (6005)
+    people(6005, "Back").user.send_text("/subscriptions")
+    await settle(reunite)
+    assert "4 subscriber" in await coordinator.say(f"/broadcast {case.code}")
+
+
+async def a_broadcast_under_way(reunite, coordinator, stand_in, chats: range):
+    """A case broadcast to ``chats`` (subscribed to its region), once the eleventh has its card."""
+    case = await seed_case(reunite, last_seen_lat=BEIJING[0], last_seen_lon=BEIJING[1])
+    subscribers = list(chats)
+    await seed_subscribers(reunite, stand_in, [{"chat_id": chat, "region": "Beijing"} for chat in subscribers])
+    await broadcast_now(coordinator, case)
+    await stand_in.wait_for(subscribers[10], timeout=30)
+    return case, subscribers
+
+
+async def test_cancel_stops_a_broadcast(reunite, coordinator, stand_in):
+    _, subscribers = await a_broadcast_under_way(reunite, coordinator, stand_in, range(7000, 7100))
+    async with reunite.sessionmaker() as session:
+        reference = await session.scalar(select(Broadcast.reference))
+    assert "cancelled" in await coordinator.say(f"/cancel_broadcast {reference}")
+    await settle(reunite)
+    await asyncio.sleep(1.5)
+    sent = sum(bool(cards_to(stand_in, chat)) for chat in subscribers)
+    assert 10 <= sent < 60
+    assert (await wait_until_finished(reunite)).status == "cancelled"
+    await asyncio.sleep(1.0)
+    assert sum(bool(cards_to(stand_in, chat)) for chat in subscribers) == sent
+    assert "already cancelled" in await coordinator.say(f"/cancel_broadcast {reference}")
+
+
+async def test_closing_a_case_stops_its_broadcast_and_takes_its_messages_down(reunite, people, coordinator,
+                                                                              stand_in):
+    case, subscribers = await a_broadcast_under_way(reunite, coordinator, stand_in, range(8000, 8080))
+    # one message older than Telegram lets a bot delete: it stays, and its button says the appeal is closed
+    async with reunite.sessionmaker() as session:
+        await session.execute(update(Delivery).where(Delivery.chat_id == subscribers[0])
+                              .values(sent_at=datetime.now(timezone.utc) - timedelta(hours=49)))
+        await session.commit()
+    assert "is closed" in await coordinator.say(f"/close {case.code} found")
+    assert (await wait_until_finished(reunite)).status == "withdrawn"
+    deadline = time.monotonic() + 30
+    while True:
+        received = [m for chat in subscribers[1:] for m in cards_to(stand_in, chat)]
+        if all(m["_deleted"] for m in received):
+            break
+        assert time.monotonic() < deadline, "broadcast messages were not deleted"
+        await asyncio.sleep(0.2)
+    assert 10 <= len(received) < 70  # it stopped part-way
+    await asyncio.sleep(1.0)
+    assert len([m for chat in subscribers[1:] for m in cards_to(stand_in, chat)]) == len(received)
+    oldest = people(subscribers[0], "Early")
+    card = cards_to(stand_in, subscribers[0])[0]
+    assert not card["_deleted"]
+    oldest.cursor = len(oldest.received())
+    oldest.user.press(card, "I have information")
+    assert "appeal is closed" in await oldest.next_text()
+    summary = await coordinator.wait(1, predicate=lambda m: "appeal was closed" in (m.get("text") or ""))
+    assert case.name in summary[0]["text"]
