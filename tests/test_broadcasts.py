@@ -123,18 +123,22 @@ async def test_the_audience_is_whoever_covers_the_last_seen_place_once(reunite, 
         {"chat_id": 4007, "point": north_of_beijing(1), "radius_km": 5, "children_only": True},  # an adult: out
         {"chat_id": 4008, "point": north_of_beijing(1), "radius_km": 100},  # blocked the bot: out
     ])
+    await seed_subscribers(reunite, stand_in, [{"chat_id": 4009, "region": "Beijing"}], language="zh")
     async with reunite.sessionmaker() as session:
         await session.execute(update(User).where(User.id == 4008).values(blocked_bot=True))
         await session.commit()
-    expected = {4001, 4003, 4004, 4006}
+    expected = {4001, 4003, 4004, 4006, 4009}
     size = await broadcast_now(coordinator, case)
-    assert "4 subscriber" in size and case.code in size
+    assert "5 subscriber" in size and case.code in size
     broadcast = await wait_until_finished(reunite)
-    assert broadcast.status == "done" and broadcast.audience == 4
-    assert {chat for chat in range(4001, 4009) if cards_to(stand_in, chat)} == expected
+    assert broadcast.status == "done" and broadcast.audience == 5
+    assert {chat for chat in range(4001, 4010) if cards_to(stand_in, chat)} == expected
     assert all(len(cards_to(stand_in, chat)) == 1 for chat in expected)
     card = cards_to(stand_in, 4006)[0]
     assert case.name in card["caption"] and card["reply_markup"]["inline_keyboard"][0][0]["text"] == "I have information"
+    chinese = cards_to(stand_in, 4009)[0]  # the card in their language, with the button in it too
+    assert "请帮忙寻找" in chinese["caption"] and chinese["reply_markup"]["inline_keyboard"][0][0]["text"] == "我有线索"
+    assert chinese["_files"] and chinese["photo"][-1]["file_id"] != card["photo"][-1]["file_id"]
 
 
 async def test_a_case_without_a_point_goes_to_the_regions_its_place_names(reunite, coordinator, stand_in):
