@@ -296,3 +296,19 @@ async def test_closing_a_case_stops_its_broadcast_and_takes_its_messages_down(re
     assert "appeal is closed" in await oldest.next_text()
     summary = await coordinator.wait(1, predicate=lambda m: "appeal was closed" in (m.get("text") or ""))
     assert case.name in summary[0]["text"]
+
+
+def test_regions_file_and_broadcast_rate_settings(tmp_path):
+    from bot.config import SettingsError, load_settings
+
+    regions = tmp_path / "regions.json"
+    regions.write_text('[{"name": "Beijing", "aliases": ["北京"], "lat": 39.9, "lon": 116.4, "radius_km": 60}]',
+                       encoding="utf-8")
+    settings = load_settings({"REUNITE_REGIONS_FILE": str(regions), "REUNITE_SEND_RATE": "10",
+                              "REUNITE_BROADCAST_RATE": "20"})
+    assert settings.regions == (Region("Beijing", ("北京",), 39.9, 116.4, 60.0),)
+    assert settings.send_rate == 20.0  # the design's name wins over the older one
+    assert load_settings({"REUNITE_SEND_RATE": "10"}).send_rate == 10.0
+    regions.write_text('[{"name": "Nowhere", "lat": 95, "lon": 0, "radius_km": 5}]', encoding="utf-8")
+    with pytest.raises(SettingsError, match="REUNITE_REGIONS_FILE"):
+        load_settings({"REUNITE_REGIONS_FILE": str(regions)})
