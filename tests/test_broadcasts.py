@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 
 from bot.config import Region
 from bot.db.models import Broadcast, Delivery, Subscriber, User
-from tests.conftest import COORDINATOR_ID, settle
+from tests.conftest import settle
 from tests.helpers import press, quick_chats, seed_case  # noqa: F401 (a fixture)
 
 BEIJING = (39.9042, 116.4074)
