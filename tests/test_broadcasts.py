@@ -225,6 +225,7 @@ async def test_blocked_and_failing_chats(reunite, people, coordinator, stand_in)
     stand_in.fail_next("sendPhoto", status=403, chat_id=6002, description="Forbidden: bot was blocked by the user")
     stand_in.fail_next("sendPhoto", status=400, chat_id=6003, description="Bad Request: chat not found")
     stand_in.fail_next("sendPhoto", status=502, chat_id=6004)
+    stand_in.fail_next("sendPhoto", status=429, chat_id=6001, retry_after=1)  # all wait, then 6001 gets it once
     stand_in.user(6005).block_bot()  # the bot hears of it (my_chat_member) before it broadcasts
     await settle(reunite)
     assert "4 subscriber" in await broadcast_now(coordinator, case)
@@ -233,6 +234,7 @@ async def test_blocked_and_failing_chats(reunite, people, coordinator, stand_in)
     assert {chat: rows[chat].status for chat in rows} == {6001: "sent", 6002: "blocked", 6003: "failed",
                                                           6004: "unknown"}
     assert [len(cards_to(stand_in, chat)) for chat in chats] == [1, 0, 0, 0, 0]
+    assert stand_in.stats["injected"] == 4  # every fault was met
     summary = await coordinator.wait(1, predicate=lambda m: "is finished" in (m.get("text") or ""))
     assert "1 failed, 1 had blocked the bot, 1 uncertain" in summary[0]["text"]
     async with reunite.sessionmaker() as session:
