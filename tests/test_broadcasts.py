@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 
 from bot.config import Region
 from bot.db.models import Broadcast, Delivery, Subscriber, User
-from tests.conftest import COORDINATOR_ID, settle
+from tests.conftest import settle
 from tests.helpers import press, quick_chats, seed_case  # noqa: F401 (a fixture)
 
 BEIJING = (39.9042, 116.4074)
@@ -123,18 +123,22 @@ async def test_the_audience_is_whoever_covers_the_last_seen_place_once(reunite, 
         {"chat_id": 4007, "point": north_of_beijing(1), "radius_km": 5, "children_only": True},  # an adult: out
         {"chat_id": 4008, "point": north_of_beijing(1), "radius_km": 100},  # blocked the bot: out
     ])
+    await seed_subscribers(reunite, stand_in, [{"chat_id": 4009, "region": "Beijing"}], language="zh")
     async with reunite.sessionmaker() as session:
         await session.execute(update(User).where(User.id == 4008).values(blocked_bot=True))
         await session.commit()
-    expected = {4001, 4003, 4004, 4006}
+    expected = {4001, 4003, 4004, 4006, 4009}
     size = await broadcast_now(coordinator, case)
-    assert "4 subscriber" in size and case.code in size
+    assert "5 subscriber" in size and case.code in size
     broadcast = await wait_until_finished(reunite)
-    assert broadcast.status == "done" and broadcast.audience == 4
-    assert {chat for chat in range(4001, 4009) if cards_to(stand_in, chat)} == expected
+    assert broadcast.status == "done" and broadcast.audience == 5
+    assert {chat for chat in range(4001, 4010) if cards_to(stand_in, chat)} == expected
     assert all(len(cards_to(stand_in, chat)) == 1 for chat in expected)
     card = cards_to(stand_in, 4006)[0]
     assert case.name in card["caption"] and card["reply_markup"]["inline_keyboard"][0][0]["text"] == "I have information"
+    chinese = cards_to(stand_in, 4009)[0]  # the card in their language, with the button in it too
+    assert "请帮忙寻找" in chinese["caption"] and chinese["reply_markup"]["inline_keyboard"][0][0]["text"] == "我有线索"
+    assert chinese["_files"] and chinese["photo"][-1]["file_id"] != card["photo"][-1]["file_id"]
 
 
 async def test_a_case_without_a_point_goes_to_the_regions_its_place_names(reunite, coordinator, stand_in):
@@ -221,6 +225,7 @@ async def test_blocked_and_failing_chats(reunite, people, coordinator, stand_in)
     stand_in.fail_next("sendPhoto", status=403, chat_id=6002, description="Forbidden: bot was blocked by the user")
     stand_in.fail_next("sendPhoto", status=400, chat_id=6003, description="Bad Request: chat not found")
     stand_in.fail_next("sendPhoto", status=502, chat_id=6004)
+    stand_in.fail_next("sendPhoto", status=429, chat_id=6001, retry_after=1)  # all wait, then 6001 gets it once
     stand_in.user(6005).block_bot()  # the bot hears of it (my_chat_member) before it broadcasts
     await settle(reunite)
     assert "4 subscriber" in await broadcast_now(coordinator, case)
@@ -229,6 +234,7 @@ async def test_blocked_and_failing_chats(reunite, people, coordinator, stand_in)
     assert {chat: rows[chat].status for chat in rows} == {6001: "sent", 6002: "blocked", 6003: "failed",
                                                           6004: "unknown"}
     assert [len(cards_to(stand_in, chat)) for chat in chats] == [1, 0, 0, 0, 0]
+    assert stand_in.stats["injected"] == 4  # every fault was met
     summary = await coordinator.wait(1, predicate=lambda m: "is finished" in (m.get("text") or ""))
     assert "1 failed, 1 had blocked the bot, 1 uncertain" in summary[0]["text"]
     async with reunite.sessionmaker() as session:
@@ -292,3 +298,19 @@ async def test_closing_a_case_stops_its_broadcast_and_takes_its_messages_down(re
     assert "appeal is closed" in await oldest.next_text()
     summary = await coordinator.wait(1, predicate=lambda m: "appeal was closed" in (m.get("text") or ""))
     assert case.name in summary[0]["text"]
+
+
+def test_regions_file_and_broadcast_rate_settings(tmp_path):
+    from bot.config import SettingsError, load_settings
+
+    regions = tmp_path / "regions.json"
+    regions.write_text('[{"name": "Beijing", "aliases": ["北京"], "lat": 39.9, "lon": 116.4, "radius_km": 60}]',
+                       encoding="utf-8")
+    settings = load_settings({"REUNITE_REGIONS_FILE": str(regions), "REUNITE_SEND_RATE": "10",
+                              "REUNITE_BROADCAST_RATE": "20"})
+    assert settings.regions == (Region("Beijing", ("北京",), 39.9, 116.4, 60.0),)
+    assert settings.send_rate == 20.0  # the design's name wins over the older one
+    assert load_settings({"REUNITE_SEND_RATE": "10"}).send_rate == 10.0
+    regions.write_text('[{"name": "Nowhere", "lat": 95, "lon": 0, "radius_km": 5}]', encoding="utf-8")
+    with pytest.raises(SettingsError, match="REUNITE_REGIONS_FILE"):
+        load_settings({"REUNITE_REGIONS_FILE": str(regions)})

@@ -100,7 +100,8 @@ async def help_command(update: Update, context: ReuniteContext) -> None:
     language, chat_id = context.language, update.effective_chat.id
     general = t(language, "help", emergency=emergency_text(context))
     outbox.enqueue_text(context.session, chat_id,
-                        f"{general}\n\n{t(language, 'help_subscribe')}\n\n{t(language, 'help_family')}")
+                        f"{general}\n\n{t(language, 'help_subscribe')}\n\n{t(language, 'help_family')} "
+                        f"{t(language, 'help_broadcast_family')}")
     if users.is_coordinator(context.user):
         outbox.enqueue_text(context.session, chat_id,
                             f"{t(language, 'help_coordinator')}\n{t(language, 'help_cases_coordinator')}\n"
