@@ -21,7 +21,7 @@ from bot.db.models import (
     Case,
     User,
 )
-from bot.handlers.common import ReuniteContext, coordinators_only, inline_keyboard, say, sign_callback, verify_callback
+from bot.handlers.common import ReuniteContext, coordinators_only, inline_keyboard, pressed_button, say, sign_callback
 from bot.handlers.family import open_case_from_args
 from bot.i18n import t
 from bot.services import audit, broadcasts, case_notices, flyer_service, outbox, subscriptions, users
@@ -85,10 +85,8 @@ async def broadcast_command(update: Update, context: ReuniteContext) -> None:
 async def broadcast_button(update: Update, context: ReuniteContext) -> None:
     """Send (a coordinator: sending starts, with a progress message), Ask our team (a family: the
     request goes to coordinators) or Cancel under a broadcast's size."""
-    query = update.callback_query
     session = context.session
-    outbox.enqueue(session, update.effective_chat.id, "answerCallbackQuery", {"callback_query_id": query.id})
-    parts = verify_callback(context.scope.settings, query.data)
+    parts = pressed_button(context, update)
     broadcast = await session.get(Broadcast, int(parts[2])) if parts and len(parts) == 3 and parts[2].isdigit() \
         else None
     if broadcast is None or broadcast.status != BROADCAST_DRAFT or broadcast.requested_by != context.user.id:

@@ -10,7 +10,7 @@ from telegram import Update
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler
 
 from bot.db.models import PHOTO_AGE_PROGRESSED, PRIORITY_ACK, PRIORITY_ALERT, Case
-from bot.handlers.common import ReuniteContext, coordinators_only, inline_keyboard, say, sign_callback, verify_callback
+from bot.handlers.common import ReuniteContext, coordinators_only, inline_keyboard, pressed_button, say, sign_callback
 from bot.i18n import t
 from bot.services import audit, broadcasts, case_fields, case_notices, cases, flyer_service, matching, outbox, tips
 
@@ -148,9 +148,7 @@ async def cases_command(update: Update, context: ReuniteContext) -> None:
 @coordinators_only
 async def cases_page(update: Update, context: ReuniteContext) -> None:
     """The 'Older' button under a /cases list."""
-    parts = verify_callback(context.scope.settings, update.callback_query.data)
-    outbox.enqueue(context.session, update.effective_chat.id, "answerCallbackQuery",
-                   {"callback_query_id": update.callback_query.id})
+    parts = pressed_button(context, update)
     if parts is None or len(parts) != 3 or not parts[1].isdigit() or parts[2] not in CASE_FILTERS:
         return
     await _send_cases_page(update, context, parts[2], int(parts[1]))

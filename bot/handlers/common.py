@@ -126,6 +126,20 @@ def verify_callback(settings: Settings, signed: str | None) -> list[str] | None:
     return data.split("|")
 
 
+def answer_button(context: ReuniteContext, update: Update, key: str | None = None, **values) -> None:
+    """Stop the pressed button's spinner on the user's screen, with a short notice if ``key`` is given."""
+    payload = {"callback_query_id": update.callback_query.id}
+    if key:
+        payload["text"] = t(context.language, key, **values)
+    outbox.enqueue(context.session, update.effective_chat.id, "answerCallbackQuery", payload)
+
+
+def pressed_button(context: ReuniteContext, update: Update) -> list[str] | None:
+    """Answer the pressed button; the parts of its signed data, or None when forged or not ours."""
+    answer_button(context, update)
+    return verify_callback(context.scope.settings, update.callback_query.data)
+
+
 def inline_keyboard(rows: list[list[tuple[str, str]]]) -> dict:
     """Bot API InlineKeyboardMarkup from rows of (label, callback data)."""
     return {"inline_keyboard": [[{"text": label, "callback_data": data} for label, data in row] for row in rows]}

@@ -15,9 +15,9 @@ from bot.handlers.common import (
     admins_only,
     coordinators_only,
     inline_keyboard,
+    pressed_button,
     say,
     sign_callback,
-    verify_callback,
 )
 from bot.i18n import t
 from bot.services import alerts, audit, cases, outbox, tips, users
@@ -106,9 +106,7 @@ async def tips_command(update: Update, context: ReuniteContext) -> None:
 @coordinators_only
 async def tips_page(update: Update, context: ReuniteContext) -> None:
     """The 'Older' button under a /tips list."""
-    parts = verify_callback(context.scope.settings, update.callback_query.data)
-    outbox.enqueue(context.session, update.effective_chat.id, "answerCallbackQuery",
-                   {"callback_query_id": update.callback_query.id})
+    parts = pressed_button(context, update)
     if parts is None or len(parts) != 3 or not parts[1].isdigit():
         return
     await _send_tips_page(update, context, int(parts[1]), parts[2] or None)

@@ -21,7 +21,7 @@ from telegram.ext import (
 )
 
 from bot.db.models import PRIORITY_ACK, Case
-from bot.handlers.common import ReuniteContext, inline_keyboard, say, sign_callback, verify_callback
+from bot.handlers.common import ReuniteContext, inline_keyboard, pressed_button, say, sign_callback
 from bot.i18n import t
 from bot.services import audit, case_fields, case_notices, cases, conversation, outbox, reporting, users
 from bot.services.case_fields import CHOICE, FieldError
@@ -235,9 +235,7 @@ async def _apply_action(draft: Draft, action: str, choice: str | None) -> None:
 
 async def conversation_button(update: Update, context: ReuniteContext) -> None:
     """A Skip, Back, Done or choice button under a question; one under an earlier question is stale."""
-    query = update.callback_query
-    outbox.enqueue(context.session, update.effective_chat.id, "answerCallbackQuery", {"callback_query_id": query.id})
-    parts = verify_callback(context.scope.settings, query.data)
+    parts = pressed_button(context, update)
     draft = await _conversation(context)
     if parts is None or len(parts) not in (3, 4) or draft is None or parts[2] != draft.step:
         _tell(context, update, "conversation_button_stale")
@@ -362,9 +360,7 @@ async def edit(update: Update, context: ReuniteContext) -> None:
 
 async def edit_field_chosen(update: Update, context: ReuniteContext) -> None:
     """A particular picked under /edit: its question, with what it holds now."""
-    query = update.callback_query
-    outbox.enqueue(context.session, update.effective_chat.id, "answerCallbackQuery", {"callback_query_id": query.id})
-    parts = verify_callback(context.scope.settings, query.data)
+    parts = pressed_button(context, update)
     if parts is None or len(parts) != 3 or not parts[1].isdigit() or parts[2] not in case_fields.BY_KEY:
         _tell(context, update, "conversation_button_stale")
         return

@@ -14,8 +14,10 @@ from bot.config import Settings
 from bot.db.models import MATCH_CONFIRMED, MATCH_REJECTED, PRIORITY_ACK
 from bot.handlers.common import (
     ReuniteContext,
+    answer_button,
     coordinators_only,
     inline_keyboard,
+    pressed_button,
     say,
     sign_callback,
     verify_callback,
@@ -44,28 +46,21 @@ def review_keyboard(settings: Settings, language: str, alert: MatchAlert) -> dic
                             for candidate in alert.candidates])
 
 
-def _answer_button(context: ReuniteContext, update: Update, key: str | None = None, **values) -> None:
-    payload = {"callback_query_id": update.callback_query.id}
-    if key:
-        payload["text"] = t(context.language, key, **values)
-    outbox.enqueue(context.session, update.effective_chat.id, "answerCallbackQuery", payload)
-
-
 @coordinators_only
 async def review_pressed(update: Update, context: ReuniteContext) -> None:
     """Confirm lead / Reject: decided once, whoever presses first."""
     parts = verify_callback(context.scope.settings, update.callback_query.data)
     if parts is None or len(parts) != 2 or parts[0] not in DECISIONS or not parts[1].isdigit():
-        _answer_button(context, update, "button_stale")
+        answer_button(context, update, "button_stale")
         return
     outcome = await matching.review(context.session, context.user.id, int(parts[1]), DECISIONS[parts[0]],
                                     context.scope.now)
     if outcome.result == "gone":
-        _answer_button(context, update, "review_gone")
+        answer_button(context, update, "review_gone")
     elif outcome.result == "already":
-        _answer_button(context, update, "review_already", status=t(context.language, f"lead_{outcome.status}"))
+        answer_button(context, update, "review_already", status=t(context.language, f"lead_{outcome.status}"))
     else:
-        _answer_button(context, update)
+        answer_button(context, update)
         say(context, update, f"review_done_{outcome.status}", reference=outcome.tip_reference,
             code=outcome.case_code, force=True)
 
@@ -106,8 +101,7 @@ async def matches_command(update: Update, context: ReuniteContext) -> None:
 @coordinators_only
 async def matches_page(update: Update, context: ReuniteContext) -> None:
     """The 'More' button under a /matches list."""
-    parts = verify_callback(context.scope.settings, update.callback_query.data)
-    _answer_button(context, update)
+    parts = pressed_button(context, update)
     if parts is None or len(parts) != 3 or not parts[1].isdigit():
         return
     await _send_leads_page(update, context, int(parts[1]), parts[2] or None)

@@ -22,8 +22,10 @@ from telegram.ext import (
 from bot.db.models import PRIORITY_ACK
 from bot.handlers.common import (
     ReuniteContext,
+    answer_button,
     emergency_text,
     inline_keyboard,
+    pressed_button,
     say,
     sign_callback,
     verify_callback,
@@ -70,9 +72,7 @@ async def _start_from_flyer(update: Update, context: ReuniteContext, token: str)
 async def case_tip_button(update: Update, context: ReuniteContext) -> None:
     """"I have information" under a broadcast card: like the flyer's QR code, the next message is a
     tip about that case; once the case is closed, it says the appeal is closed."""
-    outbox.enqueue(context.session, update.effective_chat.id, "answerCallbackQuery",
-                   {"callback_query_id": update.callback_query.id})
-    parts = verify_callback(context.scope.settings, update.callback_query.data)
+    parts = pressed_button(context, update)
     if parts is None or len(parts) != 2:
         say(context, update, "appeal_not_active")
         return
@@ -125,18 +125,12 @@ async def language_chosen(update: Update, context: ReuniteContext) -> None:
     """The user pressed a language button: from now on the bot speaks it."""
     parts = verify_callback(context.scope.settings, update.callback_query.data)
     if parts is None or len(parts) != 2 or parts[1] not in LANGUAGES:
-        await _answer_stale_button(update, context)
+        answer_button(context, update, "button_stale")
         return
     users.choose_language(context.user, parts[1])
-    outbox.enqueue(context.session, update.effective_chat.id, "answerCallbackQuery",
-                   {"callback_query_id": update.callback_query.id})
+    answer_button(context, update)
     say(context, update, "language_set")
 
-
-async def _answer_stale_button(update: Update, context: ReuniteContext) -> None:
-    outbox.enqueue(context.session, update.effective_chat.id, "answerCallbackQuery",
-                   {"callback_query_id": update.callback_query.id,
-                    "text": t(context.language, "button_stale")})
 
 
 async def _tip_target(update: Update, context: ReuniteContext) -> tuple[int | None, object | None]:
@@ -238,7 +232,7 @@ async def unknown_command(update: Update, context: ReuniteContext) -> None:
 
 async def stale_button(update: Update, context: ReuniteContext) -> None:
     """A button we do not know (forged, or from an old version): a short notice, nothing else."""
-    await _answer_stale_button(update, context)
+    answer_button(context, update, "button_stale")
 
 
 async def chat_member_changed(update: Update, context: ReuniteContext) -> None:

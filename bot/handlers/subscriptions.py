@@ -12,7 +12,7 @@ from telegram import Update
 from telegram.ext import Application, ApplicationHandlerStop, CallbackQueryHandler, CommandHandler, MessageHandler, filters
 
 from bot.db.models import Subscriber
-from bot.handlers.common import ReuniteContext, inline_keyboard, say, sign_callback, verify_callback
+from bot.handlers.common import ReuniteContext, inline_keyboard, pressed_button, say, sign_callback
 from bot.i18n import t
 from bot.services import conversation, outbox, subscriptions
 
@@ -95,9 +95,7 @@ async def subscribe_answer(update: Update, context: ReuniteContext) -> None:
 async def subscribe_button(update: Update, context: ReuniteContext) -> None:
     """A radius button (then the choice of appeals) or a children-only / all button (the area is
     saved and described back)."""
-    query = update.callback_query
-    outbox.enqueue(context.session, update.effective_chat.id, "answerCallbackQuery", {"callback_query_id": query.id})
-    parts = verify_callback(context.scope.settings, query.data)
+    parts = pressed_button(context, update)
     state = await conversation.get(context.session, context.user.id)
     expected_step = {"r": STEP_RADIUS, "w": STEP_WHICH}.get(parts[1]) if parts and len(parts) == 3 else None
     if expected_step is None or state is None or state.flow != FLOW_SUBSCRIBE or state.step != expected_step:
@@ -167,9 +165,7 @@ async def unsubscribe(update: Update, context: ReuniteContext) -> None:
 
 async def unsubscribe_button(update: Update, context: ReuniteContext) -> None:
     """A button under /unsubscribe: that area (or all) is removed."""
-    query = update.callback_query
-    outbox.enqueue(context.session, update.effective_chat.id, "answerCallbackQuery", {"callback_query_id": query.id})
-    parts = verify_callback(context.scope.settings, query.data)
+    parts = pressed_button(context, update)
     areas = await subscriptions.areas_of(context.session, context.user.id)
     if parts is None or len(parts) != 2:
         say(context, update, "conversation_button_stale", force=True)
