@@ -23,7 +23,7 @@ from bot.services.face_worker import FaceWorker
 from bot.transport.http import AiohttpRequest
 from bot.transport.polling import POLL_TIMEOUT, poll_forever
 from bot.transport.processor import UpdateProcessor, collect_handler_error
-from bot.transport.sender import Sender
+from bot.transport.sender import MAX_IN_FLIGHT, Sender
 from bot.transport.webhook import add_webhook_route, webhook_path
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,8 @@ def build_application(settings: Settings) -> Application:
         .context_types(ContextTypes(context=ReuniteContext))
         # PTB on aiohttp rather than its default httpx: a fifth of the CPU per call (bench/RESULTS.md)
         .request(AiohttpRequest(
-            connection_pool_size=10,
+            # the sender's calls in flight, plus room for handlers' photo downloads so they never wait
+            connection_pool_size=MAX_IN_FLIGHT + 4,
             pool_timeout=10.0,
             # generous: a send that times out may be repeated, and a repeat is worse than a wait
             read_timeout=15.0,
