@@ -6,8 +6,9 @@ with filename and MIME type, GET for file downloads, PTB's DEFAULT_NONE timeout 
 errors the same way (a timeout -> ``TimedOut``, any other client error -> ``NetworkError``); PTB's
 ``BaseRequest`` turns the status codes into ``RetryAfter``/``Forbidden``/``BadRequest`` itself.
 
-Why: httpx + httpcore + anyio cost the bot 1.1-2.2 ms of CPU per send (a third of it httpcore's pool
-checking every pooled connection before each request), aiohttp about 0.2 ms (bench/RESULTS.md).
+Why: through PTB, httpx + httpcore + anyio cost 1.1-2.7 ms of CPU per send, more with more calls in
+flight (httpcore's pool checks every pooled connection before each request); through PTB on this
+backend, 0.4 ms (bench/RESULTS.md, "Broadcasts").
 
 Timeouts: ``read`` is aiohttp's ``sock_read``, which starts once the body is written and restarts
 with every chunk received, like httpx's read timeout; ``connect`` is aiohttp's connect timeout. The
