@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -72,6 +72,7 @@ class Reunite:
     sender: Sender
     web_runner: web.AppRunner | None = None
     tasks: tuple[asyncio.Task, ...] = ()
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
     flyer_warm_up: asyncio.Task | None = None
     face_worker: FaceWorker | None = None
 
@@ -111,7 +112,8 @@ class Reunite:
         if settings.webhook_url:
             await self._start_webhook()
         else:
-            tasks.append(asyncio.create_task(poll_forever(application.bot, sessionmaker, processor.submit),
+            tasks.append(asyncio.create_task(poll_forever(application.bot, sessionmaker, processor.submit,
+                                                          self.stopping),
                                              name="polling"))
         self.tasks = tuple(tasks)
         log.info("Reunite is running as @%s", application.bot.username)
@@ -137,6 +139,7 @@ class Reunite:
             task.result()
 
     async def stop(self) -> None:
+        self.stopping.set()
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)

@@ -12,6 +12,7 @@ from PIL import Image
 from sqlalchemy import func, select
 
 from bot.db.models import InboxUpdate, Tip, TipEntry, User
+from bot.i18n import t
 from tests.conftest import settle
 from tests.helpers import jpeg_bytes, reference_in
 
@@ -141,6 +142,20 @@ async def test_a_flooding_user_is_slowed_down_but_nothing_they_send_is_lost(reun
     texts = flooder.texts()
     assert sum("many messages" in text for text in texts) == 1
     assert len(texts) <= 22  # 20 answers within the limit, one notice
+
+
+async def test_button_presses_answer_questions_and_are_not_taken_for_flooding(reunite, people):
+    """A family tapping through a long conversation quickly is never told to slow down."""
+    person = people(710, "Ivy")
+    await person.say("/language")
+    keyboard = person.received()[-1]
+    for number in range(30):
+        person.user.press(keyboard, "简体中文" if number % 2 else "English")
+    await settle(reunite, timeout=60)
+    warnings = {t("en", "slow_down"), t("zh", "slow_down")}
+    assert not warnings & set(person.texts())
+    async with reunite.sessionmaker() as session:
+        assert (await session.get(User, 710)).language == "zh"
 
 
 async def test_telegram_errors_are_retried_and_blocked_users_are_marked(reunite, people, coordinator, stand_in):

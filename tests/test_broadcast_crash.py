@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from bot.db.migrate import upgrade_to_head_async
 from bot.db.models import Broadcast, Delivery, Subscriber
 from bot.db.session import create_engine, create_sessionmaker
+from bot.transport.sender import MAX_IN_FLIGHT as SENDS_IN_FLIGHT
 from tests.conftest import COORDINATOR_ID
 from tests.helpers import jpeg_bytes, seed_case, stop_process
 from tests.test_crash import start_bot, wait_until_polling
@@ -104,7 +105,8 @@ async def test_sigkill_mid_broadcast_resumes_without_duplicates(stand_in, settin
     assert SUBSCRIBERS // 2 <= before_restart < SUBSCRIBERS, "the kill did not land mid-broadcast"
     assert max(received.values()) == 1  # nobody twice
     unknown = tally.get("unknown", 0)
-    assert unknown <= 2  # the sends in flight at the kill (at 25/s, one at a time, rarely two)
+    # only the sends in flight at the kill (at 25/s usually one; more when the machine is slow to answer)
+    assert unknown <= SENDS_IN_FLIGHT
     assert tally.get("sent", 0) + unknown == SUBSCRIBERS
     assert sum(received.values()) >= SUBSCRIBERS - unknown
     assert stand_in.stats["flood_429"] == 0

@@ -28,11 +28,15 @@ POLL_LIMIT = 100
 warnings.filterwarnings("ignore", message=r".*getUpdates.*", category=PTBUserWarning)
 
 
-async def poll_forever(bot, sessionmaker: async_sessionmaker[AsyncSession], submit) -> None:
+async def poll_forever(bot, sessionmaker: async_sessionmaker[AsyncSession], submit,
+                       stopping: asyncio.Event) -> None:
+    """Poll until cancelled, or until ``stopping`` is set: a stop sets it as well as cancelling the
+    task, because under heavy load a cancellation was seen to get lost inside the HTTP client's
+    long poll (the task went on polling and the stop hung); the flag ends the loop regardless."""
     await bot.delete_webhook(drop_pending_updates=False)
     offset: int | None = None
     backoff = 1.0
-    while True:
+    while not stopping.is_set():
         try:
             payloads = await bot.do_api_request(
                 "getUpdates",

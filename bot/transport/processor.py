@@ -228,9 +228,11 @@ class UpdateProcessor:
             if sender is not None and not sender.is_bot:
                 scope.user = await users.get_or_create(session, sender.id, sender.language_code,
                                                        self.settings.admins)
-                scope.quiet, warn = self._rate.check(sender.id)
-                if warn and update.effective_chat is not None:
-                    say(_ScopeOnly(self.application, scope), update, "slow_down", force=True)
+                # a button press answers a question we asked (a /report step, a review): not flooding
+                if update.callback_query is None:
+                    scope.quiet, warn = self._rate.check(sender.id)
+                    if warn and update.effective_chat is not None:
+                        say(_ScopeOnly(self.application, scope), update, "slow_down", force=True)
             await self.application.process_update(update)
         except Exception as error:
             return error
