@@ -184,6 +184,8 @@ async def baseline(subscribers: int, flood_scale: float) -> list[dict]:
     from telegram import Bot
     from telegram.request import HTTPXRequest
 
+    from bot.transport.http import AiohttpRequest
+
     procs = Processes()
     chat_ids = list(range(FIRST_CHAT, FIRST_CHAT + subscribers))
     rows = []
@@ -192,7 +194,9 @@ async def baseline(subscribers: int, flood_scale: float) -> list[dict]:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=MAX_IN_FLIGHT)) as http:
             _, base = await start_standin(procs, http, "baseline", flood_scale, chat_ids)
             bot = Bot(TOKEN, base_url=f"{base}/bot", request=HTTPXRequest(connection_pool_size=32))
-            async with bot:
+            # the bot's own backend (bot/transport/http.py) under PTB, at the sender's calls in flight
+            lean = Bot(TOKEN, base_url=f"{base}/bot", request=AiohttpRequest(connection_pool_size=32))
+            async with bot, lean:
                 card = await bot.send_photo(chat_ids[0], await asyncio.to_thread(card_jpeg))
                 file_id = card.photo[-1].file_id
                 markup = {"inline_keyboard": [[{"text": "I have information", "callback_data": "ct|bench|0"}]]}
@@ -201,14 +205,20 @@ async def baseline(subscribers: int, flood_scale: float) -> list[dict]:
                     await bot.do_api_request("sendPhoto", api_kwargs={"chat_id": chat_id, "photo": file_id,
                                                                       "caption": "Please help", "reply_markup": markup})
 
+                async def through_ptb_aiohttp(chat_id: int) -> None:
+                    await lean.do_api_request("sendPhoto", api_kwargs={"chat_id": chat_id, "photo": file_id,
+                                                                       "caption": "Please help", "reply_markup": markup})
+
                 async def through_aiohttp(chat_id: int) -> None:
                     form = {"chat_id": str(chat_id), "photo": file_id, "caption": "Please help",
                             "reply_markup": json.dumps(markup)}
                     async with http.post(f"{base}/bot{TOKEN}/sendPhoto", data=form) as response:
                         await response.read()
 
-                per_client = (len(chat_ids) - 1) // (len(clients) + 1)
+                per_client = (len(chat_ids) - 1) // (len(clients) + 2)
                 runs = [(name, through_ptb, k) for name, k in clients]
+                runs.append((f"PTB + AiohttpRequest alone, {MAX_IN_FLIGHT} in flight", through_ptb_aiohttp,
+                             MAX_IN_FLIGHT))
                 runs.append((f"bare aiohttp, {MAX_IN_FLIGHT} in flight", through_aiohttp, MAX_IN_FLIGHT))
                 for number, (name, send, in_flight) in enumerate(runs):
                     slots = asyncio.Semaphore(in_flight)

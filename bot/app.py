@@ -20,9 +20,10 @@ from bot.handlers import matches
 from bot.handlers.common import ReuniteContext
 from bot.services import users
 from bot.services.face_worker import FaceWorker
-from bot.transport.polling import poll_forever
+from bot.transport.http import AiohttpRequest
+from bot.transport.polling import POLL_TIMEOUT, poll_forever
 from bot.transport.processor import UpdateProcessor, collect_handler_error
-from bot.transport.sender import Sender
+from bot.transport.sender import MAX_IN_FLIGHT, Sender
 from bot.transport.webhook import add_webhook_route, webhook_path
 
 log = logging.getLogger(__name__)
@@ -38,12 +39,18 @@ def build_application(settings: Settings) -> Application:
         .base_file_url(f"{api}/file/bot")
         .updater(None)
         .context_types(ContextTypes(context=ReuniteContext))
-        .connection_pool_size(10)
-        .pool_timeout(10.0)
-        # generous: a send that times out may be repeated, and a repeat is worse than a wait
-        .read_timeout(15.0)
-        .write_timeout(20.0)
-        .media_write_timeout(60.0)
+        # PTB on aiohttp, not its default httpx: 0.4 ms of CPU per call, not 1.1-2.7 (bench/RESULTS.md)
+        .request(AiohttpRequest(
+            # the sender's calls in flight, plus room for handlers' photo downloads so they never wait
+            connection_pool_size=MAX_IN_FLIGHT + 4,
+            pool_timeout=10.0,
+            # generous: a send that times out may be repeated, and a repeat is worse than a wait
+            read_timeout=15.0,
+            write_timeout=20.0,
+            media_write_timeout=60.0,
+        ))
+        # one long poll at a time, its default read timeout covering the poll
+        .get_updates_request(AiohttpRequest(connection_pool_size=1, read_timeout=POLL_TIMEOUT + 10))
         .build()
     )
     handlers.register(application)

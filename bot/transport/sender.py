@@ -60,10 +60,13 @@ RESCAN_INTERVAL = 2.0
 LANE_RETRY_INTERVAL = 0.02
 PROGRESS_INTERVAL = 2.0
 STOP_GRACE_SECONDS = 5.0
-# Bot API calls under way at once: few, because httpcore checks every pooled connection before each
-# request (at 32 connections that was 9-15% of the event loop at 300 tips/s); a crash may leave
-# this many broadcast deliveries "unknown".
-MAX_IN_FLIGHT = 6
+# Calls to Telegram in flight at once. With PTB's httpx backend every extra call cost CPU (httpcore
+# checked each pooled connection before every request), so text tips wanted 6; on AiohttpRequest that
+# cost is gone. Interleaved runs on aiohttp (bench/RESULTS.md): 16 gave broadcasts 564-872 msgs/s at
+# 1.1-1.4 ms of CPU per card against 490-613 at 1.4-1.8 with 6, and text tips the same within the
+# noise (287-289 vs 289-295 committed/s, p99 0.5-2.0 s vs 0.5-1.4 s). It is also the most deliveries
+# a crash can leave `unknown`. The app's connection pool is larger (bot/app.py).
+MAX_IN_FLIGHT = 16
 # any constant will do: it names the lock "the sender of this bot" among all workers on PostgreSQL
 SENDER_LOCK_KEY = 0x5E1D_0B07
 
