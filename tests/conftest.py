@@ -173,14 +173,16 @@ async def settle(reunite, timeout: float = 20.0) -> None:
     stand_in = getattr(reunite, "stand_in", None)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while stand_in is not None:
+    while True:
         async with reunite.sessionmaker() as session:
             stored = await session.scalar(select(func.max(InboxUpdate.update_id))) or 0
-        if stored >= stand_in.stats["updates"]:  # update ids count up from 1
+            unhandled = await session.scalar(select(func.count()).select_from(InboxUpdate)
+                                             .where(InboxUpdate.processed_at.is_(None)))
+        # update ids count up from 1; stored but not yet handed to the processor counts as unhandled
+        if (stand_in is None or stored >= stand_in.stats["updates"]) and unhandled == 0:
             break
         if loop.time() > deadline:
-            raise TimeoutError("the bot did not store its updates")
+            raise TimeoutError(f"the bot did not store or handle its updates ({unhandled} waiting)")
+        await asyncio.wait_for(reunite.processor.wait_idle(), max(0.1, deadline - loop.time()))
         await asyncio.sleep(0.02)
-    await asyncio.sleep(0.05)  # the poller hands stored updates to the processor right after storing
-    await asyncio.wait_for(reunite.processor.wait_idle(), timeout)
     await reunite.sender.wait_until_drained(timeout)
