@@ -179,7 +179,9 @@ async def settle(reunite, timeout: float = 20.0) -> None:
             unhandled = await session.scalar(select(func.count()).select_from(InboxUpdate)
                                              .where(InboxUpdate.processed_at.is_(None)))
         # update ids count up from 1; stored but not yet handed to the processor counts as unhandled
-        if (stand_in is None or stored >= stand_in.stats["updates"]) and unhandled == 0:
+        # the commit is visible here before the processor has handed its messages to the sender
+        if (stand_in is None or stored >= stand_in.stats["updates"]) and unhandled == 0 \
+                and reunite.processor.idle:
             break
         if loop.time() > deadline:
             raise TimeoutError(f"the bot did not store or handle its updates ({unhandled} waiting)")

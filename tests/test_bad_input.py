@@ -185,9 +185,10 @@ async def test_a_briefly_locked_database_delays_but_loses_nothing(reunite, peopl
     if not settings.database_url.startswith("sqlite"):
         return  # SQLite's writer lock; PostgreSQL's row locks do not block an insert like this
     path = settings.database_url.split("///", 1)[1]
-    # the bot's own writes go first while it is busy: wait for them rather than fail the lock
-    locker = sqlite3.connect(path, isolation_level=None, timeout=30)
-    locker.execute("BEGIN EXCLUSIVE")
+    # the bot's own writes go first while it is busy: wait for them rather than fail the lock, and
+    # wait in a thread, since the bot cannot commit a write it has begun while the event loop is blocked
+    locker = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
+    await asyncio.to_thread(locker.execute, "BEGIN EXCLUSIVE")
     person = people(711, "Jan")
     person.user.send_text("Tip during a lock")
     await asyncio.sleep(2.0)

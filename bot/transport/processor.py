@@ -110,6 +110,11 @@ class UpdateProcessor:
     async def wait_idle(self) -> None:
         await self._idle.wait()
 
+    @property
+    def idle(self) -> bool:
+        """Nothing queued or being handled (a committed batch is idle only once handed to the sender)."""
+        return self._idle.is_set()
+
     async def stop(self) -> None:
         tasks = [*self._slow_tasks, *([self._runner] if self._runner else [])]
         for task in tasks:

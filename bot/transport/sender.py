@@ -267,10 +267,10 @@ class Sender:
                     continue
                 chat = self._chats[chat_id]
                 batch = self._take_batch(chat)
+                chat.busy = True  # from here: the batch is out of the queue but not yet in flight
                 paced = batch[0].method not in UNPACED_METHODS
                 await self._take_token(len(batch) if batch[0].method == "sendPhoto" else int(paced))
                 await self._slots.acquire()
-                chat.busy = True
                 task = asyncio.create_task(self._send(chat_id, chat, batch, paced))
                 self._in_flight.add(task)
                 task.add_done_callback(self._in_flight.discard)
@@ -602,8 +602,8 @@ class Sender:
         """For tests and shutdown: until nothing is queued or in flight and results are written."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not any(c.queue for c in self._chats.values()) and not self._in_flight and not self._results \
-                    and not self._delivery_results:
+            if not any(c.queue or c.busy for c in self._chats.values()) and not self._in_flight \
+                    and not self._results and not self._delivery_results:
                 return
             await asyncio.sleep(0.05)
         raise TimeoutError("outbox not drained")
