@@ -111,11 +111,12 @@ class Sender:
         self._tokens = 1.0
         self._tokens_at = time.monotonic()
         self._in_flight: set[asyncio.Task] = set()
-        self._lane = BroadcastLane(sessionmaker, rate)
+        self._lane = BroadcastLane(sessionmaker, rate, self._file_ids)
         self._uploading: set[str] = set()  # cards on their way up: their other sends wait for the file_id
         self._delivery_results: list[DeliveryResult] = []
         self._flush_soon = asyncio.Event()
         self._progress = ProgressReporter()
+        self._sending = False  # this worker is the one sender (on SQLite, from the start of run())
         self.sent_count = 0
 
     # -- intake ---------------------------------------------------------------------------------
