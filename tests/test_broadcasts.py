@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 
 from bot.config import Region
 from bot.db.models import Broadcast, Delivery, Subscriber, User
-from tests.conftest import settle
+from tests.conftest import settle, start_worker
 from tests.helpers import press, quick_chats, seed_case  # noqa: F401 (a fixture)
 
 BEIJING = (39.9042, 116.4074)
@@ -298,6 +298,51 @@ async def test_closing_a_case_stops_its_broadcast_and_takes_its_messages_down(re
     assert "appeal is closed" in await oldest.next_text()
     summary = await coordinator.wait(1, predicate=lambda m: "appeal was closed" in (m.get("text") or ""))
     assert case.name in summary[0]["text"]
+
+
+async def test_two_workers_send_each_card_once_and_one_takes_over_when_the_other_stops(settings, people, admin,
+                                                                                        stand_in):
+    """DESIGN: exactly one worker sends at a time, because Telegram's limit is per bot token. Two
+    workers on one database, both handling updates: nobody gets the card (or an answer) twice,
+    nothing is refused with a 429, and when the sending worker stops the other finishes."""
+    if not settings.database_url.startswith("postgresql"):
+        return  # the one-sender lock is PostgreSQL's; SQLite serves one worker
+    workers = [await start_worker(stand_in, settings) for _ in range(2)]
+    running = list(workers)
+    try:
+        case = await seed_case(workers[0], last_seen_lat=BEIJING[0], last_seen_lon=BEIJING[1])
+        subscribers = list(range(9100, 9250))
+        await seed_subscribers(workers[0], stand_in, [{"chat_id": chat, "region": "Beijing"}
+                                                      for chat in subscribers])
+        await broadcast_now(admin, case)
+        tipsters = [people(9300 + n, f"Seen{n}") for n in range(8)]
+        for number, tipster in enumerate(tipsters):  # answers while it broadcasts, handled by either worker
+            tipster.user.send_text(f"I think I saw him near gate {number}")
+        await stand_in.wait_for(subscribers[50], timeout=30)
+        sending = max(workers, key=lambda worker: worker.sender.sent_count)
+        assert min(worker.sender.sent_count for worker in workers) == 0  # only one worker sends
+        await sending.stop()
+        running.remove(sending)
+        other = running[0]
+        broadcast = await wait_until_finished(other, timeout=60)
+        await settle(other)
+
+        assert broadcast.status == "done"
+        assert [len(cards_to(stand_in, chat)) for chat in subscribers] == [1] * len(subscribers)
+        assert {row.status for row in (await deliveries_by_chat(other)).values()} == {"sent"}  # a stop leaves none unknown
+        assert stand_in.stats["flood_429"] == 0
+        assert other.sender.sent_count > 0  # it took over
+        progress = [m for m in admin.received() if (m.get("text") or "").startswith("📣 " + broadcast.reference)]
+        summaries = [m for m in admin.received() if "is finished" in (m.get("text") or "")]
+        assert len(progress) == len(summaries) == 1 and "sent to 150 of 150" in summaries[0]["text"]
+        for tipster in tipsters:
+            assert len(await tipster.wait(1)) == 1
+        await asyncio.sleep(1.0)  # nothing more arrives late
+        assert [len(tipster.received()) for tipster in tipsters] == [1] * len(tipsters)
+        assert sum(bool(cards_to(stand_in, chat)[0]["_files"]) for chat in subscribers) == 1  # uploaded once
+    finally:
+        for worker in running:
+            await worker.stop()
 
 
 def test_regions_file_and_broadcast_rate_settings(tmp_path):
