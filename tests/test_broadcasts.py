@@ -5,6 +5,7 @@ with no 429s, blocked and failing chats, cancel, and closing a case mid-broadcas
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -60,6 +61,13 @@ async def broadcast_now(coordinator, case) -> str:
     await press(coordinator, next(b["text"] for b in coordinator.received()[-1]["reply_markup"]["inline_keyboard"][0]
                                   if b["text"].startswith("Send")))
     return size
+
+
+async def family_asks(family, case, button: str = "Ask the team") -> str:
+    """``family`` asks for a broadcast of ``case`` and presses ``button`` (in their language); the
+    request's reference."""
+    await family.say(f"/broadcast {case.code}")
+    return re.search(r"B-[0-9A-HJKMNP-TV-Z]{6}", await press(family, button)).group(0)
 
 
 async def wait_until_finished(reunite, reference: str | None = None, timeout: float = 60.0) -> Broadcast:
@@ -176,10 +184,7 @@ async def test_a_family_asks_a_coordinator_approves_or_rejects(reunite, people, 
     assert "sent to 2 of 2" in summary[0]["text"]
     assert len(cards_to(stand_in, 4202)) == len(cards_to(stand_in, 4203)) == 1
 
-    await family.say(f"/broadcast {case.code}")
-    await press(family, "Ask the team")
-    request = await coordinator.wait(2, predicate=lambda m: "asks to broadcast" in (m.get("text") or ""))
-    second = request[-1]["text"].split("/approve ")[1].split()[0]
+    second = await family_asks(family, case)
     assert "Usage" in await coordinator.say(f"/reject {second}")
     assert "rejected" in await coordinator.say(f"/reject {second} Please send a clearer photo first")
     told = await family.wait(1, predicate=lambda m: "did not send" in (m.get("text") or ""))
@@ -188,6 +193,31 @@ async def test_a_family_asks_a_coordinator_approves_or_rejects(reunite, people, 
     assert len(cards_to(stand_in, 4202)) == 1
     listing = await family.say("/broadcasts")
     assert reference in listing and second in listing and "rejected" in listing
+
+
+async def test_a_family_hears_when_their_request_is_cancelled_or_its_appeal_closes(reunite, people, coordinator,
+                                                                                 stand_in, quick_chats):
+    family = people(4301, "Mei", language_code="zh")
+    case = await seed_case(reunite, family_id=family.id, last_seen_lat=BEIJING[0], last_seen_lon=BEIJING[1])
+    await seed_subscribers(reunite, stand_in, [{"chat_id": 4302, "region": "Beijing"}])
+
+    first = await family_asks(family, case, "请团队发送")
+    assert "cancelled" in await coordinator.say(f"/cancel_broadcast {first}")
+    told = await family.next_text()  # in their language, and kindly
+    assert first in told and "取消" in told and "没有发出" in told and "写信给我们" in told
+
+    mine = await family_asks(family, case, "请团队发送")  # cancelling their own request: answered once
+    assert "已取消" in await family.say(f"/cancel_broadcast {mine}")
+
+    last = await family_asks(family, case, "请团队发送")
+    assert "is closed" in await coordinator.say(f"/close {case.code} withdrawn")
+    await settle(reunite)
+    closed = family.texts()[family.cursor:]
+    assert len(closed) == 2 and "寻人启事已结束并撤下" in closed[0]  # the appeal, then the request
+    assert last in closed[1] and "不会发出" in closed[1]
+    assert sum(mine in text for text in family.texts()) == 3  # its size, "asked", "cancelled": nothing more
+    assert not cards_to(stand_in, 4302)  # none of it was ever sent
+    assert "stopped (appeal closed)" in await coordinator.say("/broadcasts")
 
 
 async def test_pacing_answers_first_no_429_one_upload_and_progress(reunite, people, coordinator, stand_in):
