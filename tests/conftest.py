@@ -71,15 +71,23 @@ async def stand_in():
     await server.stop()
 
 
-@pytest.fixture
-async def reunite(stand_in, settings):
-    """The real bot, polling the stand-in over HTTP, with one admin and one coordinator."""
+async def start_worker(stand_in, settings):
+    """A bot worker (the real PTB Application) polling the stand-in over HTTP; several may share one
+    database, as several workers share one in production."""
     from bot.app import Reunite
-    from bot.services import users
 
     running = await Reunite.start(settings.with_overrides(telegram_bot_token=stand_in_token(stand_in),
                                                           telegram_api_url=stand_in.api_url))
     running.stand_in = stand_in  # so settle() can wait for updates still on the wire
+    return running
+
+
+@pytest.fixture
+async def reunite(stand_in, settings):
+    """The real bot, polling the stand-in over HTTP, with one admin and one coordinator."""
+    from bot.services import users
+
+    running = await start_worker(stand_in, settings)
     async with running.sessionmaker() as session:
         admin = await session.get(users.User, ADMIN_ID)
         await users.set_role(session, admin, COORDINATOR_ID, "coordinator")

@@ -5,6 +5,7 @@ with no 429s, blocked and failing chats, cancel, and closing a case mid-broadcas
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -13,7 +14,7 @@ from sqlalchemy import select, update
 
 from bot.config import Region
 from bot.db.models import Broadcast, Delivery, Subscriber, User
-from tests.conftest import settle
+from tests.conftest import settle, start_worker
 from tests.helpers import press, quick_chats, seed_case  # noqa: F401 (a fixture)
 
 BEIJING = (39.9042, 116.4074)
@@ -60,6 +61,13 @@ async def broadcast_now(coordinator, case) -> str:
     await press(coordinator, next(b["text"] for b in coordinator.received()[-1]["reply_markup"]["inline_keyboard"][0]
                                   if b["text"].startswith("Send")))
     return size
+
+
+async def family_asks(family, case, button: str = "Ask the team") -> str:
+    """``family`` asks for a broadcast of ``case`` and presses ``button`` (in their language); the
+    request's reference."""
+    await family.say(f"/broadcast {case.code}")
+    return re.search(r"B-[0-9A-HJKMNP-TV-Z]{6}", await press(family, button)).group(0)
 
 
 async def wait_until_finished(reunite, reference: str | None = None, timeout: float = 60.0) -> Broadcast:
@@ -176,10 +184,7 @@ async def test_a_family_asks_a_coordinator_approves_or_rejects(reunite, people, 
     assert "sent to 2 of 2" in summary[0]["text"]
     assert len(cards_to(stand_in, 4202)) == len(cards_to(stand_in, 4203)) == 1
 
-    await family.say(f"/broadcast {case.code}")
-    await press(family, "Ask the team")
-    request = await coordinator.wait(2, predicate=lambda m: "asks to broadcast" in (m.get("text") or ""))
-    second = request[-1]["text"].split("/approve ")[1].split()[0]
+    second = await family_asks(family, case)
     assert "Usage" in await coordinator.say(f"/reject {second}")
     assert "rejected" in await coordinator.say(f"/reject {second} Please send a clearer photo first")
     told = await family.wait(1, predicate=lambda m: "did not send" in (m.get("text") or ""))
@@ -188,6 +193,31 @@ async def test_a_family_asks_a_coordinator_approves_or_rejects(reunite, people, 
     assert len(cards_to(stand_in, 4202)) == 1
     listing = await family.say("/broadcasts")
     assert reference in listing and second in listing and "rejected" in listing
+
+
+async def test_a_family_hears_when_their_request_is_cancelled_or_its_appeal_closes(reunite, people, coordinator,
+                                                                                 stand_in, quick_chats):
+    family = people(4301, "Mei", language_code="zh")
+    case = await seed_case(reunite, family_id=family.id, last_seen_lat=BEIJING[0], last_seen_lon=BEIJING[1])
+    await seed_subscribers(reunite, stand_in, [{"chat_id": 4302, "region": "Beijing"}])
+
+    first = await family_asks(family, case, "请团队发送")
+    assert "cancelled" in await coordinator.say(f"/cancel_broadcast {first}")
+    told = await family.next_text()  # in their language, and kindly
+    assert first in told and "取消" in told and "没有发出" in told and "写信给我们" in told
+
+    mine = await family_asks(family, case, "请团队发送")  # cancelling their own request: answered once
+    assert "已取消" in await family.say(f"/cancel_broadcast {mine}")
+
+    last = await family_asks(family, case, "请团队发送")
+    assert "is closed" in await coordinator.say(f"/close {case.code} withdrawn")
+    await settle(reunite)
+    closed = family.texts()[family.cursor:]
+    assert len(closed) == 2 and "寻人启事已结束并撤下" in closed[0]  # the appeal, then the request
+    assert last in closed[1] and "不会发出" in closed[1]
+    assert sum(mine in text for text in family.texts()) == 3  # its size, "asked", "cancelled": nothing more
+    assert not cards_to(stand_in, 4302)  # none of it was ever sent
+    assert "stopped (appeal closed)" in await coordinator.say("/broadcasts")
 
 
 async def test_pacing_answers_first_no_429_one_upload_and_progress(reunite, people, coordinator, stand_in):
@@ -298,6 +328,51 @@ async def test_closing_a_case_stops_its_broadcast_and_takes_its_messages_down(re
     assert "appeal is closed" in await oldest.next_text()
     summary = await coordinator.wait(1, predicate=lambda m: "appeal was closed" in (m.get("text") or ""))
     assert case.name in summary[0]["text"]
+
+
+async def test_two_workers_send_each_card_once_and_one_takes_over_when_the_other_stops(settings, people, admin,
+                                                                                        stand_in):
+    """DESIGN: exactly one worker sends at a time, because Telegram's limit is per bot token. Two
+    workers on one database, both handling updates: nobody gets the card (or an answer) twice,
+    nothing is refused with a 429, and when the sending worker stops the other finishes."""
+    if not settings.database_url.startswith("postgresql"):
+        return  # the one-sender lock is PostgreSQL's; SQLite serves one worker
+    workers = [await start_worker(stand_in, settings) for _ in range(2)]
+    running = list(workers)
+    try:
+        case = await seed_case(workers[0], last_seen_lat=BEIJING[0], last_seen_lon=BEIJING[1])
+        subscribers = list(range(9100, 9250))
+        await seed_subscribers(workers[0], stand_in, [{"chat_id": chat, "region": "Beijing"}
+                                                      for chat in subscribers])
+        await broadcast_now(admin, case)
+        tipsters = [people(9300 + n, f"Seen{n}") for n in range(8)]
+        for number, tipster in enumerate(tipsters):  # answers while it broadcasts, handled by either worker
+            tipster.user.send_text(f"I think I saw him near gate {number}")
+        await stand_in.wait_for(subscribers[50], timeout=30)
+        sending = max(workers, key=lambda worker: worker.sender.sent_count)
+        assert min(worker.sender.sent_count for worker in workers) == 0  # only one worker sends
+        await sending.stop()
+        running.remove(sending)
+        other = running[0]
+        broadcast = await wait_until_finished(other, timeout=60)
+        await settle(other)
+
+        assert broadcast.status == "done"
+        assert [len(cards_to(stand_in, chat)) for chat in subscribers] == [1] * len(subscribers)
+        assert {row.status for row in (await deliveries_by_chat(other)).values()} == {"sent"}  # a stop leaves none unknown
+        assert stand_in.stats["flood_429"] == 0
+        assert other.sender.sent_count > 0  # it took over
+        progress = [m for m in admin.received() if (m.get("text") or "").startswith("📣 " + broadcast.reference)]
+        summaries = [m for m in admin.received() if "is finished" in (m.get("text") or "")]
+        assert len(progress) == len(summaries) == 1 and "sent to 150 of 150" in summaries[0]["text"]
+        for tipster in tipsters:
+            assert len(await tipster.wait(1)) == 1
+        await asyncio.sleep(1.0)  # nothing more arrives late
+        assert [len(tipster.received()) for tipster in tipsters] == [1] * len(tipsters)
+        assert sum(bool(cards_to(stand_in, chat)[0]["_files"]) for chat in subscribers) == 1  # uploaded once
+    finally:
+        for worker in running:
+            await worker.stop()
 
 
 def test_regions_file_and_broadcast_rate_settings(tmp_path):

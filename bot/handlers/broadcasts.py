@@ -11,20 +11,11 @@ from __future__ import annotations
 from telegram import Update
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler
 
-from bot.db.models import (
-    BROADCAST_AWAITING_APPROVAL,
-    BROADCAST_CANCELLED,
-    BROADCAST_DRAFT,
-    BROADCAST_REJECTED,
-    PRIORITY_ALERT,
-    Broadcast,
-    Case,
-    User,
-)
+from bot.db.models import BROADCAST_AWAITING_APPROVAL, BROADCAST_CANCELLED, BROADCAST_DRAFT, Broadcast, Case
 from bot.handlers.common import ReuniteContext, coordinators_only, inline_keyboard, pressed_button, say, sign_callback
 from bot.handlers.family import open_case_from_args
 from bot.i18n import t
-from bot.services import audit, broadcasts, case_notices, flyer_service, outbox, subscriptions, users
+from bot.services import broadcasts, case_notices, flyer_service, outbox, subscriptions, users
 
 # the button under a broadcast card: a tip about that case (public.py answers it)
 CASE_TIP_BUTTON = "ct"
@@ -157,19 +148,15 @@ async def reject(update: Update, context: ReuniteContext) -> None:
     found = await _awaiting(update, context, "reject_usage")
     if found is None:
         return
-    broadcast, case = found
-    broadcast.status, broadcast.finished_at = BROADCAST_REJECTED, context.scope.now
-    audit.record(context.session, context.user.id, "broadcast.reject", broadcast.reference)
-    family = await context.session.get(User, broadcast.requested_by)
-    outbox.enqueue_text(context.session, family.id,
-                        t(family.language, "family_broadcast_rejected", reference=broadcast.reference,
-                          name=case.name, reason=words[2].strip()), priority=PRIORITY_ALERT)
+    broadcast, _ = found
+    await broadcasts.reject(context.session, broadcast, context.user.id, words[2].strip(), context.scope.now)
     say(context, update, "reject_done", reference=broadcast.reference, force=True)
 
 
 async def cancel_broadcast(update: Update, context: ReuniteContext) -> None:
     """/cancel_broadcast B-XXXXXX (a coordinator, or whoever asked for it): nothing more is sent;
-    the progress message shows where it stopped."""
+    the progress message shows where it stopped, and a family whose request a coordinator
+    cancelled is told it was not sent."""
     broadcast = await _broadcast_from_args(update, context, "cancel_broadcast_usage")
     if broadcast is None:
         return

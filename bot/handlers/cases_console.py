@@ -74,11 +74,12 @@ async def close(update: Update, context: ReuniteContext) -> None:
         say(context, update, "case_is_closed", code=case.code, status=_status(context, case), force=True)
         return
     cases.close(context.session, case, context.user.id, status, context.scope.now)
+    # the family reads that the appeal closed before what that stops (their broadcasts)
+    await case_notices.tell_family(context.session, case, f"family_case_closed_{status}")
     await matching.purge_case_biometrics(context.session, case.id)
     await flyer_service.withdraw(context.session, case, context.scope.settings.media_dir)
     await broadcasts.withdraw_case(context.session, case, context.scope.now)
     say(context, update, "close_done", code=case.code, name=case.name, status=_status(context, case), force=True)
-    await case_notices.tell_family(context.session, case, f"family_case_closed_{status}")
 
 
 @coordinators_only

@@ -24,6 +24,7 @@ from bot.db.models import (
     BROADCAST_CANCELLED,
     BROADCAST_DONE,
     BROADCAST_DRAFT,
+    BROADCAST_REJECTED,
     BROADCAST_SENDING,
     BROADCAST_WITHDRAWN,
     DELIVERY_BLOCKED,
@@ -240,26 +241,49 @@ class ProgressReporter:
 
 # -- stopping -----------------------------------------------------------------------------------
 
+async def _tell_requester(session: AsyncSession, broadcast: Broadcast, key: str, **values: object) -> None:
+    """Message ``key`` to whoever asked for ``broadcast``, in their language."""
+    requester = await session.get(User, broadcast.requested_by)
+    case = await session.get(Case, broadcast.case_id)
+    outbox.enqueue_text(session, requester.id, t(requester.language, key, reference=broadcast.reference,
+                                                 name=case.name, **values), priority=PRIORITY_ALERT)
+
+
+async def _stop(session: AsyncSession, broadcast: Broadcast, status: str, now: datetime,
+                request_notice: str | None) -> None:
+    """``broadcast`` ends as ``status``. Its requester sees where a running one stopped; a request
+    still awaiting approval tells them ``request_notice`` (None: they know already), so a family
+    is never left waiting for an answer that will not come."""
+    if broadcast.status == BROADCAST_SENDING:
+        await finish(session, broadcast, status, now)
+        return
+    if broadcast.status == BROADCAST_AWAITING_APPROVAL and request_notice:
+        await _tell_requester(session, broadcast, request_notice)
+    broadcast.status, broadcast.finished_at = status, now
+
+
+async def reject(session: AsyncSession, broadcast: Broadcast, actor_id: int, reason: str, now: datetime) -> None:
+    """A family's request is turned down: nothing is sent, and they read ``reason``."""
+    audit.record(session, actor_id, "broadcast.reject", broadcast.reference)
+    await _tell_requester(session, broadcast, "family_broadcast_rejected", reason=reason)
+    broadcast.status, broadcast.finished_at = BROADCAST_REJECTED, now
+
+
 async def cancel(session: AsyncSession, broadcast: Broadcast, actor_id: int, now: datetime) -> None:
-    """Nothing more goes out; sends already in flight finish."""
-    was_sending = broadcast.status == BROADCAST_SENDING
+    """Nothing more goes out; sends already in flight finish. A family whose request someone else
+    cancelled is told it was not sent."""
     audit.record(session, actor_id, "broadcast.cancel", broadcast.reference)
-    if was_sending:
-        await finish(session, broadcast, BROADCAST_CANCELLED, now)
-    else:
-        broadcast.status, broadcast.finished_at = BROADCAST_CANCELLED, now
+    await _stop(session, broadcast, BROADCAST_CANCELLED, now,
+                None if actor_id == broadcast.requested_by else "family_broadcast_cancelled")
 
 
 async def withdraw_case(session: AsyncSession, case: Case, now: datetime) -> None:
-    """The case was closed: its open broadcasts stop. Its broadcast messages of the last 48 hours
-    are deleted by the sender, which finds them by the case's closed status (those of finished
-    broadcasts too). Recipients are not told why."""
+    """The case was closed: its open broadcasts stop, and a family's request awaiting approval is
+    answered. Its broadcast messages of the last 48 hours are deleted by the sender, which finds
+    them by the case's closed status (those of finished broadcasts too). Recipients are not told why."""
     for broadcast in await session.scalars(select(Broadcast).where(Broadcast.case_id == case.id,
                                                                    Broadcast.status.in_(OPEN_BROADCAST_STATUSES))):
-        if broadcast.status == BROADCAST_SENDING:
-            await finish(session, broadcast, BROADCAST_WITHDRAWN, now)
-        else:
-            broadcast.status, broadcast.finished_at = BROADCAST_WITHDRAWN, now
+        await _stop(session, broadcast, BROADCAST_WITHDRAWN, now, "family_broadcast_withdrawn")
 
 
 # -- listing ------------------------------------------------------------------------------------

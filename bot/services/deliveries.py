@@ -28,7 +28,7 @@ from bot.db.models import (
     Case,
     Delivery,
 )
-from bot.services import cases
+from bot.services import cases, outbox
 
 # Telegram lets a bot delete its messages for 48 hours
 DELETABLE_FOR = timedelta(hours=48)
@@ -136,7 +136,9 @@ async def claim(session: AsyncSession, delivery_ids: list[int], results: list[De
 
 
 async def write_results(session: AsyncSession, results: list[DeliveryResult], now: datetime) -> None:
-    """Record what became of sends and deletions (committed by the caller, with the outbox's)."""
+    """Record what became of sends and deletions, and the file_id of a card uploaded by one, so no
+    worker uploads it again (committed by the caller, with the outbox's)."""
+    await outbox.remember_uploads(session, tuple(upload for result in results for upload in result.uploaded))
     sent = [{"id": r.delivery_id, "status": r.status, "message_id": r.message_id, "error": r.error,
              "sent_at": now if r.status == DELIVERY_SENT else None} for r in results if r.status != DELETED]
     if sent:

@@ -17,7 +17,7 @@ from typing import Callable
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.services import deliveries
+from bot.services import deliveries, outbox
 from bot.services.deliveries import Card, DeliveryResult, Job
 
 # an empty lane looks in the database this often (and at once when an update was committed)
@@ -30,8 +30,11 @@ SCAN_PER_SEND = 8
 
 
 class BroadcastLane:
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], rate: float):
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], rate: float, file_ids: dict[str, str]):
         self.sessionmaker = sessionmaker
+        # the sender's file_ids by sha256: a card uploaded before (by another worker, or before a
+        # restart) joins them when its broadcast is read, so it is sent by file_id, not uploaded again
+        self._file_ids = file_ids
         # about two seconds of sending, within bounds
         self.window = int(min(WINDOW_MAX, max(WINDOW_MIN, 2 * rate)))
         self._jobs: deque[Job] = deque()
@@ -58,8 +61,11 @@ class BroadcastLane:
             jobs = await deliveries.pending_after(session, self._after_id, room)
             withdrawals = await deliveries.to_withdraw(session, self._withdrawals_known, room,
                                                        datetime.now(timezone.utc))
-            self._cards.update(await deliveries.cards_of(session, {job.broadcast_id for job in jobs}
-                                                         - self._cards.keys()))
+            new_cards = await deliveries.cards_of(session, {job.broadcast_id for job in jobs} - self._cards.keys())
+            self._file_ids.update(await outbox.uploaded_file_ids(session, [
+                card.photo_sha256 for cards in new_cards.values() for card in cards.values()
+                if card.photo_sha256 not in self._file_ids]))
+        self._cards.update(new_cards)
         if jobs:
             self._after_id = jobs[-1].delivery_id
         elif not self._jobs:

@@ -72,6 +72,8 @@ MAX_IN_FLIGHT = 16
 CLAIM_WHEN_FREE = 0.25
 # any constant will do: it names the lock "the sender of this bot" among all workers on PostgreSQL
 SENDER_LOCK_KEY = 0x5E1D_0B07
+# how often a worker that is not the sender asks whether it may take over
+LOCK_RETRY_INTERVAL = 2.0
 
 
 def retry_after_seconds(error: RetryAfter) -> float:
@@ -112,11 +114,12 @@ class Sender:
         self._tokens = 1.0
         self._tokens_at = time.monotonic()
         self._in_flight: set[asyncio.Task] = set()
-        self._lane = BroadcastLane(sessionmaker, rate)
+        self._lane = BroadcastLane(sessionmaker, rate, self._file_ids)
         self._uploading: set[str] = set()  # cards on their way up: their other sends wait for the file_id
         self._delivery_results: list[DeliveryResult] = []
         self._flush_soon = asyncio.Event()
         self._progress = ProgressReporter()
+        self._sending = False  # this worker is the one sender (on SQLite, from the start of run())
         self.sent_count = 0
 
     # -- intake ---------------------------------------------------------------------------------
@@ -128,7 +131,11 @@ class Sender:
         self._wake.set()
 
     def push(self, rows: list[Outgoing]) -> None:
-        """Rows the update processor just committed: queued without reading them back."""
+        """Rows the update processor just committed: queued without reading them back. A worker
+        that is not the sender leaves them to the one that is, which finds them in the database:
+        kept here, they would go out a second time when this worker took over."""
+        if not self._sending:
+            return
         for row in rows:
             if row.id not in self._known:
                 self._add(row)
@@ -231,16 +238,26 @@ class Sender:
     # -- the loop -------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Send forever. On PostgreSQL only the worker holding the advisory lock sends."""
-        if self.engine.dialect.name == "postgresql":
-            async with self.engine.connect() as lock_connection:
-                while not await lock_connection.scalar(text(f"SELECT pg_try_advisory_lock({SENDER_LOCK_KEY})")):
-                    await asyncio.sleep(2.0)
-                await self._run()
-        else:
+        """Send forever. On PostgreSQL only the worker holding the advisory lock sends; the others
+        wait, and one of them takes over when it stops."""
+        if self.engine.dialect.name != "postgresql":
             await self._run()
+            return
+        async with self.engine.connect() as connection:
+            # autocommit: a server may end a session left idle in a transaction, and the lock with it,
+            # while this worker goes on sending
+            lock_connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
+            try:
+                while not await lock_connection.scalar(text(f"SELECT pg_try_advisory_lock({SENDER_LOCK_KEY})")):
+                    await asyncio.sleep(LOCK_RETRY_INTERVAL)
+                await self._run()
+            finally:
+                # the lock belongs to the connection, which the pool would keep open: closed, the
+                # lock passes to another worker now, not when this process exits
+                await lock_connection.invalidate()
 
     async def _run(self) -> None:
+        self._sending = True
         async with self.sessionmaker() as session:
             interrupted = await deliveries.recover(session)
         if interrupted:
@@ -589,8 +606,6 @@ class Sender:
                     await outbox.fail_pending_for_chat(session, chat_id, "blocked")
                     await deliveries.block_pending_for_chat(session, chat_id)
                 await deliveries.write_results(session, delivered, datetime.now(timezone.utc))
-                await outbox.remember_uploads(session, tuple(upload for result in delivered
-                                                             for upload in result.uploaded))
                 await outbox.apply_results(session, results)  # commits all of it
         except BaseException:  # also a stop cancelling the write: these messages were sent, keep saying so
             self._results[:0] = results
