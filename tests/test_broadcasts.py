@@ -202,6 +202,7 @@ async def test_a_family_hears_when_their_request_is_cancelled_or_its_appeal_clos
     await seed_subscribers(reunite, stand_in, [{"chat_id": 4302, "region": "Beijing"}])
 
     first = await family_asks(family, case, "请团队发送")
+    await settle(reunite)  # the coordinator's copy of the request arrives before the answer to what they do
     assert "cancelled" in await coordinator.say(f"/cancel_broadcast {first}")
     told = await family.next_text()  # in their language, and kindly
     assert first in told and "取消" in told and "没有发出" in told and "写信给我们" in told
@@ -210,6 +211,7 @@ async def test_a_family_hears_when_their_request_is_cancelled_or_its_appeal_clos
     assert "已取消" in await family.say(f"/cancel_broadcast {mine}")
 
     last = await family_asks(family, case, "请团队发送")
+    await settle(reunite)
     assert "is closed" in await coordinator.say(f"/close {case.code} withdrawn")
     await settle(reunite)
     closed = family.texts()[family.cursor:]
