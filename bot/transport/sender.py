@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from telegram import InlineKeyboardMarkup, InputMediaPhoto, Message, ReplyKeyboardMarkup
+from telegram import InlineKeyboardMarkup, InputMediaPhoto, ReplyKeyboardMarkup
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
 from telegram.warnings import PTBUserWarning
 
@@ -46,8 +46,8 @@ from bot.services.outbox import Outgoing, SendResult
 from bot.transport.broadcast_lane import IDLE_LOOK_INTERVAL, BroadcastLane
 
 log = logging.getLogger(__name__)
-# re-sends of a broadcast card go through do_api_request on purpose (see Sender._send_card)
-warnings.filterwarnings("ignore", message=r".*Bot\.sendPhoto.*", category=PTBUserWarning)
+# answers, edits and card re-sends go through do_api_request on purpose (see Sender._plain_call)
+warnings.filterwarnings("ignore", message=r"Please use 'Bot\.", category=PTBUserWarning)
 
 PRIVATE_CHAT_INTERVAL = 1.0  # seconds between messages to one person
 GROUP_CHAT_INTERVAL = 3.0  # 20 per minute
@@ -475,10 +475,8 @@ class Sender:
         card = self._lane.card(job)
         file_id = self._file_ids.get(card.photo_sha256)
         if file_id is not None:
-            # the bulk of a broadcast: a plain call whose answer is read as it comes, not built into
-            # PTB objects (parsing each Message costs more CPU than the call itself)
-            sent = await self.bot.do_api_request("sendPhoto", api_kwargs={
-                "chat_id": job.chat_id, "photo": file_id, "caption": card.caption, "reply_markup": card.reply_markup})
+            sent = await self._plain_call("sendPhoto", chat_id=job.chat_id, photo=file_id, caption=card.caption,
+                                          reply_markup=card.reply_markup)
             self.sent_count += 1
             return DeliveryResult(job.delivery_id, DELIVERY_SENT, message_id=sent["message_id"])
         message = await self.bot.send_photo(job.chat_id, await self._stored_file(card.photo_sha256),
@@ -535,10 +533,10 @@ class Sender:
             text = payload["text"]
             if len(batch) > 1:
                 text = "\n\n".join([payload.get("digest_header", ""), *(row.digest_line for row in batch)]).strip()
-            message = await self.bot.send_message(chat_id, text,
-                                                  reply_markup=self._keyboard(payload) if len(batch) == 1 else None)
+            message = await self._plain_call("sendMessage", chat_id=chat_id, text=text,
+                                             reply_markup=payload.get("reply_markup") if len(batch) == 1 else None)
             self.sent_count += 1
-            return SendResult(ids, OUT_SENT, message_id=message.message_id)
+            return SendResult(ids, OUT_SENT, message_id=message["message_id"])
         if head.method == "sendPhoto":
             hashes = [row.payload["photo_sha256"] for row in batch]
             if len(batch) == 1:
@@ -562,19 +560,26 @@ class Sender:
             uploaded = self._remember_upload(sha, message.document.file_id) if message.document else ()
             return SendResult(ids, OUT_SENT, message_id=message.message_id, uploaded=uploaded)
         if head.method == "editMessageText":  # a broadcast's progress
-            edited = await self.bot.edit_message_text(payload["text"], chat_id=chat_id,
-                                                      message_id=payload["message_id"])
-            return SendResult(ids, OUT_SENT, message_id=getattr(edited, "message_id", None))
+            await self._plain_call("editMessageText", chat_id=chat_id, message_id=payload["message_id"],
+                                   text=payload["text"])
+            return SendResult(ids, OUT_SENT, message_id=payload["message_id"])
         if head.method == "answerCallbackQuery":
             try:
-                await self.bot.answer_callback_query(payload["callback_query_id"], text=payload.get("text"))
+                await self._plain_call("answerCallbackQuery", callback_query_id=payload["callback_query_id"],
+                                       text=payload.get("text"))
             except BadRequest:
                 pass  # too old to answer: the button simply stops spinning on the client
             return SendResult(ids, OUT_SENT)
-        result = await self.bot.do_api_request(head.method, api_kwargs={"chat_id": chat_id, **payload},
-                                               return_type=Message)
+        result = await self._plain_call(head.method, chat_id=chat_id, **payload)
         self.sent_count += 1
-        return SendResult(ids, OUT_SENT, message_id=getattr(result, "message_id", None))
+        return SendResult(ids, OUT_SENT, message_id=result.get("message_id") if isinstance(result, dict) else None)
+
+    async def _plain_call(self, method: str, **params):
+        """A call whose answer is read as JSON (a dict, or True), not built into PTB objects: parsing
+        each Message cost more CPU than the call itself, and its id is all that is kept. Errors are
+        PTB's as for any call (RetryAfter, Forbidden, BadRequest ...)."""
+        return await self.bot.do_api_request(method, api_kwargs={key: value for key, value in params.items()
+                                                                 if value is not None})
 
     # -- writing results ------------------------------------------------------------------------
 
