@@ -196,3 +196,21 @@ async def settle(reunite, timeout: float = 20.0) -> None:
         await asyncio.wait_for(reunite.processor.wait_idle(), max(0.1, deadline - loop.time()))
         await asyncio.sleep(0.02)
     await reunite.sender.wait_until_drained(timeout)
+
+
+# -- pace -----------------------------------------------------------------------------------------
+
+@pytest.fixture
+def unpaced_chats(stand_in, monkeypatch):
+    """Private chats without the one-message-a-second pace (the stand-in's limit and the bot's own),
+    for tests of many answers to one person whose pacing is not what they are about (tests/test_pacing.py
+    is about it)."""
+    stand_in.flood_scale = 100
+    monkeypatch.setattr("bot.transport.sender.PRIVATE_CHAT_INTERVAL", 0.01)
+
+
+@pytest.fixture
+def quick_chats(unpaced_chats, monkeypatch):
+    """Unpaced chats, and a per-user rate limit a quick thumb does not reach: for conversations of many
+    questions."""
+    monkeypatch.setattr("bot.transport.processor.RATE_WINDOW_SECONDS", 0.5)

@@ -109,21 +109,6 @@ def stop_process(process, timeout: float = 20.0) -> None:
         process.wait()
 
 
-# -- cases and flyers -----------------------------------------------------------------------------
-
-import pytest  # noqa: E402  (this section was appended to the module)
-
-
-@pytest.fixture
-def quick_chats(stand_in, monkeypatch):
-    """Private chats without the one-message-a-second pace (the stand-in's limit and the bot's own)
-    and with a per-user rate limit a quick thumb does not reach: for conversations of many questions,
-    whose pacing is not what the test is about."""
-    stand_in.flood_scale = 100
-    monkeypatch.setattr("bot.transport.sender.PRIVATE_CHAT_INTERVAL", 0.01)
-    monkeypatch.setattr("bot.transport.processor.RATE_WINDOW_SECONDS", 0.5)
-
-
 async def press(person, label: str) -> str:
     """Press the button ``label`` under the last message ``person`` received; the bot's next answer."""
     message = person.received()[-1]

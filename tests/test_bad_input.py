@@ -127,7 +127,7 @@ async def test_unknown_commands_and_forged_or_double_pressed_buttons(reunite, pe
     assert sum("简体中文" in text for text in person.texts()) == 2
 
 
-async def test_a_flooding_user_is_slowed_down_but_nothing_they_send_is_lost(reunite, people, stand_in):
+async def test_a_flooding_user_is_slowed_down_but_nothing_they_send_is_lost(reunite, people, stand_in, unpaced_chats):
     flooder = people(707, "Fay")
     bystander = people(708, "Gus")
     for number in range(30):
@@ -144,7 +144,7 @@ async def test_a_flooding_user_is_slowed_down_but_nothing_they_send_is_lost(reun
     assert len(texts) <= 22  # 20 answers within the limit, one notice
 
 
-async def test_button_presses_answer_questions_and_are_not_taken_for_flooding(reunite, people):
+async def test_button_presses_answer_questions_and_are_not_taken_for_flooding(reunite, people, unpaced_chats):
     """A family tapping through a long conversation quickly is never told to slow down."""
     person = people(710, "Ivy")
     await person.say("/language")

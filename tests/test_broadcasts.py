@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 from bot.config import Region
 from bot.db.models import Broadcast, Delivery, Subscriber, User
 from tests.conftest import settle, start_worker
-from tests.helpers import press, quick_chats, seed_case  # noqa: F401 (a fixture)
+from tests.helpers import press, seed_case
 
 BEIJING = (39.9042, 116.4074)
 KM_PER_DEGREE = 111.2

@@ -10,7 +10,7 @@ from bot.db.models import AuditEvent, Case, FlyerFile
 from bot.services import cases
 from bot.services.media import media_path
 from tests.conftest import COORDINATOR_ID, settle
-from tests.helpers import quick_chats, reference_in, seed_case  # noqa: F401 (a fixture)
+from tests.helpers import reference_in, seed_case
 
 
 async def text_about(person, code: str, word: str) -> str:

@@ -121,7 +121,7 @@ async def test_coordinator_group_gets_the_alerts(stand_in, settings, people):
         await running.stop()
 
 
-async def test_coordinators_never_see_tipster_identity(reunite, people, coordinator, stand_in):
+async def test_coordinators_never_see_tipster_identity(reunite, people, coordinator, stand_in, unpaced_chats):
     """Tips from people with distinctive names; every coordinator-visible message is searched."""
     distinctive = [
         people(777001, "Zebulon", last_name="Quackenbush", username="zeb_quack_77"),

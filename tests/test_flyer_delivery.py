@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from bot.db.models import FlyerFile, Tip
 from tests.conftest import packaged_image
-from tests.helpers import code_in, press, quick_chats, reference_in, seed_case, send_photo  # noqa: F401 (a fixture)
+from tests.helpers import code_in, press, reference_in, seed_case, send_photo
 
 POSTER_HEIGHTS = range(1600, 2401)
 MAX_JPEG_BYTES = 2_000_000

@@ -12,7 +12,7 @@ from sqlalchemy import select, update
 
 from bot.db.models import AuditEvent, Case, CasePhoto, ConversationState
 from tests.conftest import packaged_image, settle
-from tests.helpers import code_in, jpeg_bytes, press, quick_chats, seed_case, send_photo  # noqa: F401 (a fixture)
+from tests.helpers import code_in, jpeg_bytes, press, seed_case, send_photo
 
 STICKER = {"sticker": {"file_id": "CAACstk1", "file_unique_id": "stk1", "width": 512, "height": 512,
                        "is_animated": False, "is_video": False, "type": "regular"}}
