@@ -89,3 +89,24 @@ async def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(stand_in,
         assert len(references) == 1, acks  # a resent acknowledgement repeats the same reference
         reference = references.pop()
         assert reference in tips and tips[reference].tipster_id == user.id
+
+
+async def test_an_update_handled_once_is_not_handled_again(reunite, people):
+    """A round whose commit went through while a failure was reported is retried update by update:
+    the retry must find the updates handled, not answer the tipster a second time."""
+    from bot.services.inbox import RawUpdate
+    from tests.conftest import settle
+
+    person = people(1201, "Ona")
+    message = person.user.send_text("A man in a red coat at the station")
+    reference = TIP_REFERENCE.search(await person.next_text()).group(0)
+    await settle(reunite)
+    async with reunite.sessionmaker() as session:
+        update_id = await session.scalar(select(func.max(InboxUpdate.update_id)))
+    reunite.processor.submit([RawUpdate(update_id, person.id, {"update_id": update_id, "message": message})])
+    await settle(reunite)
+    assert len(person.received()) == 1
+    async with reunite.sessionmaker() as session:
+        entries = await session.scalar(select(func.count()).select_from(TipEntry).join(Tip)
+                                       .where(Tip.reference == reference))
+    assert entries == 1

@@ -74,6 +74,14 @@ async def unprocessed(session: AsyncSession) -> list[RawUpdate]:
     return [RawUpdate(r.update_id, r.user_key, json.loads(r.payload)) for r in rows]
 
 
+async def processed_among(session: AsyncSession, update_ids: list[int]) -> set[int]:
+    """Those of ``update_ids`` already handled (a commit that went through though it was reported
+    as failed): handling them again would answer twice."""
+    rows = await session.scalars(select(InboxUpdate.update_id).where(InboxUpdate.update_id.in_(update_ids),
+                                                                     InboxUpdate.processed_at.is_not(None)))
+    return set(rows)
+
+
 async def mark_processed(session: AsyncSession, update_ids: list[int]) -> None:
     """Done: the raw payload (which names the sender) is dropped; the id stays to refuse re-delivery."""
     if update_ids:

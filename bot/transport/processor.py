@@ -127,6 +127,9 @@ class UpdateProcessor:
             self._ready.clear()
             while batch := self._take_ready():
                 failures = await self._process_batch(batch)
+                if failures:
+                    log.warning("a round of %d updates failed (%s): each is retried alone", len(batch),
+                                type(next(iter(failures.values()))).__name__)
                 for raw in batch:
                     if raw.update_id in failures:
                         self._start_alone(raw)  # retried on its own, with backoff
@@ -196,6 +199,8 @@ class UpdateProcessor:
         again); failures are rare, so this is cheaper than a savepoint per update."""
         async with self.sessionmaker() as session:
             try:
+                handled_before = await inbox.processed_among(session, [raw.update_id for raw in batch])
+                batch = [raw for raw in batch if raw.update_id not in handled_before]
                 # the identity map holds objects weakly: keep the preloaded rows alive for the batch
                 preloaded = await self._preload(session, batch)
                 for raw in batch:
