@@ -48,6 +48,10 @@ T = TypeVar("T")
 WORKERS_ENV = "REUNITE_FACE_WORKERS"
 
 
+#: Image shapes (height, width) the detector is warmed up with: each needs a session of its own.
+WARM_UP_SHAPES = ((256, 256), (192, 256), (256, 192))
+
+
 @dataclass(frozen=True)
 class FacePolicy:
     """The product's rules around the models (values measured in bench/FACES.md)."""
@@ -163,9 +167,11 @@ class FaceEngine:
         return engine
 
     def warm_up(self) -> None:
-        """Run each model once so the first real photo does not pay for session set-up."""
+        """Run each model once so the first real photo does not pay for session set-up (the detector
+        in the shapes of most photos: square, and 4:3 both ways, as Telegram's 1280x960)."""
         blank = np.full((256, 256, 3), 127, dtype=np.uint8)
-        self.detector.detect(blank)
+        for height, width in WARM_UP_SHAPES:
+            self.detector.detect(np.full((height, width, 3), 127, dtype=np.uint8))
         self.embedder.embed([blank[:112, :112]] * 2)
 
     # -- public pipelines -------------------------------------------------
