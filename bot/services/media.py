@@ -105,10 +105,10 @@ def store_image(data: bytes, media_dir: Path) -> StoredImage:
     """Check ``data``, strip its metadata and store it content-addressed; return what we learned."""
     image = decode_checked(data)
     taken_at, gps_lat, gps_lon = read_exif_facts(image)
-    # orientation first, so the stripped copy still stands the right way up
-    upright = ImageOps.exif_transpose(image)
-    if upright.mode not in ("RGB", "L"):
-        upright = upright.convert("RGB")
+    # orientation first, so the stripped copy still stands the right way up (in place: otherwise an
+    # upright photo, as every photo Telegram sends is, is copied for nothing)
+    ImageOps.exif_transpose(image, in_place=True)
+    upright = image if image.mode in ("RGB", "L") else image.convert("RGB")
     upright.thumbnail((MAX_STORED_SIDE, MAX_STORED_SIDE))
     buffer = io.BytesIO()
     # a fresh encode from pixels carries no EXIF, XMP, ICC or comments
