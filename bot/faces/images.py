@@ -127,27 +127,28 @@ def decode_image(
     except (OSError, SyntaxError, ValueError) as exc:
         raise UnreadableImage(f"cannot read the image header: {exc}") from exc
     with image:
-        return _plain_jpeg(image, data, max_pixels, max_side) or _from_pil(
-            image, max_pixels=max_pixels, max_side=max_side
-        )
+        if image.width * image.height <= max_pixels and (max_side is None or max(image.size) <= max_side):
+            bgr = decode_plain_jpeg(image, data)
+            if bgr is not None:
+                return DecodedImage(bgr=bgr, original_size=image.size)
+        return _from_pil(image, max_pixels=max_pixels, max_side=max_side)
 
 
-def _plain_jpeg(image: Image.Image, data: bytes, max_pixels: int, max_side: int | None) -> DecodedImage | None:
-    """A complete, upright colour or grey JPEG that needs no scaling down, decoded by OpenCV straight
-    to BGR (the same pixels as Pillow's decoder gives); None for anything else.
+def decode_plain_jpeg(image: Image.Image, data: bytes) -> np.ndarray | None:
+    """The pixels of ``data``, opened as ``image``, as BGR if it is a complete, upright colour or
+    grey JPEG, decoded by OpenCV (the same pixels as Pillow's decoder gives); None for anything else.
 
-    Every stored photo is such a file (the media store re-encodes what people send). Pillow decodes
-    to RGB, and handing its pixels to NumPy copies them holding the GIL: in the bot under photo load
-    that copy and the colour conversion took about a third of the face thread's time with the GIL,
-    time the event loop waited. OpenCV releases the GIL and decodes to BGR directly. It fills a
-    truncated file in with grey instead of failing, so only files that end with the JPEG end
-    marker come here; Pillow checks the rest (and refuses the truncated ones).
+    Every stored photo is such a file (the media store re-encodes what people send), and so is
+    every photo Telegram delivers. Pillow decodes to RGB, and handing its pixels to NumPy copies them
+    holding the GIL: in the bot under photo load that copy and the colour conversion took about a
+    third of the face thread's time with the GIL, time the event loop waited. OpenCV releases the
+    GIL and decodes to BGR directly. It fills a truncated file in with grey instead of failing, so
+    only files that end with the JPEG end marker are taken; Pillow checks the rest (and refuses the
+    truncated ones). The caller checks the size from the header first.
     """
     if (
         image.format != "JPEG"
         or image.mode not in ("RGB", "L")
-        or image.width * image.height > max_pixels
-        or (max_side is not None and max(image.size) > max_side)
         or _exif_orientation(image) not in (None, 1)
         or not data.endswith(b"\xff\xd9")
     ):
@@ -155,7 +156,7 @@ def _plain_jpeg(image: Image.Image, data: bytes, max_pixels: int, max_side: int 
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if bgr is None or bgr.shape[:2] != (image.height, image.width):
         return None  # Pillow says what is wrong with it
-    return DecodedImage(bgr=bgr, original_size=image.size)
+    return bgr
 
 
 def _read_file(path: Path) -> bytes:
