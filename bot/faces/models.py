@@ -55,7 +55,7 @@ DEFAULT_DETECTION_SIZES: tuple[tuple[int, int], ...] = ((128, 128), (640, 640))
 #: The detector's input is fitted to the photo's shape instead of padding it to the configured size:
 #: the photo is scaled exactly as before, and the input's shorter side is rounded up to a multiple
 #: of this (a multiple of the detector's largest stride, 32). A 4:3 photo runs at 640x512 instead of
-#: 640x640: measured 30 instead of 40 ms, the same faces found. Every shape is an onnxruntime session
+#: 640x640: measured 32 instead of 40 ms, the same faces found. Every shape is an onnxruntime session
 #: of its own (~6.5 MB, ~0.2 s to build on first use), hence coarse steps: at most 4 more per orientation.
 DETECTION_SHAPE_STEP = 128
 DEFAULT_DETECTION_THRESHOLD = 0.5
