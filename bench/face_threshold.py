@@ -10,9 +10,12 @@ different photo), and each face against degraded copies of its own photo (JPEG
 quality 30, half size, rotated 15 degrees, cropped around the face) - an upper
 bound for real genuine pairs, which differ in age, pose and light.
 
-Everything is measured with and without flip test-time augmentation. The
-output (markdown) is what bench/FACES.md summarises; thresholds live in
-bot/faces/thresholds.py.
+Each pair is a tip face (the probe) against a reference face, as the product
+compares them; three ways of embedding: the product's (the tip face alone, the
+case photo's face averaged with its mirror image), both with the mirror image,
+and neither. Different people are compared both ways round (a's tip face against
+b's reference face and b's against a's). The output (markdown) is what
+bench/FACES.md summarises; thresholds live in bot/faces/thresholds.py.
 """
 
 from __future__ import annotations
@@ -74,13 +77,16 @@ def faces_of(engine: FaceEngine, name: str, bgr: np.ndarray | None = None) -> li
     ]
 
 
-def impostor_scores(faces: list[Face]) -> tuple[np.ndarray, list[tuple[float, str, str]]]:
-    scores, labelled = [], []
-    for a, b in itertools.combinations(faces, 2):
-        score = float(a.embedding @ b.embedding)
-        scores.append(score)
-        labelled.append((score, f"{a.image}#{a.index}", f"{b.image}#{b.index}"))
-    return np.array(scores), sorted(labelled, reverse=True)
+def impostor_pairs(probes: list[Face], references: list[Face]) -> list[tuple[Face, Face]]:
+    """Every tip face against every other face's reference embedding (the two lists hold the same
+    faces, found by the same detector, embedded two ways)."""
+    return [(probes[i], references[j]) for i, j in itertools.permutations(range(len(probes)), 2)]
+
+
+def impostor_scores(pairs: list[tuple[Face, Face]]) -> tuple[np.ndarray, list[tuple[float, str, str]]]:
+    labelled = sorted(((float(a.embedding @ b.embedding), f"{a.image}#{a.index}", f"{b.image}#{b.index}")
+                       for a, b in pairs), reverse=True)
+    return np.array([score for score, _, _ in labelled]), labelled
 
 
 def describe(scores: np.ndarray) -> str:
@@ -130,33 +136,39 @@ def variant_scores(engine: FaceEngine, name: str, faces: list[Face]) -> dict[str
     return results
 
 
+PRODUCT = "the product: tip face alone, reference with its mirror image"
+
+
 def main() -> None:
     base = FaceEngine.load()
-    engines = {
-        "flip TTA": base,
-        "no TTA": FaceEngine(
-            base.detector, base.embedder, base.model_id, FacePolicy(flip_augmentation=False)
-        ),
+    alone, mirrored = (
+        FaceEngine(base.detector, base.embedder, base.model_id, FacePolicy(tip_flip_augmentation=mirror))
+        for mirror in (False, True)
+    )
+    configurations = {  # (tip faces, reference faces)
+        PRODUCT: (alone, mirrored),
+        "both with the mirror image (before)": (mirrored, mirrored),
+        "neither with the mirror image": (alone, alone),
     }
+    per_engine = {id(engine): {name: faces_of(engine, name) for name in IMPOSTOR_IMAGES + ("yaoming.jpg",)}
+                  for engine in (alone, mirrored)}
     print(f"# Face similarity ({base.model_id})\n")
     summary = {}
-    for label, engine in engines.items():
-        per_image = {name: faces_of(engine, name) for name in IMPOSTOR_IMAGES}
-        faces = [face for name in IMPOSTOR_IMAGES for face in per_image[name]]
-        scores, ranked = impostor_scores(faces)
-        within = np.array(
-            [float(a.embedding @ b.embedding) for a, b in itertools.combinations(faces, 2) if a.image == b.image]
-        )
-        across = np.array(
-            [float(a.embedding @ b.embedding) for a, b in itertools.combinations(faces, 2) if a.image != b.image]
-        )
-        yao = faces_of(engine, "yaoming.jpg")[0]
+    for label, (probe_engine, reference_engine) in configurations.items():
+        probes_by_image, references_by_image = per_engine[id(probe_engine)], per_engine[id(reference_engine)]
+        probes = [face for name in IMPOSTOR_IMAGES for face in probes_by_image[name]]
+        references = [face for name in IMPOSTOR_IMAGES for face in references_by_image[name]]
+        pairs = impostor_pairs(probes, references)
+        scores, ranked = impostor_scores(pairs)
+        within, _ = impostor_scores([(a, b) for a, b in pairs if a.image == b.image])
+        across, _ = impostor_scores([(a, b) for a, b in pairs if a.image != b.image])
+        yao = references_by_image["yaoming.jpg"][0]  # the case photo; players.jpg is the tip
         players = sorted(
-            ((float(yao.embedding @ f.embedding), f.index) for f in per_image["players.jpg"]), reverse=True
+            ((float(yao.embedding @ f.embedding), f.index) for f in probes_by_image["players.jpg"]), reverse=True
         )
         print(f"## {label}\n")
-        print("faces per image:", ", ".join(f"{n} {len(per_image[n])}" for n in IMPOSTOR_IMAGES), "\n")
-        print("| different-person pairs | n | mean | std | p95 | p99 | p99.9 | max |")
+        print("faces per image:", ", ".join(f"{n} {len(probes_by_image[n])}" for n in IMPOSTOR_IMAGES), "\n")
+        print("| different-person pairs (tip face, reference face) | n | mean | std | p95 | p99 | p99.9 | max |")
         print("|---|---|---|---|---|---|---|---|")
         print(f"| all | {describe(scores)} |")
         print(f"| within one photo | {describe(within)} |")
@@ -166,13 +178,12 @@ def main() -> None:
             f"\nyaoming.jpg vs players.jpg: best {players[0][0]:.3f} (players face #{players[0][1]}), "
             f"next {players[1][0]:.3f}\n"
         )
-        print("| same photo, degraded | n | found | mean | min |")
+        print("| same photo, degraded (tip) vs original (reference) | n | found | mean | min |")
         print("|---|---|---|---|---|")
         genuine: list[float] = [players[0][0]]
         merged: dict[str, list[float | None]] = {}
         for name in IMPOSTOR_IMAGES + ("yaoming.jpg",):
-            faces_here = per_image.get(name) or [yao]
-            for variant, values in variant_scores(engine, name, faces_here).items():
+            for variant, values in variant_scores(probe_engine, name, references_by_image[name]).items():
                 merged.setdefault(variant, []).extend(values)
         for variant, values in merged.items():
             found = [v for v in values if v is not None]
@@ -181,18 +192,24 @@ def main() -> None:
         genuine_arr = np.array(genuine)
         d_prime = (genuine_arr.mean() - scores.mean()) / np.sqrt((genuine_arr.var() + scores.var()) / 2)
         print(f"\nseparation d' (same-photo variants + yaoming pair vs different people): {d_prime:.2f}\n")
-        summary[label] = (scores, players[0][0], d_prime)
+        summary[label] = (scores, players[0][0], genuine_arr)
 
-    scores, yao_score, _ = summary["flip TTA"]
-    print("## Thresholds in bot/faces/thresholds.py\n")
+    scores, yao_score, genuine = summary[PRODUCT]
+    before = summary["both with the mirror image (before)"][2]  # the same pairs: same detector, same gates
+    shift = genuine - before
+    print(f"same-person scores, the product minus both mirrored: mean {shift.mean():+.4f}, "
+          f"min {shift.min():+.4f}, max {shift.max():+.4f}\n")
+    print("## Thresholds in bot/faces/thresholds.py (the product's embeddings)\n")
     print(
         f"review floor {DEFAULT_MATCH_THRESHOLD:.2f} (different-person p99 {np.percentile(scores, 99):.3f}, "
         f"p99.9 {np.percentile(scores, 99.9):.3f}, max {scores.max():.3f}); "
         f"possible >= {POSSIBLE_MATCH_THRESHOLD:.2f}; strong >= {STRONG_MATCH_THRESHOLD:.2f}; "
         f"yaoming pair {yao_score:.3f}"
     )
-    above = (scores >= DEFAULT_MATCH_THRESHOLD).mean() * 100
-    print(f"different-person pairs at or above the review floor: {above:.2f} %")
+    for label, (label_scores, _, _) in summary.items():
+        at = {floor: (label_scores >= floor).mean() * 100 for floor in (DEFAULT_MATCH_THRESHOLD, 0.30)}
+        print(f"different-person scores at or above the review floor ({label}): "
+              + ", ".join(f"{floor:.2f}: {share:.2f} %" for floor, share in at.items()))
 
 
 if __name__ == "__main__":

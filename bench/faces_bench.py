@@ -5,7 +5,8 @@
 Measures, on this machine:
 
 * one tip photo (1280 px JPEG, one face): decode + detection + embedding
-  (flip averaging included), median over ``--runs``, and each step alone;
+  (the tip face alone; case photos add its mirror image), median over
+  ``--runs``, and each step alone;
 * exact search in :class:`InProcessIndex` over ``--faces`` random unit
   vectors: one probe (top 10), best case per tip (``best_per_owner``), and
   four probes at once (a tip with four faces);
@@ -104,13 +105,16 @@ def main() -> None:
     med_case, _ = median_ms(lambda: engine.analyse_case_photo(photo), args.runs)
     rows.append(("same photo as a case photo", f"{med_case:.1f} ms", ""))
     med_decode, _ = median_ms(lambda: decode_image(photo), args.runs)
-    rows.append(("  decode JPEG (Pillow, EXIF, BGR)", f"{med_decode:.1f} ms", ""))
+    rows.append(("  decode JPEG (OpenCV for an upright, complete one; else Pillow)", f"{med_decode:.1f} ms", ""))
     med_detect, _ = median_ms(lambda: engine.detector.detect(decoded.bgr), args.runs)
-    rows.append(("  detect (SCRFD at 128 + 640)", f"{med_detect:.1f} ms", ""))
-    med_embed, _ = median_ms(lambda: engine.embed_crops([crop]), args.runs)
-    rows.append(("  embed 1 face (crop + mirror, one batch)", f"{med_embed:.1f} ms", ""))
-    med_plain, _ = median_ms(lambda: engine.embedder.embed([crop]), args.runs)
-    rows.append(("  embed 1 face without flip", f"{med_plain:.1f} ms", ""))
+    rows.append(("  detect (SCRFD at 128 + 640, input fitted to the photo)", f"{med_detect:.1f} ms", ""))
+    squares = list(engine.detector.input_sizes)
+    med_square, _ = median_ms(lambda: engine.detector.model.detect(decoded.bgr, input_size=squares), args.runs)
+    rows.append(("  detect, inputs padded to squares", f"{med_square:.1f} ms", ""))
+    med_embed, _ = median_ms(lambda: engine.embed_crops([crop], mirror=True), args.runs)
+    rows.append(("  embed 1 face with its mirror image (case photos), one batch", f"{med_embed:.1f} ms", ""))
+    med_plain, _ = median_ms(lambda: engine.embed_crops([crop], mirror=False), args.runs)
+    rows.append(("  embed 1 face alone (tip faces)", f"{med_plain:.1f} ms", ""))
 
     t1 = Path(list(importlib.util.find_spec("insightface").submodule_search_locations)[0]) / "data/images/t1.jpg"
     t1_bytes = t1.read_bytes()

@@ -458,6 +458,31 @@ def test_flip_augmentation_can_be_switched_off(engine):
     assert 0.95 < float(with_flip.embedding @ without.embedding) < 0.99999
 
 
+def test_tip_faces_are_embedded_without_their_mirror_image_case_photos_with_it(engine):
+    tip = engine.analyse_tip_image(sample_image("yaoming.jpg")).faces[0]
+    case = engine.analyse_case_photo(sample_image("yaoming.jpg"))[0]
+    decoded = decode_image(sample_image("yaoming.jpg"))
+    crop = engine.embedder.align(decoded.bgr, tip.landmarks * decoded.scale)
+    assert np.allclose(tip.embedding, engine.embed_crops([crop], mirror=False)[0], atol=1e-5)
+    assert np.allclose(case.embedding, engine.embed_crops([crop], mirror=True)[0], atol=1e-5)
+    assert 0.95 < float(tip.embedding @ case.embedding) < 0.99999
+
+
+def test_detector_input_is_fitted_to_the_photo_not_padded_to_a_square(engine):
+    detector = engine.detector
+    assert detector.fitted_input_sizes(960, 1280) == [(128, 128), (640, 512)]
+    assert detector.fitted_input_sizes(1280, 960) == [(128, 128), (512, 640)]
+    assert detector.fitted_input_sizes(720, 1280) == [(128, 128), (640, 384)]
+    assert detector.fitted_input_sizes(500, 500) == [(128, 128), (640, 640)]
+    assert detector.fitted_input_sizes(10, 4000) == [(128, 128), (640, 128)]
+    # the same faces as on the padded squares, at the same places
+    bgr = decode_image(sample_image("t1.jpg")).bgr
+    fitted, _ = detector.detect(bgr)
+    padded, _ = detector.model.detect(bgr, input_size=list(detector.input_sizes), max_num=0)
+    assert len(fitted) == len(padded) == 6
+    assert np.abs(fitted[:, :4] - padded[:, :4]).max() < 1.0
+
+
 def test_model_pack_from_reunite_face_model_dir(tmp_path, monkeypatch):
     """Another pack is picked by what model_zoo says each file is, not by file name."""
     pack_dir = tmp_path / "my_pack"

@@ -34,3 +34,21 @@ def test_stored_copy_has_no_metadata_but_the_facts_are_returned(tmp_path):
     kept = Image.open(stored.path)
     assert not kept.getexif() and "icc_profile" not in kept.info
     assert stored.path.name == f"{stored.sha256}.jpg"
+
+
+@pytest.mark.parametrize("orientation", [1, 6])
+def test_stored_copy_keeps_no_comment_xmp_or_icc_profile_upright_or_rotated(tmp_path, orientation):
+    """An upright JPEG is re-encoded by OpenCV, a rotated one by Pillow: neither keeps any metadata."""
+    exif = exif_with_gps_and_time(-33.85678, 151.21530, "2025:01:02 03:04:05")
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    Image.new("RGB", (400, 300), (180, 90, 40)).save(
+        buffer, "JPEG", exif=exif, comment=b"tipster's secret", xmp=b"<x:xmpmeta>secret</x:xmpmeta>",
+        icc_profile=b"\0" * 128)
+    stored = store_image(buffer.getvalue(), tmp_path)
+    data = stored.path.read_bytes()
+    assert b"secret" not in data and b"ReuniteTestCam" not in data
+    kept = Image.open(stored.path)
+    assert not kept.getexif() and not {"comment", "xmp", "icc_profile"} & kept.info.keys()
+    assert (kept.width, kept.height) == ((400, 300) if orientation == 1 else (300, 400))
+    assert stored.taken_at == "2025:01:02 03:04:05"

@@ -12,10 +12,12 @@ Two entry points, one per kind of photo:
   say so; at most :attr:`FacePolicy.max_faces` faces are embedded.
 
 Both return faces largest first, with boxes in the EXIF-rotated original image's
-pixels, a 512-d L2-normalised float32 embedding (the mean of the aligned crop's
-and its mirror image's embeddings, renormalised), a JPEG crop for coordinators'
+pixels, a 512-d L2-normalised float32 embedding, a JPEG crop for coordinators'
 composite images, and the model id (stored with the embedding, so a model change
-can re-embed).
+can re-embed). A case photo's embedding is the mean of the aligned crop's and its
+mirror image's embeddings, renormalised; a tip face's is the crop's alone (half
+the embedding time on the busiest path, for about half the mirror's small gain:
+bench/FACES.md).
 
 All of this is CPU-bound (about 50-100 ms per photo on two cores): call it
 through :func:`run_in_face_executor`, never on the event loop.
@@ -48,6 +50,10 @@ T = TypeVar("T")
 WORKERS_ENV = "REUNITE_FACE_WORKERS"
 
 
+#: Image shapes (height, width) the detector is warmed up with: each needs a session of its own.
+WARM_UP_SHAPES = ((256, 256), (192, 256), (256, 192))
+
+
 @dataclass(frozen=True)
 class FacePolicy:
     """The product's rules around the models (values measured in bench/FACES.md)."""
@@ -62,8 +68,10 @@ class FacePolicy:
     #: this are too blurred (a Gaussian blur of sigma ~4 px at 40 px between the
     #: eyes ends up here; sharp faces measured 33-430).
     min_sharpness: float = 10.0
-    #: Average the embeddings of the crop and its mirror image (test-time augmentation).
+    #: Case photos: average the embeddings of the crop and its mirror image (test-time augmentation).
     flip_augmentation: bool = True
+    #: The same for tip faces: off, as measured in bench/FACES.md (the review floor still holds).
+    tip_flip_augmentation: bool = False
     #: Case photos with no face found: pad onto a canvas this many times larger, in turn.
     case_padding_factors: tuple[float, ...] = (2.0, 3.0)
     #: Face crops for coordinators: the box grown by this fraction, longest side in px.
@@ -163,9 +171,11 @@ class FaceEngine:
         return engine
 
     def warm_up(self) -> None:
-        """Run each model once so the first real photo does not pay for session set-up."""
+        """Run each model once so the first real photo does not pay for session set-up (the detector
+        in the shapes of most photos: square, and 4:3 both ways, as Telegram's 1280x960)."""
         blank = np.full((256, 256, 3), 127, dtype=np.uint8)
-        self.detector.detect(blank)
+        for height, width in WARM_UP_SHAPES:
+            self.detector.detect(np.full((height, width, 3), 127, dtype=np.uint8))
         self.embedder.embed([blank[:112, :112]] * 2)
 
     # -- public pipelines -------------------------------------------------
@@ -190,7 +200,7 @@ class FaceEngine:
             candidates = candidates[: self.policy.max_faces]
         for candidate in candidates:
             self._align(decoded.bgr, candidate)
-        return self._embed(decoded, candidates, with_crops=with_crops)
+        return self._embed(decoded, candidates, with_crops=with_crops, mirror=self.policy.flip_augmentation)
 
     def analyse_tip_image(self, image: ImageSource) -> FaceReport:
         """The comparable faces of a tip image, largest first, and counts of those left out.
@@ -214,7 +224,7 @@ class FaceEngine:
                 continue
             accepted.append(candidate)
         return FaceReport(
-            faces=self._embed(decoded, accepted, with_crops=True),
+            faces=self._embed(decoded, accepted, with_crops=True, mirror=self.policy.tip_flip_augmentation),
             detected=len(candidates),
             too_small=too_small,
             too_blurry=too_blurry,
@@ -230,11 +240,12 @@ class FaceEngine:
         """:meth:`analyse_tip_image` in the face executor (decoding included)."""
         return await run_in_face_executor(self.analyse_tip_image, image)
 
-    def embed_crops(self, crops: list[np.ndarray]) -> np.ndarray:
-        """Embed aligned 112x112 crops with the engine's augmentation; (N, 512) unit rows."""
-        if not crops:
-            return self.embedder.embed([])
-        if not self.policy.flip_augmentation:
+    def embed_crops(self, crops: list[np.ndarray], *, mirror: bool | None = None) -> np.ndarray:
+        """Embed aligned 112x112 crops, with their mirror images if ``mirror`` (default: as case
+        photos are); (N, 512) unit rows."""
+        if mirror is None:
+            mirror = self.policy.flip_augmentation
+        if not crops or not mirror:
             return self.embedder.embed(crops)
         # Crops and mirror images go through get_feat together, in as few runs as the batch cap allows.
         mirrored = [np.ascontiguousarray(crop[:, ::-1]) for crop in crops]
@@ -290,11 +301,11 @@ class FaceEngine:
         candidate.sharpness = float(cv2.Laplacian(grey, cv2.CV_64F).var())
 
     def _embed(
-        self, decoded: DecodedImage, candidates: list[_Candidate], *, with_crops: bool
+        self, decoded: DecodedImage, candidates: list[_Candidate], *, with_crops: bool, mirror: bool
     ) -> list[DetectedFace]:
         if not candidates:
             return []
-        embeddings = self.embed_crops([c.crop for c in candidates])
+        embeddings = self.embed_crops([c.crop for c in candidates], mirror=mirror)
         width, height = decoded.original_size
         faces = []
         for candidate, embedding in zip(candidates, embeddings):

@@ -25,6 +25,7 @@ import ctypes
 import ctypes.util
 import importlib.util
 import logging
+import math
 import os
 import sys
 import threading
@@ -51,6 +52,12 @@ DEFAULT_EMBEDDER_FILE = "w600k_mbf.onnx"
 #: merges the results: 640 finds small faces in a scene, 128 finds a face that
 #: fills the frame (a tight portrait or scanned ID photo), which 640 alone misses.
 DEFAULT_DETECTION_SIZES: tuple[tuple[int, int], ...] = ((128, 128), (640, 640))
+#: The detector's input is fitted to the photo's shape instead of padding it to the configured size:
+#: the photo is scaled exactly as before, and the input's shorter side is rounded up to a multiple
+#: of this (a multiple of the detector's largest stride, 32). A 4:3 photo runs at 640x512 instead of
+#: 640x640: measured 32 instead of 40 ms, the same faces found. Every shape is an onnxruntime session
+#: of its own (~6.5 MB, ~0.2 s to build on first use), hence coarse steps: at most 4 more per orientation.
+DETECTION_SHAPE_STEP = 128
 DEFAULT_DETECTION_THRESHOLD = 0.5
 EMBEDDING_SIZE = 512
 #: Most crops per embedding call (see FaceEmbedder.embed).
@@ -161,7 +168,20 @@ class FaceDetector:
             nms_thresh=nms_threshold,
         )
         self.threshold = threshold
+        self.input_sizes = tuple((int(width), int(height)) for width, height in input_sizes)
         return self
+
+    def fitted_input_sizes(self, height: int, width: int) -> list[tuple[int, int]]:
+        """The input sizes for an image of ``height`` x ``width``: each configured size, cut down to the
+        image's shape (see :data:`DETECTION_SHAPE_STEP`)."""
+        fitted = []
+        for size_width, size_height in self.input_sizes:
+            scale = min(size_width / width, size_height / height)
+            size = (min(size_width, _round_up(width * scale, DETECTION_SHAPE_STEP)),
+                    min(size_height, _round_up(height * scale, DETECTION_SHAPE_STEP)))
+            if size not in fitted:
+                fitted.append(size)
+        return fitted
 
     def detect(
         self, image_bgr: np.ndarray, threshold: float | None = None
@@ -170,7 +190,9 @@ class FaceDetector:
 
         Coordinates are in ``image_bgr``'s pixels; order is the detector's (by score).
         """
-        boxes, landmarks = self.model.detect(image_bgr, max_num=0, det_thresh=threshold)
+        # (a model with a fixed input size keeps it: model_zoo ignores the sizes asked for)
+        boxes, landmarks = self.model.detect(image_bgr, input_size=self.fitted_input_sizes(*image_bgr.shape[:2]),
+                                             max_num=0, det_thresh=threshold)
         if landmarks is None:
             raise ModelPackError(f"{self.model_file.name} gives no landmarks; alignment needs them")
         return boxes.astype(np.float32, copy=False), landmarks.astype(np.float32, copy=False)
@@ -231,6 +253,10 @@ class FaceEmbedder:
     def get(self, image_bgr: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         """model_zoo style: align one face and embed it."""
         return self.embed([self.align(image_bgr, landmarks)])[0]
+
+
+def _round_up(value: float, step: int) -> int:
+    return max(step, math.ceil(value / step - 1e-9) * step)
 
 
 def l2_normalise(rows: np.ndarray) -> np.ndarray:

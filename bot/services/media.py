@@ -15,9 +15,10 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from bot.faces.images import load_all_pixels
+from bot.faces.images import decode_plain_jpeg, load_all_pixels
 
 # Telegram lets bots download up to 20 MB; above that we cannot even fetch the file.
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
@@ -25,6 +26,7 @@ MAX_IMAGE_BYTES = 20 * 1024 * 1024
 MAX_IMAGE_PIXELS = 60_000_000
 # Stored copies are capped; faces and coordinators need detail, not 100-megapixel originals.
 MAX_STORED_SIDE = 4096
+STORED_JPEG_QUALITY = 90
 ACCEPTED_FORMATS = {"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO"}
 
 _EXIF_IFD = 0x8769
@@ -76,8 +78,8 @@ def read_exif_facts(image: Image.Image) -> tuple[str | None, float | None, float
     return taken_at, lat, lon
 
 
-def decode_checked(data: bytes) -> Image.Image:
-    """Open ``data`` as an image after checking size, type and pixel count; fully decoded."""
+def open_checked(data: bytes) -> Image.Image:
+    """Open ``data`` as an image after checking size, type and pixel count; its pixels not decoded yet."""
     if len(data) > MAX_IMAGE_BYTES:
         raise ImageRejected("image_too_big")
     try:
@@ -94,25 +96,35 @@ def decode_checked(data: bytes) -> Image.Image:
     # checked on the header, before decoding allocates anything
     if image.width * image.height > MAX_IMAGE_PIXELS or image.width < 1 or image.height < 1:
         raise ImageRejected("image_too_big")
-    try:
-        load_all_pixels(image)
-    except (OSError, ValueError, SyntaxError):
-        raise ImageRejected("image_unreadable") from None
     return image
 
 
 def store_image(data: bytes, media_dir: Path) -> StoredImage:
     """Check ``data``, strip its metadata and store it content-addressed; return what we learned."""
-    image = decode_checked(data)
+    image = open_checked(data)
     taken_at, gps_lat, gps_lon = read_exif_facts(image)
-    # orientation first, so the stripped copy still stands the right way up
-    upright = ImageOps.exif_transpose(image)
-    if upright.mode not in ("RGB", "L"):
-        upright = upright.convert("RGB")
+    bgr = decode_plain_jpeg(image, data) if max(image.size) <= MAX_STORED_SIDE else None
+    if bgr is not None:
+        # a plain JPEG (every photo Telegram sends): decoded and encoded by OpenCV, which releases the
+        # GIL (Pillow's encoder keeps it) and writes no metadata at all
+        ok, encoded = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, STORED_JPEG_QUALITY])
+        if not ok:
+            raise ImageRejected("image_unreadable")
+        digest, path = store_own_jpeg(encoded.tobytes(), media_dir)
+        return StoredImage(digest, path, bgr.shape[1], bgr.shape[0], taken_at, gps_lat, gps_lon)
+    try:
+        load_all_pixels(image)
+    except (OSError, ValueError, SyntaxError):
+        raise ImageRejected("image_unreadable") from None
+    # orientation first, so the stripped copy still stands the right way up (in place: otherwise an
+    # upright photo, as every photo Telegram sends is, is copied for nothing)
+    ImageOps.exif_transpose(image, in_place=True)
+    upright = image if image.mode in ("RGB", "L") else image.convert("RGB")
     upright.thumbnail((MAX_STORED_SIDE, MAX_STORED_SIDE))
     buffer = io.BytesIO()
-    # a fresh encode from pixels carries no EXIF, XMP, ICC or comments
-    upright.save(buffer, format="JPEG", quality=90, optimize=False)
+    # a fresh encode from pixels carries no EXIF, XMP or ICC; Pillow copies the JPEG comment
+    # unless told otherwise
+    upright.save(buffer, format="JPEG", quality=STORED_JPEG_QUALITY, optimize=False, comment=b"")
     digest, path = store_own_jpeg(buffer.getvalue(), media_dir)
     return StoredImage(digest, path, upright.width, upright.height, taken_at, gps_lat, gps_lon)
 
