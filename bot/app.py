@@ -29,7 +29,21 @@ from bot.transport.webhook import add_webhook_route, webhook_path
 log = logging.getLogger(__name__)
 
 
-def build_application(settings: Settings) -> Application:
+def api_request() -> AiohttpRequest:
+    """The connection pool for calls to the Bot API (not the long poll); the sender uses it directly
+    for broadcast card re-sends."""
+    return AiohttpRequest(
+        # the sender's calls in flight, plus room for handlers' photo downloads so they never wait
+        connection_pool_size=MAX_IN_FLIGHT + 4,
+        pool_timeout=10.0,
+        # generous: a send that times out may be repeated, and a repeat is worse than a wait
+        read_timeout=15.0,
+        write_timeout=20.0,
+        media_write_timeout=60.0,
+    )
+
+
+def build_application(settings: Settings, request: AiohttpRequest | None = None) -> Application:
     """The real PTB Application, pointed at TELEGRAM_API_URL; we poll and send ourselves."""
     api = settings.telegram_api_url
     application = (
@@ -40,15 +54,7 @@ def build_application(settings: Settings) -> Application:
         .updater(None)
         .context_types(ContextTypes(context=ReuniteContext))
         # PTB on aiohttp, not its default httpx: 0.4 ms of CPU per call, not 1.1-2.7 (bench/RESULTS.md)
-        .request(AiohttpRequest(
-            # the sender's calls in flight, plus room for handlers' photo downloads so they never wait
-            connection_pool_size=MAX_IN_FLIGHT + 4,
-            pool_timeout=10.0,
-            # generous: a send that times out may be repeated, and a repeat is worse than a wait
-            read_timeout=15.0,
-            write_timeout=20.0,
-            media_write_timeout=60.0,
-        ))
+        .request(request or api_request())
         # one long poll at a time, its default read timeout covering the poll
         .get_updates_request(AiohttpRequest(connection_pool_size=1, read_timeout=POLL_TIMEOUT + 10))
         .build()
@@ -87,10 +93,12 @@ class Reunite:
         async with sessionmaker() as session:
             await users.bootstrap_admins(session, settings.admins)
             await session.commit()
-        application = build_application(settings)
+        request = api_request()
+        application = build_application(settings, request)
         await application.initialize()
         await application.start()
-        sender = Sender(application.bot, engine, sessionmaker, settings.media_dir, settings.send_rate)
+        sender = Sender(application.bot, engine, sessionmaker, settings.media_dir, settings.send_rate,
+                        request=request)
         face_worker = FaceWorker(settings, sessionmaker, functools.partial(matches.review_keyboard, settings),
                                  on_queued=sender.push)
         await face_worker.start()  # loads the face models (once per process) and the reference faces

@@ -4,6 +4,7 @@ rest of the suite does not already show (timeouts, non-ASCII multipart, errors t
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 
 import pytest
@@ -77,6 +78,25 @@ async def test_refusals_become_the_errors_the_sender_handles(bot, standin):
         await bot.send_message(USER, "d")
     assert [m["text"] for m in standin.sent_to(USER)] == []
     assert (await bot.send_message(USER, "e")).text == "e"
+
+
+async def test_a_prepared_form_is_sent_as_bot_would_and_refused_the_same_way(bot, standin):
+    """post_form, the broadcast's card re-send: the same message a Bot call makes, the same errors."""
+    standin.user(USER, "Ann")
+    photo = (await bot.send_photo(USER, jpeg_bytes(320, 240))).photo[-1].file_id
+    markup = {"inline_keyboard": [[{"text": "我有线索", "url": "https://t.me/reunite_bot?start=c_x"}]]}
+    fields = {"chat_id": str(USER), "photo": photo, "caption": "寻人启事 C-7K2M9Q",
+              "reply_markup": json.dumps(markup, ensure_ascii=False)}
+    sent = await bot.request.post_form(f"{bot.base_url}/sendPhoto", fields)
+    assert sent["caption"] == "寻人启事 C-7K2M9Q"
+    assert standin.sent_to(USER)[-1]["reply_markup"] == markup
+    standin.fail_next("sendPhoto", status=403, description="Forbidden: bot was blocked by the user")
+    with pytest.raises(Forbidden):
+        await bot.request.post_form(f"{bot.base_url}/sendPhoto", fields)
+    standin.fail_next("sendPhoto", status=429, retry_after=3)
+    with pytest.raises(RetryAfter):
+        await bot.request.post_form(f"{bot.base_url}/sendPhoto", fields)
+    assert len(standin.sent_to(USER)) == 2
 
 
 async def test_no_server_is_a_network_error_not_a_crash():
