@@ -70,7 +70,8 @@ STOP_GRACE_SECONDS = 5.0
 # a crash can leave `unknown`. The app's connection pool is larger (bot/app.py).
 MAX_IN_FLIGHT = 16
 # Broadcast sends are claimed (one commit) when at least this share of the calls have ended, not
-# one by one as each ends: at capacity, a commit per card cost more CPU than the call itself.
+# one by one as each ends: a few commits a second fewer at capacity for the same sends, which leaves
+# SQLite's one writer to tips more often (CPU per card was the same within the noise: bench/RESULTS.md).
 CLAIM_WHEN_FREE = 0.25
 # any constant will do: it names the lock "the sender of this bot" among all workers on PostgreSQL
 SENDER_LOCK_KEY = 0x5E1D_0B07
@@ -96,7 +97,7 @@ class Sender:
     def __init__(self, bot, engine: AsyncEngine, sessionmaker: async_sessionmaker[AsyncSession], media_dir,
                  rate: float, *, request: AiohttpRequest, max_in_flight: int = MAX_IN_FLIGHT):
         self.bot = bot
-        self._request = request  # the bot's own connection pool, for card re-sends (see _send_card)
+        self._request = request  # the bot's own connection pool, for card re-sends (see _resend_card)
         self.engine = engine
         self.sessionmaker = sessionmaker
         self.media_dir = media_dir
