@@ -92,9 +92,9 @@ class AiohttpRequest(BaseRequest):
     async def post_form(self, url: str, fields: dict[str, str]):
         """POST ``fields`` (strings, JSON already encoded) to the Bot API method ``url``; its ``result``.
         Telegram's refusals raise PTB's own errors (``BaseRequest.post`` maps them, as for any call).
-        For the bulk of a broadcast, one card re-sent by file id to thousands of chats: going through
-        ``Bot`` rebuilt and re-encoded the same parameters for every chat, a quarter of the sender's
-        CPU at capacity (bench/RESULTS.md)."""
+        The sender's answers and broadcast cards go this way: through ``Bot`` each call's parameters
+        were wrapped and re-encoded one by one, a quarter of the sender's CPU at capacity
+        (bench/RESULTS.md)."""
         return await self.post(url, PreparedForm(fields))  # type: ignore[arg-type]
 
     async def do_request(

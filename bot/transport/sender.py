@@ -16,7 +16,6 @@ import heapq
 import json
 import logging
 import time
-import warnings
 from bisect import insort
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -25,7 +24,6 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from telegram import InlineKeyboardMarkup, InputMediaPhoto, ReplyKeyboardMarkup
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
-from telegram.warnings import PTBUserWarning
 
 from bot.db.models import (
     DELIVERY_BLOCKED,
@@ -41,15 +39,13 @@ from bot.db.models import (
 )
 from bot.services import deliveries, outbox, users
 from bot.services.broadcasts import ProgressReporter
-from bot.services.deliveries import Card, DeliveryResult, Job
+from bot.services.deliveries import DeliveryResult, Job
 from bot.services.media import media_path
 from bot.services.outbox import Outgoing, SendResult
 from bot.transport.broadcast_lane import IDLE_LOOK_INTERVAL, BroadcastLane
 from bot.transport.http import AiohttpRequest
 
 log = logging.getLogger(__name__)
-# answers, edits and card re-sends go through do_api_request on purpose (see Sender._plain_call)
-warnings.filterwarnings("ignore", message=r"Please use 'Bot\.", category=PTBUserWarning)
 
 PRIVATE_CHAT_INTERVAL = 1.0  # seconds between messages to one person
 GROUP_CHAT_INTERVAL = 3.0  # 20 per minute
@@ -97,7 +93,7 @@ class Sender:
     def __init__(self, bot, engine: AsyncEngine, sessionmaker: async_sessionmaker[AsyncSession], media_dir,
                  rate: float, *, request: AiohttpRequest, max_in_flight: int = MAX_IN_FLIGHT):
         self.bot = bot
-        self._request = request  # the bot's own connection pool, for card re-sends (see _resend_card)
+        self._request = request  # the bot's own connection pool, for plain calls (see _plain_call)
         self.engine = engine
         self.sessionmaker = sessionmaker
         self.media_dir = media_dir
@@ -119,7 +115,6 @@ class Sender:
         self._tokens_at = time.monotonic()
         self._in_flight: set[asyncio.Task] = set()
         self._lane = BroadcastLane(sessionmaker, rate, self._file_ids)
-        self._card_fields: dict[tuple[str, str], dict[str, str]] = {}
         self._uploading: set[str] = set()  # cards on their way up: their other sends wait for the file_id
         self._delivery_results: list[DeliveryResult] = []
         self._flush_soon = asyncio.Event()
@@ -480,7 +475,8 @@ class Sender:
         card = self._lane.card(job)
         file_id = self._file_ids.get(card.photo_sha256)
         if file_id is not None:
-            sent = await self._resend_card(job.chat_id, card, file_id)
+            sent = await self._plain_call("sendPhoto", chat_id=job.chat_id, photo=file_id, caption=card.caption,
+                                          reply_markup=card.reply_markup)
             self.sent_count += 1
             return DeliveryResult(job.delivery_id, DELIVERY_SENT, message_id=sent["message_id"])
         message = await self.bot.send_photo(job.chat_id, await self._stored_file(card.photo_sha256),
@@ -489,16 +485,6 @@ class Sender:
         self.sent_count += 1
         uploaded = self._remember_upload(card.photo_sha256, message.photo[-1].file_id) if message.photo else ()
         return DeliveryResult(job.delivery_id, DELIVERY_SENT, message_id=message.message_id, uploaded=uploaded)
-
-    async def _resend_card(self, chat_id: int, card: Card, file_id: str) -> dict:
-        """The card by its file id: its fields encoded once, not once per chat as a call through Bot does."""
-        fields = self._card_fields.get((file_id, card.caption))
-        if fields is None:
-            fields = {"photo": file_id, "caption": card.caption}
-            if card.reply_markup:
-                fields["reply_markup"] = json.dumps(card.reply_markup, ensure_ascii=False)
-            self._card_fields[(file_id, card.caption)] = fields
-        return await self._request.post_form(f"{self.bot.base_url}/sendPhoto", {**fields, "chat_id": str(chat_id)})
 
     async def _withdraw(self, job: Job) -> DeliveryResult:
         await self.bot.delete_message(job.chat_id, job.message_id)
@@ -590,10 +576,13 @@ class Sender:
 
     async def _plain_call(self, method: str, **params):
         """A call whose answer is read as JSON (a dict, or True), not built into PTB objects: parsing
-        each Message cost more CPU than the call itself, and its id is all that is kept. Errors are
-        PTB's as for any call (RetryAfter, Forbidden, BadRequest ...)."""
-        return await self.bot.do_api_request(method, api_kwargs={key: value for key, value in params.items()
-                                                                 if value is not None})
+        each Message cost more CPU than the call itself, and building each call through ``Bot`` (its
+        parameters re-encoded one by one) nearly as much; only a sent message's id is kept. The
+        parameters are encoded as PTB encodes them, and Telegram's refusals raise PTB's own errors
+        (RetryAfter, Forbidden, BadRequest ...), mapped by PTB (``AiohttpRequest.post_form``)."""
+        fields = {key: value if isinstance(value, str) else json.dumps(value)
+                  for key, value in params.items() if value is not None}
+        return await self._request.post_form(f"{self.bot.base_url}/{method}", fields)
 
     # -- writing results ------------------------------------------------------------------------
 
