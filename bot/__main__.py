@@ -9,6 +9,8 @@ import os
 import signal
 import sys
 
+import uvloop
+
 from bot.config import SettingsError, load_settings
 
 log = logging.getLogger("reunite")
@@ -51,7 +53,7 @@ def cmd_run(args) -> int:
         print("TELEGRAM_BOT_TOKEN is not set. Get a token from @BotFather, or try `reunite sandbox`.",
               file=sys.stderr)
         return 2
-    asyncio.run(_serve_until_signal(lambda: Reunite.start(settings)))
+    uvloop.run(_serve_until_signal(lambda: Reunite.start(settings)))
     return 0
 
 
@@ -67,7 +69,7 @@ def cmd_db_upgrade(args) -> int:
 def cmd_sandbox(args) -> int:
     from bot.sandbox.run import run_sandbox
 
-    asyncio.run(run_sandbox(args.port))
+    uvloop.run(run_sandbox(args.port))
     return 0
 
 

@@ -38,6 +38,7 @@ from urllib.parse import quote
 
 from aiohttp import ClientSession, ClientTimeout, web
 from PIL import Image, ImageOps
+import uvloop
 
 __all__ = ["StandIn", "SimUser", "SimGroup", "main"]
 
@@ -2149,4 +2150,4 @@ async def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main(sys.argv[1:])))
+    sys.exit(uvloop.run(main(sys.argv[1:])))
