@@ -103,9 +103,10 @@ class Reunite:
                                  on_queued=sender.push)
         await face_worker.start()  # loads the face models (once per process) and the reference faces
 
-        def on_committed(queued: list) -> None:
+        def on_committed(queued: list, with_files: bool) -> None:
             sender.push(queued)
-            face_worker.wake()  # a photo tip may be waiting for its faces
+            if with_files:
+                face_worker.wake()  # a photo tip may be waiting for its faces
 
         processor = UpdateProcessor(application, sessionmaker, settings, on_committed=on_committed)
         self = cls(settings, engine, sessionmaker, application, processor, sender, face_worker=face_worker)

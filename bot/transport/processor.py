@@ -19,7 +19,7 @@ from telegram.ext import Application
 
 from bot.config import Settings
 from bot.handlers.common import UpdateScope, current_scope, say
-from bot.services import conversation, inbox, outbox, tips, users
+from bot.services import alerts, conversation, inbox, outbox, tips, users
 from bot.services.inbox import RawUpdate
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,8 @@ class UpdateProcessor:
         self.application = application
         self.sessionmaker = sessionmaker
         self.settings = settings
-        self._on_committed = on_committed  # hands committed outbox rows to the sender
+        # hands committed outbox rows to the sender, and says whether updates with files were among them
+        self._on_committed = on_committed
         self._queues: dict[int, deque[RawUpdate]] = {}
         self._busy: set[int] = set()  # users with an update being handled
         self._slow_slots = asyncio.Semaphore(max_slow_parallel)
@@ -214,7 +215,8 @@ class UpdateProcessor:
             except Exception as error:  # the database was briefly locked or down: nothing was kept
                 await session.rollback()
                 return {raw.update_id: error for raw in batch}
-            self._on_committed(outbox.committed_rows(session))
+            # only an update with a file can have given the face worker something to do
+            self._on_committed(outbox.committed_rows(session), any(is_slow(raw) for raw in batch))
         return {}
 
     async def _preload(self, session: AsyncSession, batch: list[RawUpdate]) -> list:
@@ -222,7 +224,12 @@ class UpdateProcessor:
         if not user_ids:
             return []
         await tips.preload_latest_tips(session, user_ids)
-        return [*await users.preload(session, user_ids), *await conversation.preload(session, user_ids)]
+        preloaded = [*await users.preload(session, user_ids), *await conversation.preload(session, user_ids)]
+        # asked now, before anything is added: asked by the first tip's alert, the query would flush
+        # that tip and hold SQLite's one write lock for the rest of the batch, while the poller's and
+        # the sender's writes wait in SQLite's busy handler (it sleeps in steps of up to 100 ms)
+        await alerts.recipients(session, self.settings.coordinator_chat_id)
+        return preloaded
 
     async def _handle(self, session: AsyncSession, raw: RawUpdate) -> BaseException | None:
         try:
