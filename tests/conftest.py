@@ -202,11 +202,11 @@ async def settle(reunite, timeout: float = 20.0) -> None:
 
 @pytest.fixture
 def unpaced_chats(stand_in, monkeypatch):
-    """Private chats without the one-message-a-second pace (the stand-in's limit and the bot's own),
-    for tests of many answers to one person whose pacing is not what they are about (tests/test_pacing.py
-    is about it)."""
+    """Private chats without the pace of about one message a second (the stand-in's limit and the bot's
+    own), for tests of many answers to one person whose pacing is not what they are about
+    (tests/test_pacing.py is about it)."""
     stand_in.flood_scale = 100
-    monkeypatch.setattr("bot.transport.sender.PRIVATE_CHAT_INTERVAL", 0.01)
+    monkeypatch.setattr("bot.transport.sender.PRIVATE_CHAT_RATE", 100.0)
 
 
 @pytest.fixture

@@ -1,12 +1,13 @@
 """The one sender: takes outbox rows by priority and sends them within Telegram's limits.
 
 Limits (FIELD-NOTES): about 30 messages/s per bot overall (we pace at ``REUNITE_SEND_RATE``, 25/s by
-default, a little under), about 1/s to one private chat, 20/minute to a group. When a chat cannot
-take its messages one by one, queued alerts for it are merged into digests and queued photos of one
-tip into albums: nothing is dropped and nothing waits without bound. A 429 pauses all sending for the
-time Telegram asks. Acknowledgements go first, then coordinator alerts, then bulk messages, then
-broadcasts: their deliveries come from the database a window at a time (bot/transport/broadcast_lane.py),
-each claimed (``sending``, committed) just before its call, so a crash never sends one twice.
+default, a little under); about 1 message/s per person with a burst of 2 (so a photo tip's match alert
+follows its tip alert at once), 20/minute per group. When a chat cannot take its messages one by one,
+queued alerts for it are merged into digests and queued photos of one tip into albums: nothing is
+dropped and nothing waits without bound. A 429 pauses all sending for the time Telegram asks.
+Acknowledgements go first, then coordinator alerts, then bulk messages, then broadcasts: their
+deliveries come from the database a window at a time (bot/transport/broadcast_lane.py), each claimed
+(``sending``, committed) just before its call, so a crash never sends one twice.
 """
 
 from __future__ import annotations
@@ -47,14 +48,22 @@ from bot.transport.http import AiohttpRequest
 
 log = logging.getLogger(__name__)
 
-PRIVATE_CHAT_INTERVAL = 1.0  # seconds between messages to one person
-GROUP_CHAT_INTERVAL = 3.0  # 20 per minute
+PRIVATE_CHAT_RATE = 1.0  # messages a second to one person
+# Telegram allows "short bursts" (the stand-in models 3). One under it: the exact limit is not
+# published, and a sender that has just started (a restart, another worker taking over) takes every
+# chat's bucket for full while Telegram still counts what the last one sent.
+PRIVATE_CHAT_BURST = 2
+GROUP_CHAT_RATE = 20 / 60  # 20 a minute
+# Enough for a photo tip's match alert to follow its tip alert in a group too; far under the 20 the
+# stand-in's bucket holds. Telegram only says "20 a minute": counted as a sliding minute, a burst of B
+# would let B - 1 more than that through, so B stays small (2 lets one more than a strict 3 s spacing).
+GROUP_CHAT_BURST = 2
 UNPACED_METHODS = {"answerCallbackQuery"}  # not messages: no flood limit
 ALBUM_MAX = 10
 RETRY_BACKOFF_MAX = 60.0
 FLUSH_INTERVAL = 0.05
 RESCAN_INTERVAL = 2.0
-# while broadcast sends wait for a token or for their chat's second, the loop looks again this soon
+# while broadcast sends wait for a token (the bot's or their chat's), the loop looks again this soon
 LANE_RETRY_INTERVAL = 0.02
 PROGRESS_INTERVAL = 2.0
 STOP_GRACE_SECONDS = 5.0
@@ -81,12 +90,54 @@ def retry_after_seconds(error: RetryAfter) -> float:
     return value.total_seconds() if hasattr(value, "total_seconds") else float(value)
 
 
+class _ChatPace:
+    """A chat's token bucket, as Telegram limits one chat: about one message a second with short
+    bursts (20 a minute in a group). A strict interval instead would hold a photo tip's match alert a
+    second behind its tip alert, and after an album of N, which Telegram counts as N messages, it
+    would not wait long enough. Tokens are spent when a call ends: by then Telegram has counted it
+    (a chat has one call in flight at a time)."""
+
+    def __init__(self, chat_id: int):
+        group = chat_id < 0
+        self.rate = GROUP_CHAT_RATE if group else PRIVATE_CHAT_RATE
+        self.burst = GROUP_CHAT_BURST if group else PRIVATE_CHAT_BURST
+        self.tokens = float(self.burst)  # as of counted_at; below zero after an album bigger than the burst
+        self.counted_at = time.monotonic()
+
+    def spend(self, messages: int) -> None:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.counted_at) * self.rate) - messages
+        self.counted_at = now
+
+    def ready_at(self, messages: int = 1) -> float:
+        """When the chat may take ``messages``: once the bucket holds that many, or is full for more,
+        as the stand-in models Telegram (an album bigger than the burst then goes into debt). Else a
+        /tip answer followed at once by the tip's photos as one album would be refused."""
+        missing = min(messages, self.burst) - self.tokens
+        return self.counted_at + max(0.0, missing) / self.rate
+
+    def full_at(self) -> float:
+        return self.ready_at(self.burst)
+
+
 @dataclass
 class _Chat:
     queue: list  # of (priority, id, Outgoing), kept sorted
-    ready_at: float = 0.0
+    pace: _ChatPace
+    held_until: float = 0.0  # an album being gathered, an album waiting for its tokens, or a retry's backoff
     busy: bool = False
     version: int = 0
+
+    @property
+    def ready_at(self) -> float:
+        return max(self.held_until, self.pace.ready_at())
+
+
+def _messages_in(batch: list[Outgoing]) -> int:
+    """How many messages a call puts in its chat, as Telegram counts them against its limits."""
+    if batch[0].method in UNPACED_METHODS:
+        return 0
+    return len(batch) if batch[0].method == "sendPhoto" else 1
 
 
 class Sender:
@@ -164,12 +215,12 @@ class Sender:
         self._max_seen_id = max(self._max_seen_id, row.id)
         chat = self._chats.get(row.chat_id)
         if chat is None:
-            chat = self._chats[row.chat_id] = _Chat(queue=[])
+            chat = self._chats[row.chat_id] = _Chat([], _ChatPace(row.chat_id))
         head_before = chat.queue[0] if chat.queue else None
         gather = row.payload.get("gather_seconds")
         if gather and head_before is None and not chat.busy:
             # the rest of an album is on its way as separate updates: wait for it, send one album
-            chat.ready_at = max(chat.ready_at, time.monotonic() + gather)
+            chat.held_until = max(chat.held_until, time.monotonic() + gather)
         insort(chat.queue, (row.priority, row.id, row))
         if not chat.busy and chat.queue[0] is not head_before:
             self._schedule(row.chat_id, chat)
@@ -287,11 +338,16 @@ class Sender:
                     continue
                 chat = self._chats[chat_id]
                 batch = self._take_batch(chat)
+                messages = _messages_in(batch)
+                affordable_at = chat.pace.ready_at(messages)
+                if affordable_at > time.monotonic():  # an album: the chat has a token, not all it needs
+                    self._requeue(chat, batch, held_until=affordable_at)
+                    self._schedule(chat_id, chat)
+                    continue
                 chat.busy = True  # from here: the batch is out of the queue but not yet in flight
-                paced = batch[0].method not in UNPACED_METHODS
-                await self._take_token(len(batch) if batch[0].method == "sendPhoto" else int(paced))
+                await self._take_token(messages)
                 await self._slots.acquire()
-                task = asyncio.create_task(self._send(chat_id, chat, batch, paced))
+                task = asyncio.create_task(self._send(chat_id, chat, batch, messages))
                 self._in_flight.add(task)
                 task.add_done_callback(self._in_flight.discard)
         finally:
@@ -317,7 +373,7 @@ class Sender:
         finally:
             waiter.cancel()
 
-    async def _send(self, chat_id: int, chat: _Chat, batch: list[Outgoing], paced: bool) -> None:
+    async def _send(self, chat_id: int, chat: _Chat, batch: list[Outgoing], messages: int) -> None:
         ids = tuple(row.id for row in batch)
         try:
             result = await self._call(chat_id, batch)
@@ -342,24 +398,24 @@ class Sender:
             else:
                 retry_in = min(RETRY_BACKOFF_MAX, 2.0 ** (max(row.attempts for row in batch) + 1))
                 result = SendResult(ids, OUT_PENDING, error=type(error).__name__, retry_in=retry_in)
-                self._requeue(chat, [self._retried(row) for row in batch], delay=retry_in)
+                self._requeue(chat, [self._retried(row) for row in batch],
+                              held_until=time.monotonic() + retry_in)
         finally:
             self._slots.release()
         if result is not None:
             self._results.append(result)
-        if paced:
-            interval = GROUP_CHAT_INTERVAL if chat_id < 0 else PRIVATE_CHAT_INTERVAL
-            chat.ready_at = time.monotonic() + interval
+        chat.pace.spend(messages)
         chat.busy = False
         if chat.queue:
             self._schedule(chat_id, chat)
         self._wake.set()
 
     def _forget_idle_chats(self) -> None:
-        # a chat's pacing must outlive its queue (the next answer still waits its second), not forever
+        # a chat's pacing must outlive its queue, not forever: forgotten before its bucket is full
+        # again, it would come back with a full one and get more than Telegram allows
         now = time.monotonic()
         for chat_id in [c for c, chat in self._chats.items() if not chat.queue and not chat.busy
-                        and chat.ready_at < now]:
+                        and chat.pace.full_at() <= now]:
             del self._chats[chat_id]
 
     @staticmethod
@@ -367,11 +423,11 @@ class Sender:
         return Outgoing(row.id, row.chat_id, row.method, row.payload, row.digest_line, row.priority,
                         row.attempts + 1)
 
-    def _requeue(self, chat: _Chat, batch: list[Outgoing], delay: float = 0.0) -> None:
+    def _requeue(self, chat: _Chat, batch: list[Outgoing], held_until: float = 0.0) -> None:
         for row in batch:
             insort(chat.queue, (row.priority, row.id, row))
-        if delay:
-            chat.ready_at = time.monotonic() + delay
+        if held_until:
+            chat.held_until = held_until
 
     # -- broadcasts -----------------------------------------------------------------------------
 
@@ -414,7 +470,7 @@ class Sender:
         """Whether ``job`` may go now, and if so hold its chat (and its card's first upload) for it."""
         chat = self._chats.get(job.chat_id)
         if chat is not None and (chat.busy or chat.queue or chat.ready_at > time.monotonic()):
-            return False  # the chat's answers go first, and it gets one message a second
+            return False  # the chat's answers go first, and it must have a token
         if not job.is_withdrawal:
             card = self._lane.card(job)
             if card is None:
@@ -424,7 +480,7 @@ class Sender:
                     return False  # uploaded once, then sent by file_id
                 self._uploading.add(card.photo_sha256)
         if chat is None:
-            chat = self._chats[job.chat_id] = _Chat(queue=[])
+            chat = self._chats[job.chat_id] = _Chat([], _ChatPace(job.chat_id))
         chat.busy = True
         return True
 
@@ -460,9 +516,8 @@ class Sender:
             self._delivery_results.append(result)
             if not len(self._lane):  # else the next claim writes it, in the same commit
                 self._flush_soon.set()
-        if not job.is_withdrawal:
-            interval = GROUP_CHAT_INTERVAL if job.chat_id < 0 else PRIVATE_CHAT_INTERVAL
-            self._chats[job.chat_id].ready_at = time.monotonic() + interval
+        if not job.is_withdrawal:  # a deletion puts no message in the chat
+            self._chats[job.chat_id].pace.spend(1)
         self._release(job)
         self._wake.set()
 
