@@ -52,6 +52,8 @@ _MAIN = threading.main_thread()
 def _kind(fn, args) -> str:
     """'SELECT tips', 'INSERT outbox', 'commit', 'fetchall', ...: what the worker thread ran."""
     name = getattr(fn, "__name__", type(fn).__name__)
+    if name == "_in_sqlite_thread":  # bot/db/sqlite_cursor.py: (connection, method, sql, parameters)
+        name, args = args[1], args[2:]
     if name in ("execute", "executemany") and args and isinstance(args[0], str):
         sql = args[0]
         verb = sql.split(None, 1)[0].upper()

@@ -11,6 +11,8 @@ from sqlalchemy.exc import OperationalError, PendingRollbackError
 from sqlalchemy.util import await_
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from bot.db.sqlite_cursor import use_one_trip_cursors
+
 
 def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
@@ -99,6 +101,7 @@ def create_engine(url: str) -> AsyncEngine:
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(url, connect_args={"timeout": 10})
+        event.listen(engine.sync_engine, "connect", use_one_trip_cursors)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         SqliteWriteTurns().install(engine.sync_engine)
         return engine
