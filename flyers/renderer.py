@@ -45,6 +45,8 @@ from PIL import Image, ImageOps
 from weasyprint.text.fonts import FontConfiguration
 from weasyprint.urls import URLFetcher, URLFetcherResponse
 
+from bot.child_process import exit_with_parent
+
 from .model import FlyerCase, FlyerFiles, FlyerPhoto, Lang
 
 log = logging.getLogger(__name__)
@@ -897,6 +899,8 @@ def _warm_worker() -> None:
     """Process initializer: load fonts, WeasyPrint and pdfium once, so the first real
     render is as fast as the later ones (the first CJK layout alone takes ~0.5 s)."""
     from datetime import timezone
+
+    exit_with_parent()
 
     sample = FlyerCase(
         code="C-000000", name="Warm 预热", last_seen_place="—",

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 
+import psutil
 from sqlalchemy import func, select
 
 from bot.db.models import InboxUpdate, Tip, TipEntry
@@ -54,8 +55,10 @@ async def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(stand_in,
             user.send_text(f"Stream tip {number}")
             await asyncio.sleep(0.005)
             if number == USERS // 2:
+                workers = psutil.Process(bot.pid).children(recursive=True)  # flyer and face processes
                 bot.send_signal(signal.SIGKILL)
                 bot.wait(10)
+                _, outliving = psutil.wait_procs(workers, timeout=10)
                 acked_before_kill = sum(bool(stand_in.sent_to(u.id)) for u in users)
                 calls = stand_in.stats["calls"]["getUpdates"]
                 bot = start_bot(stand_in, settings, log_path)
@@ -69,6 +72,7 @@ async def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(stand_in,
         stop_process(bot)
 
     assert 0 < acked_before_kill < USERS, "the kill did not land mid-stream"
+    assert workers and not outliving, f"worker processes outlived the killed bot: {outliving}"
     engine = create_engine(settings.database_url)
     try:
         async with create_sessionmaker(engine)() as session:
