@@ -95,11 +95,13 @@ def _stop_the_shared_face_pool():
 
 async def start_worker(stand_in, settings):
     """A bot worker (the real PTB Application) polling the stand-in over HTTP; several may share one
-    database, as several workers share one in production."""
+    database, as several workers share one in production. Its face worker processes are the
+    session's (:func:`shared_face_pool`)."""
     from bot.app import Reunite
 
     running = await Reunite.start(settings.with_overrides(telegram_bot_token=stand_in_token(stand_in),
-                                                          telegram_api_url=stand_in.api_url))
+                                                          telegram_api_url=stand_in.api_url),
+                                  face_pool=shared_face_pool())
     running.stand_in = stand_in  # so settle() can wait for updates still on the wire
     return running
 

@@ -37,7 +37,8 @@ from bot.faces.thresholds import (
     STRONG_MATCH_THRESHOLD,
     match_strength,
 )
-from bot.faces.worker_pool import WORKER_NICE, FacePool, FaceWorkerDied
+from bot.faces.worker_pool import WORKER_NICE, FacePool
+from bot.services import matching
 from tests.conftest import shared_face_pool
 
 REPO = Path(__file__).resolve().parents[1]
@@ -327,9 +328,9 @@ async def _open_for_writing(fifo: Path, timeout: float = 30.0) -> int:
             await asyncio.sleep(0.01)
 
 
-async def test_a_worker_killed_while_analysing_costs_that_image_only(tmp_path):
+async def test_a_worker_killed_while_analysing_costs_that_image_only(tmp_path, caplog):
     """A worker killed mid-analysis (as the OOM killer would) is replaced: the image it was analysing
-    fails, the image queued behind it and the next ones are analysed."""
+    is treated as unreadable, the image queued behind it and the next ones are analysed."""
     pool = FacePool(workers=1)
     try:
         await pool.start()
@@ -338,15 +339,16 @@ async def test_a_worker_killed_while_analysing_costs_that_image_only(tmp_path):
         # when it is killed.
         stuck = tmp_path / "stuck.jpg"
         os.mkfifo(stuck)
-        killed = asyncio.create_task(pool.analyse_tip_image(stuck))
-        queued = asyncio.create_task(pool.analyse_tip_image(sample_image("yaoming.jpg")))
-        writer = await _open_for_writing(stuck)
-        try:
-            os.kill(first_pid, signal.SIGKILL)
-            with pytest.raises(FaceWorkerDied):
-                await asyncio.wait_for(killed, 60)
-        finally:
-            os.close(writer)
+        with caplog.at_level("ERROR", logger="bot.services.matching"):
+            killed = asyncio.create_task(matching.analysed("tip image 1", pool.analyse_tip_image, stuck))
+            queued = asyncio.create_task(pool.analyse_tip_image(sample_image("yaoming.jpg")))
+            writer = await _open_for_writing(stuck)
+            try:
+                os.kill(first_pid, signal.SIGKILL)
+                assert await asyncio.wait_for(killed, 60) is None
+            finally:
+                os.close(writer)
+        assert "tip image 1 treated as unreadable" in caplog.text
         assert len((await asyncio.wait_for(queued, 60)).faces) == 1  # run again in the new worker
         [second_pid] = pool.worker_pids()
         assert second_pid != first_pid

@@ -71,8 +71,8 @@ class ModelPackError(RuntimeError):
 def default_thread_count() -> int:
     """onnxruntime intra-op threads per inference: ``REUNITE_FACE_THREADS``, else 1.
 
-    Photos are analysed in parallel instead, one per face worker (see
-    :func:`bot.faces.engine.face_executor`): measured on two cores, a tip
+    Photos are analysed in parallel instead, one per face worker process (see
+    :class:`bot.faces.worker_pool.FacePool`): measured on two cores, a tip
     photo took 77 ms of CPU (75 ms wall) on one thread and 123 ms of CPU
     (79 ms wall) on two, so a second thread within one inference mostly burnt
     CPU that other photos (and the event loop) needed.
