@@ -16,6 +16,7 @@ from bot import handlers
 from bot.config import Settings
 from bot.db.migrate import upgrade_to_head_async
 from bot.db.session import create_engine, create_sessionmaker
+from bot.faces.models import return_freed_memory_promptly
 from bot.faces.worker_pool import FacePool
 from bot.handlers import matches
 from bot.handlers.common import ReuniteContext
@@ -92,6 +93,9 @@ class Reunite:
 
         ``face_pool``: the face worker processes to use; by default the bot starts its own
         (``REUNITE_FACE_WORKERS`` of them) and :meth:`stop` stops them. Tests share one among bots."""
+        # glibc: freed large blocks (index chunks, decoded photos) go back to the system. This came with
+        # loading the face models into this process; the face worker processes load them now.
+        return_freed_memory_promptly()
         settings.media_dir.mkdir(parents=True, exist_ok=True)
         if migrate:
             await upgrade_to_head_async(settings.database_url)

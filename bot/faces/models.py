@@ -105,7 +105,8 @@ def make_session_options(threads: int | None = None):
 #: freed. By default glibc raises this threshold after the first large free, so the decoded
 #: images and inference buffers of every photo end up in heaps that never shrink. Measured with
 #: the bot under photo load (100,000 faces indexed): 532 MB resident after start and 618 MB at
-#: the peak with glibc's default, 478 and 534 MB with this.
+#: the peak with glibc's default, 478 and 534 MB with this. Set by loading a model pack (the face
+#: worker processes) and by the bot at start (``Reunite.start``: its process loads no model).
 MMAP_THRESHOLD_BYTES = 128 * 1024
 _M_MMAP_THRESHOLD = -3  # mallopt() parameter number (glibc's malloc.h)
 
