@@ -9,8 +9,9 @@ Why processes, not the threads it ran in before:
   measured, 6-7 photos/s on two cores, bench/RESULTS.md), and both were slowed by hand-offs.
 * **The second core.** A worker process has its own interpreter: inference runs on the other core
   while the event loop keeps its own, each without waiting for the other's lock.
-* **Memory.** The models (onnxruntime sessions, ~170 MB) live in the workers only; the bot process
-  keeps the face index and never loads a model.
+* **Memory.** The models (onnxruntime sessions, with insightface and scikit-image around them) live
+  in the workers only; the bot process keeps the face index and never loads a model. A worker takes
+  ~185-210 MB resident, part of it libraries it shares with the bot (bench/RESULTS.md).
 
 Each worker loads the models once (the pool's initializer) and runs at a lower priority than the bot
 (nice +10: text tips are answered first). Work goes by file *path*, never pixels: a worker reads the
