@@ -560,8 +560,8 @@ def commit() -> str:
 
 
 def memory_line(r: dict) -> str:
-    return (f"resident memory (RSS), after start / peak: the bot's own process {r['rss_bot_process_after_start_mb']:.0f}"
-            f" / {r['rss_bot_process_peak_mb']:.0f} MB, its face worker processes "
+    return (f"resident memory (RSS), after start / peak: the bot's own process "
+            f"{r['rss_bot_process_after_start_mb']:.0f} / {r['rss_bot_process_peak_mb']:.0f} MB, its face worker processes "
             f"{r['rss_face_workers_after_start_mb']:.0f} / {r['rss_face_workers_peak_mb']:.0f} MB, together "
             f"{r['rss_after_start_mb']:.0f} / {r['rss_peak_mb']:.0f} MB (shared library pages counted in each); PSS "
             f"of the bot and all its child processes {r['pss_all_after_start_mb']:.0f} MB after start, "

@@ -15,8 +15,8 @@ picked up within a second, and a restart resumes where it stopped. The update pr
 worker after each commit, so a photo tip is usually matched a few tens of milliseconds after it is
 stored. Images are analysed in the face worker processes (:class:`~bot.faces.worker_pool.FacePool`:
 the models live there, not in the bot's process); index searches run in the face executor's thread,
-composite images in a worker thread. On SQLite, nothing is written before the slow parts are done: a write
-holds the database's one write lock until the commit, and text tips must not wait behind it.
+composite images in a worker thread. On SQLite, nothing is written before the slow parts are done:
+a write holds the database's one write lock until the commit, and text tips must not wait behind it.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
 from bot.db.models import OUT_PENDING, Case, OutboxMessage, Tip, TipMedia
-from bot.faces.worker_pool import FacePool
 from bot.faces.models import EMBEDDING_SIZE
+from bot.faces.worker_pool import FacePool
 from bot.services import alerts, match_alerts, matching, outbox
 from bot.services.face_search import FaceSearch, face_search_for
 from bot.services.match_alerts import MarkupBuilder
