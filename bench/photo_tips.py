@@ -21,7 +21,14 @@ engine) and random reference faces of other active cases (three per case) up to 
   pacing (about one message a second to a person, with a burst of 2) lets it follow at once; both
   numbers (queued, delivered) are reported.
 
-Also: the bot's resident memory (psutil RSS) after start (models + the index loaded) and its peak.
+The bot is its process *and its child processes*: since the face engine runs in worker processes
+(bot/faces/worker_pool.py), the bot's CPU is the sum of its own and its children's (the face workers,
+told apart by their lower priority; the flyer worker and multiprocessing's resource tracker, idle
+here), split by role, and its memory is reported per process: the bot's own RSS (the index, no models
+since the face workers came) and the face workers' RSS (the models), after start and at the peak, plus
+their sum (which counts shared library pages twice) and the PSS of them all (shared pages divided among
+the processes: what they take together). The same script measures code from before the face workers
+(face threads in the bot's process, no face worker children).
 Prints markdown; writes bench/out/photo_tips.md and .json.
 """
 
@@ -166,7 +173,7 @@ class Run:
         self.procs = Processes()
         self.port = free_port()
         self.base = f"http://{HOST}:{self.port}"
-        self.rss: list[float] = []
+        self.rss: list[tuple[float, float]] = []  # (the bot's own process, its face worker processes), MB
 
     async def __aenter__(self) -> "Run":
         self.loadavg_before = os.getloadavg()
@@ -199,7 +206,8 @@ class Run:
         await wait_until(polling, 180, "the bot to poll", procs=self.alive)
         self.start_seconds = time.monotonic() - started
         self.bot_ps = psutil.Process(self.bot.pid)
-        self.rss_after_start = self.bot_ps.memory_info().rss / 2**20
+        self.rss_after_start = rss_mb(self.bot_ps)
+        self.pss_after_start = pss_mb(self.bot_ps)
         self._sampler = asyncio.create_task(self._sample_rss())
         return self
 
@@ -217,7 +225,7 @@ class Run:
     async def _sample_rss(self) -> None:
         while True:
             try:
-                self.rss.append(self.bot_ps.memory_info().rss / 2**20)
+                self.rss.append(rss_mb(self.bot_ps))
             except psutil.Error:
                 return
             await asyncio.sleep(0.5)
@@ -287,9 +295,11 @@ class Times:
 
 
 def thread_cpu(proc: psutil.Process) -> dict[str, float]:
-    """CPU seconds of the bot's threads by role: the event loop (the main thread), face work (threads at
-    the face executor's lower priority, and the onnxruntime threads they start, which inherit it) and
-    everything else (aiosqlite's connection threads, asyncio's default executor)."""
+    """CPU seconds of the bot's threads by role: the event loop (the main thread), face work in the bot's
+    process (threads at the face executor's lower priority, and the onnxruntime threads they start,
+    which inherit it: index searches since the face engine runs in worker processes, the engine itself
+    before) and everything else (aiosqlite's connection threads, asyncio's default executor, the face
+    pool's threads)."""
     from bot.faces.engine import FACE_THREAD_NICE
 
     roles = {"event loop": 0.0, "face threads": 0.0, "other threads": 0.0}
@@ -304,6 +314,69 @@ def thread_cpu(proc: psutil.Process) -> dict[str, float]:
             nice = 0
         roles["face threads" if nice == FACE_THREAD_NICE else "other threads"] += seconds
     return roles
+
+
+def child_processes(proc: psutil.Process) -> dict[int, tuple[str, psutil.Process]]:
+    """The bot's child processes by pid, with their role: face workers (they run at a lower priority than
+    the bot) or others (the flyer worker, multiprocessing's resource tracker)."""
+    try:
+        nice, children = proc.nice(), proc.children(recursive=True)
+    except psutil.Error:
+        return {}
+    found = {}
+    for child in children:
+        try:
+            found[child.pid] = ("face worker processes" if child.nice() > nice else "other child processes", child)
+        except psutil.Error:
+            pass
+    return found
+
+
+def child_cpu(proc: psutil.Process) -> dict[int, tuple[str, float]]:
+    """CPU seconds of each child process so far, with its role."""
+    return {pid: (role, cpu_seconds(child)) for pid, (role, child) in child_processes(proc).items()}
+
+
+def cpu_by_role(proc: psutil.Process, threads0: dict[str, float], children0: dict[int, tuple[str, float]]
+                ) -> dict[str, float]:
+    """CPU seconds since ``threads0`` / ``children0`` by role: the bot's threads and its child processes
+    (a child that exited meanwhile is not counted)."""
+    roles = {role: seconds - threads0[role] for role, seconds in thread_cpu(proc).items()}
+    roles.update({"face worker processes": 0.0, "other child processes": 0.0})
+    for pid, (role, seconds) in child_cpu(proc).items():
+        roles[role] += seconds - children0.get(pid, (role, 0.0))[1]
+    return roles
+
+
+def rss_mb(proc: psutil.Process) -> tuple[float, float]:
+    """Resident memory (MB) of the bot's own process and of its face worker processes together."""
+    workers = 0.0
+    for role, child in child_processes(proc).values():
+        if role == "face worker processes":
+            try:
+                workers += child.memory_info().rss / 2**20
+            except psutil.Error:
+                pass
+    return proc.memory_info().rss / 2**20, workers
+
+
+def pss_mb(proc: psutil.Process) -> float:
+    """Proportional set size (MB) of the bot's process and all its children: shared pages counted once."""
+    total = 0.0
+    for process in [proc] + [child for _, child in child_processes(proc).values()]:
+        try:
+            total += process.memory_full_info().pss / 2**20
+        except (psutil.Error, AttributeError):
+            return float("nan")
+    return total
+
+
+def memory(run: Run) -> dict:
+    own, workers = zip(*run.rss) if run.rss else ((float("nan"),), (float("nan"),))
+    return {"rss_after_start_mb": sum(run.rss_after_start), "rss_peak_mb": max(a + b for a, b in run.rss),
+            "rss_bot_process_after_start_mb": run.rss_after_start[0], "rss_bot_process_peak_mb": max(own),
+            "rss_face_workers_after_start_mb": run.rss_after_start[1], "rss_face_workers_peak_mb": max(workers),
+            "pss_all_after_start_mb": run.pss_after_start, "pss_all_at_end_mb": pss_mb(run.bot_ps)}
 
 
 def summary(values: list[float]) -> dict:
@@ -335,7 +408,7 @@ async def capacity(args, photos: list[bytes]) -> dict:
         standin_ps = psutil.Process(run.standin.pid)
         cpu0, standin0, machine0, wall0 = (cpu_seconds(run.bot_ps), cpu_seconds(standin_ps), psutil.cpu_times(),
                                            time.time())
-        threads0 = thread_cpu(run.bot_ps)
+        threads0, children0 = thread_cpu(run.bot_ps), child_cpu(run.bot_ps)
         samples: list[tuple[float, int]] = []
         stop = asyncio.Event()
 
@@ -367,8 +440,9 @@ async def capacity(args, photos: list[bytes]) -> dict:
         if spy is not None:
             spy.wait(timeout=60)
             print(pyspy_summary(str(OUT_DIR / "photo_tips_pyspy.txt")), file=sys.stderr)
-        cpu, standin_cpu = cpu_seconds(run.bot_ps) - cpu0, cpu_seconds(standin_ps) - standin0
-        threads = {role: seconds - threads0[role] for role, seconds in thread_cpu(run.bot_ps).items()}
+        roles = cpu_by_role(run.bot_ps, threads0, children0)
+        own_cpu, standin_cpu = cpu_seconds(run.bot_ps) - cpu0, cpu_seconds(standin_ps) - standin0
+        cpu = own_cpu + roles["face worker processes"] + roles["other child processes"]  # the bot and its children
         machine = psutil.cpu_times()
         machine_total = sum(machine) - sum(machine0)
         machine_busy = 1 - ((machine.idle - machine0.idle) + (machine.iowait - machine0.iowait)) / machine_total
@@ -389,9 +463,10 @@ async def capacity(args, photos: list[bytes]) -> dict:
             "stored_to_matched_ms": summary(stored_to_matched),
             "text_ack_ms": summary(list(times.ack_latency_ms.values())),
             "bot_cpu_s": cpu, "bot_cpu_share": cpu / (done_at[-1] - wall0),
-            "cpu_ms_per_photo": {role: 1000 * seconds / count for role, seconds in threads.items()},
+            "bot_own_process_cpu_share": own_cpu / (done_at[-1] - wall0),
+            "cpu_ms_per_photo": {role: 1000 * seconds / count for role, seconds in roles.items()},
             "standin_cpu_share": standin_cpu / (done_at[-1] - wall0), "machine_busy": machine_busy,
-            "rss_after_start_mb": run.rss_after_start, "rss_peak_mb": max(run.rss),
+            **memory(run),
             "bot_start_s": run.start_seconds, "loadavg": [run.loadavg_before, os.getloadavg()],
         }
 
@@ -432,7 +507,7 @@ async def latency(args, photos: list[bytes]) -> dict:
             "update_to_tip_alert_ms": summary(times.latencies_ms(times.tip_alert)),
             "update_to_match_alert_queued_ms": summary(times.latencies_ms(queued)),
             "update_to_match_alert_delivered_ms": summary(times.latencies_ms(times.match_alert)),
-            "rss_after_start_mb": run.rss_after_start, "rss_peak_mb": max(run.rss), "bot_start_s": run.start_seconds,
+            **memory(run), "bot_start_s": run.start_seconds,
             "loadavg": [run.loadavg_before, os.getloadavg()],
         }
 
@@ -484,6 +559,15 @@ def commit() -> str:
         return "?"
 
 
+def memory_line(r: dict) -> str:
+    return (f"resident memory (RSS), after start / peak: the bot's own process "
+            f"{r['rss_bot_process_after_start_mb']:.0f} / {r['rss_bot_process_peak_mb']:.0f} MB, its face worker processes "
+            f"{r['rss_face_workers_after_start_mb']:.0f} / {r['rss_face_workers_peak_mb']:.0f} MB, together "
+            f"{r['rss_after_start_mb']:.0f} / {r['rss_peak_mb']:.0f} MB (shared library pages counted in each); PSS "
+            f"of the bot and all its child processes {r['pss_all_after_start_mb']:.0f} MB after start, "
+            f"{r['pss_all_at_end_mb']:.0f} MB at the end")
+
+
 def report(results: dict, notes: dict, args) -> str:
     lines = [f"# Photo-tip benchmark ({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC)", "",
              f"Commit {commit()}. Machine: {notes['nproc']} CPUs ({notes['cpu']}), {notes['mem_gb']} GB, "
@@ -506,12 +590,16 @@ def report(results: dict, notes: dict, args) -> str:
                   f"after the first was sent); {r['matched']} of them matched (alert queued)",
                   f"- photo stored -> candidates stored and alert queued: {ms(r['stored_to_matched_ms'])}",
                   f"- text tips meanwhile, update -> acknowledgement: **{ms(r['text_ack_ms'])}**",
-                  f"- bot CPU: {r['bot_cpu_s']:.1f} s ({100 * r['bot_cpu_share']:.0f}% of one core), stand-in "
+                  f"- bot CPU, its process and its child processes (the face workers): {r['bot_cpu_s']:.1f} s "
+                  f"({100 * r['bot_cpu_share']:.0f}% of one core; the bot's own process "
+                  f"{100 * r['bot_own_process_cpu_share']:.0f}%), stand-in "
                   f"{100 * r['standin_cpu_share']:.0f}% of one core, machine busy {100 * r['machine_busy']:.0f}% "
-                  f"(both cores, everything running); RSS after start "
-                  f"{r['rss_after_start_mb']:.0f} MB, peak {r['rss_peak_mb']:.0f} MB; start-up {r['bot_start_s']:.1f} s",
-                  "- bot CPU per photo (text tips' share included; threads by role): " + ", ".join(
-                      f"{role} {value:.0f} ms" for role, value in r["cpu_ms_per_photo"].items()),
+                  f"(both cores, everything running); start-up {r['bot_start_s']:.1f} s",
+                  f"- {memory_line(r)}",
+                  "- bot CPU per photo (text tips' share included; threads of the bot's process and its child "
+                  "processes, by role): " + ", ".join(
+                      f"{role} {value:.0f} ms" for role, value in r["cpu_ms_per_photo"].items())
+                  + f" = {sum(r['cpu_ms_per_photo'].values()):.0f} ms",
                   f"- load average (1/5/15 min) before / after: {_load(r)}", ""]
     if "latency" in results:
         r = results["latency"]
@@ -522,7 +610,7 @@ def report(results: dict, notes: dict, args) -> str:
                   f"- update -> match alert queued (outbox row committed): **{ms(r['update_to_match_alert_queued_ms'])}**",
                   f"- update -> match alert delivered: {ms(r['update_to_match_alert_delivered_ms'])} (the second "
                   "message to that chat within a second: the sender allows a person a burst of 2)",
-                  f"- RSS after start {r['rss_after_start_mb']:.0f} MB, peak {r['rss_peak_mb']:.0f} MB",
+                  f"- {memory_line(r)}",
                   f"- load average (1/5/15 min) before / after: {_load(r)}", ""]
     return "\n".join(lines)
 

@@ -16,6 +16,8 @@ from bot import handlers
 from bot.config import Settings
 from bot.db.migrate import upgrade_to_head_async
 from bot.db.session import create_engine, create_sessionmaker
+from bot.faces.models import return_freed_memory_promptly
+from bot.faces.worker_pool import FacePool
 from bot.handlers import matches
 from bot.handlers.common import ReuniteContext
 from bot.services import users
@@ -81,10 +83,19 @@ class Reunite:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     flyer_warm_up: asyncio.Task | None = None
     face_worker: FaceWorker | None = None
+    face_pool: FacePool | None = None
+    owns_face_pool: bool = True  # stop() shuts the pool down
 
     @classmethod
-    async def start(cls, settings: Settings, *, migrate: bool = True) -> "Reunite":
-        """Migrate, connect, and start receiving and sending."""
+    async def start(cls, settings: Settings, *, migrate: bool = True, face_pool: FacePool | None = None
+                    ) -> "Reunite":
+        """Migrate, connect, and start receiving and sending.
+
+        ``face_pool``: the face worker processes to use; by default the bot starts its own
+        (``REUNITE_FACE_WORKERS`` of them) and :meth:`stop` stops them. Tests share one among bots."""
+        # glibc: freed large blocks (index chunks, decoded photos) go back to the system. This came with
+        # loading the face models into this process; the face worker processes load them now.
+        return_freed_memory_promptly()
         settings.media_dir.mkdir(parents=True, exist_ok=True)
         if migrate:
             await upgrade_to_head_async(settings.database_url)
@@ -99,9 +110,16 @@ class Reunite:
         await application.start()
         sender = Sender(application.bot, engine, sessionmaker, settings.media_dir, settings.send_rate,
                         request=request)
+        owns_face_pool = face_pool is None
+        face_pool = face_pool or FacePool()
         face_worker = FaceWorker(settings, sessionmaker, functools.partial(matches.review_keyboard, settings),
-                                 on_queued=sender.push)
-        await face_worker.start()  # loads the face models (once per process) and the reference faces
+                                 on_queued=sender.push, faces=face_pool)
+        try:
+            await face_worker.start()  # starts the face worker processes (they load the models), loads the index
+        except BaseException:
+            if owns_face_pool:
+                await asyncio.to_thread(face_pool.shutdown)
+            raise
 
         def on_committed(queued: list, with_files: bool) -> None:
             sender.push(queued)
@@ -109,7 +127,8 @@ class Reunite:
                 face_worker.wake()  # a photo tip may be waiting for its faces
 
         processor = UpdateProcessor(application, sessionmaker, settings, on_committed=on_committed)
-        self = cls(settings, engine, sessionmaker, application, processor, sender, face_worker=face_worker)
+        self = cls(settings, engine, sessionmaker, application, processor, sender, face_worker=face_worker,
+                   face_pool=face_pool, owns_face_pool=owns_face_pool)
         # the flyer worker process starts in the background, so the first /flyer renders at warm speed
         self.flyer_warm_up = asyncio.create_task(flyers.warm_up(), name="flyer warm-up")
         processor.start()
@@ -156,6 +175,8 @@ class Reunite:
         self.flyer_warm_up.cancel()
         await asyncio.gather(self.flyer_warm_up, return_exceptions=True)
         await asyncio.to_thread(flyers.shutdown_pool)  # waits for the worker process to exit
+        if self.owns_face_pool and self.face_pool is not None:
+            await asyncio.to_thread(self.face_pool.shutdown)  # waits for the face worker processes to exit
         if self.web_runner is not None:
             await self.web_runner.cleanup()
         await self.application.stop()

@@ -71,13 +71,37 @@ async def stand_in():
     await server.stop()
 
 
+_face_pool = None
+
+
+def shared_face_pool():
+    """One set of face worker processes for the whole session, shared by the bots tests start (as the
+    engine used to be loaded once per test process): starting them and loading the models takes a
+    second or more. Stopped at the end of the session (``_stop_the_shared_face_pool``)."""
+    global _face_pool
+    if _face_pool is None:
+        from bot.faces.worker_pool import FacePool
+
+        _face_pool = FacePool()
+    return _face_pool
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_the_shared_face_pool():
+    yield
+    if _face_pool is not None:
+        _face_pool.shutdown()
+
+
 async def start_worker(stand_in, settings):
     """A bot worker (the real PTB Application) polling the stand-in over HTTP; several may share one
-    database, as several workers share one in production."""
+    database, as several workers share one in production. Its face worker processes are the
+    session's (:func:`shared_face_pool`)."""
     from bot.app import Reunite
 
     running = await Reunite.start(settings.with_overrides(telegram_bot_token=stand_in_token(stand_in),
-                                                          telegram_api_url=stand_in.api_url))
+                                                          telegram_api_url=stand_in.api_url),
+                                  face_pool=shared_face_pool())
     running.stand_in = stand_in  # so settle() can wait for updates still on the wire
     return running
 

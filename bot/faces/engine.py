@@ -19,8 +19,13 @@ mirror image's embeddings, renormalised; a tip face's is the crop's alone (half
 the embedding time on the busiest path, for about half the mirror's small gain:
 bench/FACES.md).
 
-All of this is CPU-bound (about 50-100 ms per photo on two cores): call it
-through :func:`run_in_face_executor`, never on the event loop.
+All of this is CPU-bound (about 60 ms of CPU per 1280 px tip photo) and synchronous, in the
+insightface model_zoo style: the engine knows nothing about threads or processes. The bot runs it
+in worker processes (:class:`bot.faces.worker_pool.FacePool`, which says why); one-shot commands
+(``reunite faces embed``) call it directly. Never on an event loop.
+
+:func:`run_in_face_executor` is the thread that runs the face work left in the bot's process: index
+searches (NumPy and onnxruntime, which release the GIL), never an analysis.
 """
 
 from __future__ import annotations
@@ -45,10 +50,6 @@ from bot.faces.thresholds import DEFAULT_MATCH_THRESHOLD  # noqa: F401 - re-expo
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-#: Environment variable: number of threads that run face work (default: the cores but one).
-WORKERS_ENV = "REUNITE_FACE_WORKERS"
-
 
 #: Image shapes (height, width) the detector is warmed up with: each needs a session of its own.
 WARM_UP_SHAPES = ((256, 256), (192, 256), (256, 192))
@@ -232,14 +233,6 @@ class FaceEngine:
             image_size=decoded.original_size,
         )
 
-    async def analyse_case_photo_async(self, image: ImageSource) -> list[DetectedFace]:
-        """:meth:`analyse_case_photo` in the face executor (decoding included)."""
-        return await run_in_face_executor(self.analyse_case_photo, image)
-
-    async def analyse_tip_image_async(self, image: ImageSource) -> FaceReport:
-        """:meth:`analyse_tip_image` in the face executor (decoding included)."""
-        return await run_in_face_executor(self.analyse_tip_image, image)
-
     def embed_crops(self, crops: list[np.ndarray], *, mirror: bool | None = None) -> np.ndarray:
         """Embed aligned 112x112 crops, with their mirror images if ``mirror`` (default: as case
         photos are); (N, 512) unit rows."""
@@ -359,8 +352,8 @@ _executor_lock = threading.Lock()
 def get_face_engine() -> FaceEngine:
     """The process's engine, loaded on first use (models are loaded once per process).
 
-    First use takes a second or so: call it from the face executor, e.g.
-    ``await run_in_face_executor(get_face_engine)`` at start-up.
+    First use takes a second or so. In the bot only the face worker processes load it
+    (:mod:`bot.faces.worker_pool`); one-shot commands and tests may load it in their own process.
     """
     global _engine
     if _engine is None:
@@ -371,32 +364,35 @@ def get_face_engine() -> FaceEngine:
 
 
 def face_executor() -> ThreadPoolExecutor:
-    """The bounded pool that runs all face work off the event loop.
+    """The thread that runs the bot's in-process face work off the event loop: index searches and
+    index loading (:mod:`bot.services.face_search`). Image analysis runs in worker processes instead
+    (:class:`bot.faces.worker_pool.FacePool`).
 
-    One worker per core but one by default (``REUNITE_FACE_WORKERS`` overrides
-    it), each running one inference on one onnxruntime thread: photos are
-    analysed side by side, and a core stays for the event loop, the database and
-    the sender. The workers also run at a lower priority, so the event loop
-    (text tips, answers) gets the CPU the moment it needs it.
+    One thread: the face worker searches one tip at a time, and the int8 screen's matrix product
+    already uses up to four onnxruntime threads of its own (:mod:`bot.faces.screen`).
     """
     global _executor
     if _executor is None:
         with _executor_lock:
             if _executor is None:
-                workers = max(1, int(os.environ.get(WORKERS_ENV, "") or (os.cpu_count() or 1) - 1))
                 sys.setswitchinterval(GIL_SWITCH_INTERVAL)
-                _executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="faces",
+                _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="faces",
                                                initializer=_yield_to_the_event_loop)
     return _executor
 
 
-#: How long a thread may keep the GIL while another waits for it (Python's default: 5 ms). The
-#: detector's post-processing is many small NumPy calls, each needing the GIL back: with the event
-#: loop busy in another thread, a tip photo took 480 ms instead of 92 ms at 5 ms, 137 ms at 0.5 ms.
+#: How long a thread may keep the GIL while another waits for it (Python's default: 5 ms). Set when
+#: the face executor starts. Inference has left the process, but a search is still a dozen NumPy and
+#: onnxruntime calls, each taking the GIL back from a busy event loop: measured over 100,000 faces
+#: with the main thread running Python throughout, a search took p50 41-52 ms at 5 ms and 9.5-21 ms
+#: at 0.5 ms, the main thread's own work rate unchanged (bench/search_gil_bench.py, bench/RESULTS.md).
+#: Other threads that hand results to a busy loop (aiosqlite's, the face pool's) are likely to gain
+#: the same way; that was not measured separately.
 GIL_SWITCH_INTERVAL = 0.0005
 
-#: Scheduling priority (nice) of the face threads: inference waits a moment
-#: when the event loop (a text tip's answer) needs the CPU.
+#: Scheduling priority (nice) of the face executor's thread: a retro-matching pass streams every
+#: stored tip face through it and the index loads through it at start, seconds of CPU at times; the
+#: event loop (a text tip's answer) must still get the CPU first.
 FACE_THREAD_NICE = 10
 
 
@@ -409,13 +405,13 @@ def _yield_to_the_event_loop() -> None:
 
 
 async def run_in_face_executor(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run CPU-bound face work (decoding, inference, index search) without blocking the loop."""
+    """Run in-process face work (index searches) in the face executor, without blocking the loop."""
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(face_executor(), functools.partial(fn, *args, **kwargs))
 
 
 def shutdown_face_executor(wait: bool = True) -> None:
-    """Stop the pool (application shutdown); a later call creates a new one."""
+    """Stop the thread (application shutdown); a later call creates a new one."""
     global _executor
     with _executor_lock:
         if _executor is not None:

@@ -71,8 +71,8 @@ class ModelPackError(RuntimeError):
 def default_thread_count() -> int:
     """onnxruntime intra-op threads per inference: ``REUNITE_FACE_THREADS``, else 1.
 
-    Photos are analysed in parallel instead, one per face worker (see
-    :func:`bot.faces.engine.face_executor`): measured on two cores, a tip
+    Photos are analysed in parallel instead, one per face worker process (see
+    :class:`bot.faces.worker_pool.FacePool`): measured on two cores, a tip
     photo took 77 ms of CPU (75 ms wall) on one thread and 123 ms of CPU
     (79 ms wall) on two, so a second thread within one inference mostly burnt
     CPU that other photos (and the event loop) needed.
@@ -105,7 +105,8 @@ def make_session_options(threads: int | None = None):
 #: freed. By default glibc raises this threshold after the first large free, so the decoded
 #: images and inference buffers of every photo end up in heaps that never shrink. Measured with
 #: the bot under photo load (100,000 faces indexed): 532 MB resident after start and 618 MB at
-#: the peak with glibc's default, 478 and 534 MB with this.
+#: the peak with glibc's default, 478 and 534 MB with this. Set by loading a model pack (the face
+#: worker processes) and by the bot at start (``Reunite.start``: its process loads no model).
 MMAP_THRESHOLD_BYTES = 128 * 1024
 _M_MMAP_THRESHOLD = -3  # mallopt() parameter number (glibc's malloc.h)
 

@@ -15,7 +15,8 @@ the bot's face worker instead (for a machine without the face models).
 
 Speed (1,000 cases with one photo each: under two minutes with faces on two cores, bench/RESULTS.md):
 the photos of a batch of lines are stored (decoded, stripped, re-encoded) in worker threads and
-analysed in the face executor (one photo per core), while the batches before it are written; each
+analysed by the import's own face worker processes (:class:`~bot.faces.worker_pool.FacePool`, as in
+the bot: ``REUNITE_FACE_WORKERS``, at a lower priority), while the batches before it are written; each
 batch's cases and faces are written in one transaction (retried line by line if it fails, so one bad
 line never takes others with it).
 """
@@ -42,8 +43,9 @@ from bot.config import Settings
 from bot.db.migrate import upgrade_to_head_async
 from bot.db.models import PHOTO_AGE_PROGRESSED, PHOTO_ORIGINAL, Case
 from bot.db.session import create_engine, create_sessionmaker
-from bot.faces.engine import DetectedFace, FaceEngine, get_face_engine, run_in_face_executor
+from bot.faces.engine import DetectedFace
 from bot.faces.models import ModelPackError
+from bot.faces.worker_pool import FacePool
 from bot.services import audit, case_fields, cases, matching, media
 from bot.services.case_fields import FieldError
 
@@ -58,7 +60,7 @@ EXTERNAL_ID_LENGTH = 128  # the column's width
 SHELL_ADMIN = None
 BATCH = 32  # cases whose photos are prepared together and written in one transaction
 # batches prepared (photos stored, faces analysed) ahead of the one being written, so the face
-# executor keeps both cores busy while the database writes
+# worker processes keep their core busy while the database writes
 BATCHES_AHEAD = 2
 LOOKUP_CHUNK = 500
 PROGRESS_WIDTH = 30
@@ -324,26 +326,26 @@ def _store_photo(source: PhotoSource, media_dir: Path) -> cases.NewPhoto:
     return cases.NewPhoto(stored.sha256, stored.width, stored.height, source.age, source.kind)
 
 
-async def _prepared_photo(source: PhotoSource, media_dir: Path, engine: FaceEngine | None) -> PreparedPhoto:
+async def _prepared_photo(source: PhotoSource, media_dir: Path, faces: FacePool | None) -> PreparedPhoto:
     stored = await asyncio.to_thread(_store_photo, source, media_dir)
-    faces = await matching.analyse_case_photo(engine, media_dir, stored.sha256) if engine else None
-    return PreparedPhoto(source, stored, faces)
+    found = await matching.analyse_case_photo(faces, media_dir, stored.sha256) if faces else None
+    return PreparedPhoto(source, stored, found)
 
 
-async def _prepared_photos(record: CaseRecord, media_dir: Path, engine: FaceEngine | None
+async def _prepared_photos(record: CaseRecord, media_dir: Path, faces: FacePool | None
                            ) -> list[PreparedPhoto] | LineError:
     try:
-        return await asyncio.gather(*(_prepared_photo(source, media_dir, engine) for source in record.photos))
+        return await asyncio.gather(*(_prepared_photo(source, media_dir, faces) for source in record.photos))
     except LineError as error:
         return error
 
 
 async def _prepare_batch(batch: list[tuple[int, CaseRecord | LineError]], imported: dict[str, str],
-                         media_dir: Path, engine: FaceEngine | None) -> dict[int, list[PreparedPhoto] | LineError]:
+                         media_dir: Path, faces: FacePool | None) -> dict[int, list[PreparedPhoto] | LineError]:
     """The photos of a batch's new lines, stored and analysed side by side, by line."""
     to_store = {number: record for number, record in batch
                 if isinstance(record, CaseRecord) and record.external_id not in imported}
-    return dict(zip(to_store, await asyncio.gather(*(_prepared_photos(record, media_dir, engine)
+    return dict(zip(to_store, await asyncio.gather(*(_prepared_photos(record, media_dir, faces)
                                                      for record in to_store.values()))))
 
 
@@ -466,13 +468,23 @@ async def import_cases(path: Path, settings: Settings, out: TextIO = sys.stdout,
                 record = error
         checked.append((number, record))
 
-    face_engine = None
-    if not skip_faces:
-        try:
-            face_engine = await run_in_face_executor(get_face_engine)  # loads the models once
-        except ModelPackError as error:
-            err.write(f"cannot load the face models: {error}\n")
-            return 2
+    faces = None if skip_faces else FacePool()
+    try:
+        if faces is not None:
+            try:
+                await faces.start()  # the worker processes load the models once
+            except ModelPackError as error:
+                err.write(f"cannot load the face models: {error}\n")
+                return 2
+        return await _import_checked(checked, settings, out, err, faces)
+    finally:
+        if faces is not None:
+            await asyncio.to_thread(faces.shutdown)
+
+
+async def _import_checked(checked: list[tuple[int, CaseRecord | LineError]], settings: Settings, out: TextIO,
+                          err: TextIO, faces: FacePool | None) -> int:
+    """Write the checked lines in batches, each batch's photos prepared while earlier ones are written."""
     await upgrade_to_head_async(settings.database_url)
     engine = create_engine(settings.database_url)
     progress = ProgressBar(len(checked), err)
@@ -485,14 +497,14 @@ async def import_cases(path: Path, settings: Settings, out: TextIO = sys.stdout,
                 session, [r.external_id for _, r in checked if isinstance(r, CaseRecord) and r.external_id])
 
             def prepare(batch):
-                return asyncio.ensure_future(_prepare_batch(batch, imported, settings.media_dir, face_engine))
+                return asyncio.ensure_future(_prepare_batch(batch, imported, settings.media_dir, faces))
 
             preparing.extend(prepare(batch) for batch in batches[:BATCHES_AHEAD])
             for index, batch in enumerate(batches):
                 prepared = await preparing.popleft()
                 if index + BATCHES_AHEAD < len(batches):
                     preparing.append(prepare(batches[index + BATCHES_AHEAD]))
-                for result in await _write_batch(session, batch, prepared, imported, face_engine is not None):
+                for result in await _write_batch(session, batch, prepared, imported, faces is not None):
                     failures += "error" in result
                     out.write(json.dumps(result, ensure_ascii=False) + "\n")
                     progress.advance()

@@ -13,9 +13,10 @@ Each round it
 Rows are found in the database (``face_status = 'pending'``), so work written by other processes is
 picked up within a second, and a restart resumes where it stopped. The update processor wakes the
 worker after each commit, so a photo tip is usually matched a few tens of milliseconds after it is
-stored. Models load once, in the face executor; inference and index searches run there, composite
-images in a worker thread. On SQLite, nothing is written before the slow parts are done: a write
-holds the database's one write lock until the commit, and text tips must not wait behind it.
+stored. Images are analysed in the face worker processes (:class:`~bot.faces.worker_pool.FacePool`:
+the models live there, not in the bot's process); index searches run in the face executor's thread,
+composite images in a worker thread. On SQLite, nothing is written before the slow parts are done:
+a write holds the database's one write lock until the commit, and text tips must not wait behind it.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
 from bot.db.models import OUT_PENDING, Case, OutboxMessage, Tip, TipMedia
-from bot.faces.engine import FaceEngine, get_face_engine, run_in_face_executor
 from bot.faces.models import EMBEDDING_SIZE
+from bot.faces.worker_pool import FacePool
 from bot.services import alerts, match_alerts, matching, outbox
 from bot.services.face_search import FaceSearch, face_search_for
 from bot.services.match_alerts import MarkupBuilder
@@ -63,12 +64,12 @@ class FaceWorker:
     """Started and stopped with the bot (``Reunite.start``): :meth:`start` once, then :meth:`run`."""
 
     def __init__(self, settings: Settings, sessionmaker: async_sessionmaker[AsyncSession],
-                 markup: MarkupBuilder, on_queued: Callable[[list[outbox.Outgoing]], None]):
+                 markup: MarkupBuilder, on_queued: Callable[[list[outbox.Outgoing]], None], faces: FacePool):
         self.settings = settings
+        self.faces = faces  # the worker processes that analyse images
         self.sessionmaker = sessionmaker
         self.markup = markup  # Confirm/Reject buttons (signed by the handlers)
         self.on_queued = on_queued  # hands committed outbox rows (alerts, requests) to the sender
-        self.engine: FaceEngine | None = None
         self.search: FaceSearch | None = None
         self.watcher: matching.ReferenceWatcher | None = None
         self._wake = asyncio.Event()
@@ -77,9 +78,8 @@ class FaceWorker:
         self._composites: dict[str, list[int]] = {}  # composite image -> outbox rows still to send it
 
     async def start(self) -> None:
-        """Load the models (once per process, off the event loop) and the reference faces."""
-        self.engine = await run_in_face_executor(get_face_engine)
-        model_id = self.engine.model_id
+        """Start the face worker processes (they load the models) and load the reference faces."""
+        model_id = await self.faces.start()
         self.search = face_search_for(self.settings.database_url, model_id)
         self.watcher = matching.ReferenceWatcher(model_id)
         async with self.sessionmaker() as session:
@@ -156,7 +156,7 @@ class FaceWorker:
             photo = await matching.next_pending_case_photo(session)
             if photo is None:
                 return False
-            faces = await matching.analyse_case_photo(self.engine, self.settings.media_dir, photo.sha256)
+            faces = await matching.analyse_case_photo(self.faces, self.settings.media_dir, photo.sha256)
             await matching.record_case_faces(session, photo, faces, _now())
             if photo.face_status != matching.FACES_DONE:
                 case = await session.get(Case, photo.case_id)
@@ -170,8 +170,8 @@ class FaceWorker:
 
     async def _match_pending_tips(self) -> None:
         """Every pending tip, oldest first, as a pipeline: a claimer keeps up to PIPELINE_DEPTH tips
-        claimed ahead, their images' analysis queued in the face executor, while each tip in turn has
-        its matches planned, drawn and stored; so the face executor (the bottleneck) never waits for
+        claimed ahead, their images' analysis queued in the face worker processes, while each tip in
+        turn has its matches planned, drawn and stored; so the workers (the bottleneck) never wait for
         the database or a composite image."""
         claimed: asyncio.Queue[_ClaimedTip | None] = asyncio.Queue()
         slots = asyncio.Semaphore(PIPELINE_DEPTH)
@@ -217,7 +217,7 @@ class FaceWorker:
         if not images:
             await session.close()
             return None
-        reports = asyncio.gather(*(matching.analysed(f"tip image {image.id}", self.engine.analyse_tip_image,
+        reports = asyncio.gather(*(matching.analysed(f"tip image {image.id}", self.faces.analyse_tip_image,
                                                      media_path(self.settings.media_dir, image.sha256))
                                    for image in images))
         return _ClaimedTip(session, images[0].tip_id, images, reports)
@@ -340,7 +340,7 @@ class FaceWorker:
 @dataclass
 class _ClaimedTip:
     """A tip taken for matching: its session (and on PostgreSQL its row locks) and its images'
-    analysis, under way in the face executor."""
+    analysis, under way in the face worker processes."""
 
     session: AsyncSession
     tip_id: int

@@ -20,7 +20,7 @@ import logging
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Awaitable, Callable, TypeVar
 
 import numpy as np
 from sqlalchemy import delete, func, select, update
@@ -40,8 +40,9 @@ from bot.db.models import (
     TipMedia,
     User,
 )
-from bot.faces.engine import DetectedFace, FaceEngine, run_in_face_executor
+from bot.faces.engine import DetectedFace
 from bot.faces.images import UnreadableImage
+from bot.faces.worker_pool import FacePool, FaceWorkerDied
 from bot.i18n import t
 from bot.services import audit, outbox
 from bot.services.alerts import ALBUM_GATHER_SECONDS
@@ -183,22 +184,26 @@ async def still_pending(session: AsyncSession, images: list[TipMedia]) -> bool:
 # -- analysing images ---------------------------------------------------------------------------
 
 
-async def analysed(what: str, analysis: Callable[..., T], *args, **kwargs) -> T | None:
-    """An engine analysis run in the face executor; None (logged) if the image cannot be analysed,
-    so that one bad image never blocks the others."""
+async def analysed(what: str, analysis: Callable[..., Awaitable[T]], *args, **kwargs) -> T | None:
+    """An analysis by the face worker processes (a :class:`~bot.faces.worker_pool.FacePool` method);
+    None (logged) if the image cannot be analysed, so that one bad image never blocks the others. A
+    worker that died analysing it (killed, out of memory) counts as such: the pool has been replaced
+    and the next images are analysed."""
     try:
-        return await run_in_face_executor(analysis, *args, **kwargs)
+        return await analysis(*args, **kwargs)
     except UnreadableImage as error:
         log.warning("%s cannot be read: %s", what, error)
+    except FaceWorkerDied as error:
+        log.error("%s treated as unreadable: %s", what, error)
     except Exception:
         log.exception("%s failed in the face engine", what)
     return None
 
 
-async def analyse_case_photo(engine: FaceEngine, media_dir: Path, sha256: str) -> list[DetectedFace] | None:
+async def analyse_case_photo(faces: FacePool, media_dir: Path, sha256: str) -> list[DetectedFace] | None:
     """The faces of a stored case photo (the case-photo pipeline: small or frame-filling faces are
     padded rather than skipped), for :func:`record_case_faces`; None if it could not be analysed."""
-    return await analysed(f"case photo {sha256[:12]}", engine.analyse_case_photo, media_path(media_dir, sha256),
+    return await analysed(f"case photo {sha256[:12]}", faces.analyse_case_photo, media_path(media_dir, sha256),
                           with_crops=False)
 
 
