@@ -34,7 +34,6 @@ import functools
 import itertools
 import logging
 import multiprocessing
-import multiprocessing.connection
 import os
 import signal
 import threading
@@ -43,6 +42,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
+from bot.child_process import exit_with_parent
 from bot.faces.engine import DetectedFace, FaceEngine, FaceReport, get_face_engine
 from bot.faces.images import ImageSource
 
@@ -89,7 +89,7 @@ def _start_worker(running, pids, next_slot) -> None:
         _slot, next_slot.value = next_slot.value, next_slot.value + 1
     if _slot < len(running):
         _running, pids[_slot] = running, os.getpid()
-    _exit_with_parent()
+    exit_with_parent()
     try:
         _engine = get_face_engine()  # loads and warms up the models
     except Exception as error:  # noqa: BLE001 - every call reports it (e.g. ModelPackError) to the bot
@@ -115,19 +115,6 @@ def _terminated(signum, frame) -> None:
     if _running is not None:
         _running[_slot] = 0
     os._exit(128 + signum)
-
-
-def _exit_with_parent() -> None:
-    """Exit when the bot's process is gone (killed with SIGKILL, say): workers must not outlive it."""
-    parent = multiprocessing.parent_process()
-    if parent is None:
-        return
-
-    def watch() -> None:
-        multiprocessing.connection.wait([parent.sentinel])
-        os._exit(1)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _call(call_id: int, what: str, *args, **kwargs) -> Any:
