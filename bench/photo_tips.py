@@ -360,23 +360,31 @@ def rss_mb(proc: psutil.Process) -> tuple[float, float]:
     return proc.memory_info().rss / 2**20, workers
 
 
-def pss_mb(proc: psutil.Process) -> float:
-    """Proportional set size (MB) of the bot's process and all its children: shared pages counted once."""
-    total = 0.0
-    for process in [proc] + [child for _, child in child_processes(proc).values()]:
+def pss_mb(proc: psutil.Process) -> tuple[float, float]:
+    """Proportional set size (MB), shared pages counted once: (the bot's process and its face workers,
+    which hold the index and the models: what the memory budget is about; the bot and all its children,
+    the flyer renderer's process and multiprocessing's resource tracker too)."""
+    budgeted = everything = 0.0
+    for role, process in [("bot", proc), *child_processes(proc).values()]:
         try:
-            total += process.memory_full_info().pss / 2**20
+            pss = process.memory_full_info().pss / 2**20
         except (psutil.Error, AttributeError):
-            return float("nan")
-    return total
+            return float("nan"), float("nan")
+        everything += pss
+        if role in ("bot", "face worker processes"):
+            budgeted += pss
+    return budgeted, everything
 
 
 def memory(run: Run) -> dict:
+    at_end = pss_mb(run.bot_ps)
     own, workers = zip(*run.rss) if run.rss else ((float("nan"),), (float("nan"),))
     return {"rss_after_start_mb": sum(run.rss_after_start), "rss_peak_mb": max(a + b for a, b in run.rss),
             "rss_bot_process_after_start_mb": run.rss_after_start[0], "rss_bot_process_peak_mb": max(own),
             "rss_face_workers_after_start_mb": run.rss_after_start[1], "rss_face_workers_peak_mb": max(workers),
-            "pss_all_after_start_mb": run.pss_after_start, "pss_all_at_end_mb": pss_mb(run.bot_ps)}
+            "pss_bot_and_face_workers_after_start_mb": run.pss_after_start[0],
+            "pss_bot_and_face_workers_at_end_mb": at_end[0],
+            "pss_all_after_start_mb": run.pss_after_start[1], "pss_all_at_end_mb": at_end[1]}
 
 
 def summary(values: list[float]) -> dict:
@@ -564,8 +572,9 @@ def memory_line(r: dict) -> str:
             f"{r['rss_bot_process_after_start_mb']:.0f} / {r['rss_bot_process_peak_mb']:.0f} MB, its face worker processes "
             f"{r['rss_face_workers_after_start_mb']:.0f} / {r['rss_face_workers_peak_mb']:.0f} MB, together "
             f"{r['rss_after_start_mb']:.0f} / {r['rss_peak_mb']:.0f} MB (shared library pages counted in each); PSS "
-            f"of the bot and all its child processes {r['pss_all_after_start_mb']:.0f} MB after start, "
-            f"{r['pss_all_at_end_mb']:.0f} MB at the end")
+            f"of the bot and its face workers (the index and the models) {r['pss_bot_and_face_workers_after_start_mb']:.0f} MB "
+            f"after start, {r['pss_bot_and_face_workers_at_end_mb']:.0f} MB at the end; with its other children (the flyer "
+            f"renderer, multiprocessing's resource tracker) {r['pss_all_after_start_mb']:.0f} / {r['pss_all_at_end_mb']:.0f} MB")
 
 
 def report(results: dict, notes: dict, args) -> str:
