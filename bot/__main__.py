@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -33,6 +34,13 @@ async def _serve_until_signal(start) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     reunite = await start()
+    # Everything built at start (PTB's handlers, SQLAlchemy's mappers and compiled statements, the
+    # face index's bookkeeping) lives as long as the process: left to the collector, each full
+    # collection walked all of it, a pause that set the text tips' slowest answers (p99 at 300 tips/s
+    # 177-248 -> 91-100 ms, bench/RESULTS.md). Start-up garbage is collected first, then the survivors
+    # are frozen: later collections only look at what was made since.
+    gc.collect()
+    gc.freeze()
     stopped = asyncio.create_task(stop.wait())
     failed = asyncio.create_task(reunite.wait())
     try:
