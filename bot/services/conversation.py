@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.db.models import ConversationState
@@ -22,12 +22,14 @@ class State:
 
 # session.info key: users known to have no conversation state (preloaded for a batch of updates)
 WITHOUT_STATE = "users_without_conversation_state"
+# built once (see tips._LATEST_TIPS)
+_STATES_OF = select(ConversationState).where(ConversationState.user_id.in_(bindparam("user_ids", expanding=True)))
 
 
 async def preload(session: AsyncSession, user_ids: set[int]) -> list[ConversationState]:
     """Load the states of a batch of users at once; the rows are returned so the caller keeps them
     alive in the session's identity map (which holds objects weakly)."""
-    rows = list(await session.scalars(select(ConversationState).where(ConversationState.user_id.in_(user_ids))))
+    rows = list(await session.scalars(_STATES_OF, {"user_ids": list(user_ids)}))
     session.info[WITHOUT_STATE] = user_ids - {row.user_id for row in rows}
     return rows
 

@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -74,21 +74,23 @@ async def unprocessed(session: AsyncSession) -> list[RawUpdate]:
     return [RawUpdate(r.update_id, r.user_key, json.loads(r.payload)) for r in rows]
 
 
+# both run once per round of updates: built once (see tips._LATEST_TIPS)
+_HANDLED_AMONG = select(InboxUpdate.update_id).where(
+    InboxUpdate.update_id.in_(bindparam("update_ids", expanding=True)), InboxUpdate.processed_at.is_not(None))
+_MARK_PROCESSED = (update(InboxUpdate).where(InboxUpdate.update_id.in_(bindparam("update_ids", expanding=True)))
+                   .values(processed_at=bindparam("now"), payload="{}"))
+
+
 async def processed_among(session: AsyncSession, update_ids: list[int]) -> set[int]:
     """Those of ``update_ids`` already handled (a commit that went through though it was reported
     as failed): handling them again would answer twice."""
-    rows = await session.scalars(select(InboxUpdate.update_id).where(InboxUpdate.update_id.in_(update_ids),
-                                                                     InboxUpdate.processed_at.is_not(None)))
-    return set(rows)
+    return set(await session.scalars(_HANDLED_AMONG, {"update_ids": update_ids}))
 
 
 async def mark_processed(session: AsyncSession, update_ids: list[int]) -> None:
     """Done: the raw payload (which names the sender) is dropped; the id stays to refuse re-delivery."""
     if update_ids:
-        await session.execute(
-            update(InboxUpdate).where(InboxUpdate.update_id.in_(update_ids))
-            .values(processed_at=datetime.now(timezone.utc), payload="{}")
-        )
+        await session.execute(_MARK_PROCESSED, {"update_ids": update_ids, "now": datetime.now(timezone.utc)})
 
 
 async def record_failure(session: AsyncSession, update_id: int, error: str) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
@@ -61,16 +61,20 @@ class TipUpdate:
 LATEST_TIPS = "latest_tip_by_tipster"
 
 
+_LATEST_TIMES = (
+    select(Tip.tipster_id, func.max(Tip.last_message_at).label("latest"))
+    .where(Tip.tipster_id.in_(bindparam("tipster_ids", expanding=True))).group_by(Tip.tipster_id).subquery()
+)
+# Built once: SQLAlchemy finds a statement's compiled form by a key it derives from the statement's
+# structure, and a statement object remembers its key; built anew per round, the key was derived
+# again every time (the costliest part of this query for a round of one update).
+_LATEST_TIPS = select(Tip).join(_LATEST_TIMES, (Tip.tipster_id == _LATEST_TIMES.c.tipster_id)
+                                & (Tip.last_message_at == _LATEST_TIMES.c.latest))
+
+
 async def preload_latest_tips(session: AsyncSession, tipster_ids: set[int]) -> None:
     """One query for the latest tip of every tipster in a batch, instead of one per message."""
-    latest_times = (
-        select(Tip.tipster_id, func.max(Tip.last_message_at).label("latest"))
-        .where(Tip.tipster_id.in_(tipster_ids)).group_by(Tip.tipster_id).subquery()
-    )
-    rows = await session.scalars(
-        select(Tip).join(latest_times, (Tip.tipster_id == latest_times.c.tipster_id)
-                         & (Tip.last_message_at == latest_times.c.latest))
-    )
+    rows = await session.scalars(_LATEST_TIPS, {"tipster_ids": list(tipster_ids)})
     latest: dict[int, Tip | None] = dict.fromkeys(tipster_ids)
     for tip in rows:
         latest[tip.tipster_id] = tip

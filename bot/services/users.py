@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.db.models import ROLE_ADMIN, ROLE_COORDINATOR, ROLE_PUBLIC, User
@@ -67,13 +67,16 @@ async def set_role(session: AsyncSession, actor: User, target_id: int, role: str
     return target
 
 
+# asked by every round of updates: built once, so SQLAlchemy's cache key for them is derived once
+# (see tips._LATEST_TIPS)
+_COORDINATORS = (select(User).where(User.role.in_((ROLE_COORDINATOR, ROLE_ADMIN)), User.blocked_bot.is_(False))
+                 .order_by(User.id))
+_USERS_AMONG = select(User).where(User.id.in_(bindparam("user_ids", expanding=True)))
+
+
 async def coordinators(session: AsyncSession) -> list[User]:
     """Everyone who receives coordinator alerts privately (when there is no coordinator group)."""
-    rows = await session.scalars(
-        select(User).where(User.role.in_((ROLE_COORDINATOR, ROLE_ADMIN)), User.blocked_bot.is_(False))
-        .order_by(User.id)
-    )
-    return list(rows)
+    return list(await session.scalars(_COORDINATORS))
 
 
 async def mark_blocked(session: AsyncSession, user_id: int) -> None:
@@ -86,7 +89,7 @@ async def mark_blocked(session: AsyncSession, user_id: int) -> None:
 async def preload(session: AsyncSession, user_ids: set[int]) -> list[User]:
     """Load a batch of users at once (and note who is new); keep the returned list so the identity
     map keeps them."""
-    found = list(await session.scalars(select(User).where(User.id.in_(user_ids))))
+    found = list(await session.scalars(_USERS_AMONG, {"user_ids": list(user_ids)}))
     session.info[USERS_ABSENT] = user_ids - {user.id for user in found}
     return found
 
