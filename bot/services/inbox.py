@@ -63,8 +63,9 @@ async def store(session: AsyncSession, payloads: list[dict]) -> list[RawUpdate]:
     result = await session.execute(statement.returning(InboxUpdate.update_id), rows)
     new_ids = set(result.scalars())
     await session.commit()
-    return [RawUpdate(r["update_id"], r["user_key"], json.loads(r["payload"]))
-            for r in rows if r["update_id"] in new_ids]
+    # the payloads as given, not parsed back from the JSON just written (PTB copies what it reads)
+    return [RawUpdate(row["update_id"], row["user_key"], payload)
+            for row, payload in zip(rows, payloads) if row["update_id"] in new_ids]
 
 
 async def unprocessed(session: AsyncSession) -> list[RawUpdate]:
