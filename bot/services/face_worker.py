@@ -12,8 +12,9 @@ Each round it
 
 Rows are found in the database (``face_status = 'pending'``), so work written by other processes is
 picked up within a second, and a restart resumes where it stopped. The update processor wakes the
-worker after each commit, so a photo tip is usually matched a few tens of milliseconds after it is
-stored. Images are analysed in the face worker processes (:class:`~bot.faces.worker_pool.FacePool`:
+worker after committing updates that carry files (photos, case photos), so a photo tip is usually
+matched a few tens of milliseconds after it is stored; anything else (a case verified, another
+process's writes) waits for the next look, within a second. Images are analysed in the face worker processes (:class:`~bot.faces.worker_pool.FacePool`:
 the models live there, not in the bot's process); index searches run in the face executor's thread,
 composite images in a worker thread. On SQLite, nothing is written before the slow parts are done:
 a write holds the database's one write lock until the commit, and text tips must not wait behind it.
