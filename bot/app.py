@@ -140,8 +140,7 @@ class Reunite:
         if settings.webhook_url:
             await self._start_webhook()
         else:
-            tasks.append(asyncio.create_task(poll_forever(application.bot, sessionmaker, processor.submit,
-                                                          self.stopping),
+            tasks.append(asyncio.create_task(poll_forever(application.bot, processor.deliver, self.stopping),
                                              name="polling"))
         self.tasks = tuple(tasks)
         log.info("Reunite is running as @%s", application.bot.username)

@@ -47,25 +47,37 @@ def user_key(payload: dict) -> int:
     return 0
 
 
-async def store(session: AsyncSession, payloads: list[dict]) -> list[RawUpdate]:
-    """Insert updates not seen before; return those that were new (already-known ids are skipped)."""
-    if not payloads:
-        return []
+def received(payloads: list[dict]) -> list[RawUpdate]:
+    """Updates as Telegram sent them (PTB copies what it reads, so the payloads are kept as given)."""
+    return [RawUpdate(int(p["update_id"]), user_key(p), p) for p in payloads]
+
+
+async def add(session: AsyncSession, updates: list[RawUpdate], handled: set[int] = frozenset()) -> set[int]:
+    """Insert the updates not seen before, without committing; returns their ids (already-known ids
+    are skipped). Those in ``handled`` are being handled in this transaction: stored as processed,
+    without the payload (it names the sender), as :func:`mark_processed` leaves them."""
+    if not updates:
+        return set()
     now = datetime.now(timezone.utc)
     rows = [
-        {"update_id": int(p["update_id"]), "user_key": user_key(p), "payload": json.dumps(p),
-         "received_at": now, "attempts": 0}
-        for p in payloads
+        {"update_id": raw.update_id, "user_key": raw.user_key, "received_at": now, "attempts": 0,
+         **({"payload": "{}", "processed_at": now} if raw.update_id in handled
+            else {"payload": json.dumps(raw.payload), "processed_at": None})}
+        for raw in updates
     ]
     dialect = session.bind.dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     statement = insert(InboxUpdate).on_conflict_do_nothing(index_elements=["update_id"])
     result = await session.execute(statement.returning(InboxUpdate.update_id), rows)
-    new_ids = set(result.scalars())
+    return set(result.scalars())
+
+
+async def store(session: AsyncSession, payloads: list[dict]) -> list[RawUpdate]:
+    """Commit updates not seen before, to be handled later; return those that were new."""
+    updates = received(payloads)
+    new_ids = await add(session, updates)
     await session.commit()
-    # the payloads as given, not parsed back from the JSON just written (PTB copies what it reads)
-    return [RawUpdate(row["update_id"], row["user_key"], payload)
-            for row, payload in zip(rows, payloads) if row["update_id"] in new_ids]
+    return [raw for raw in updates if raw.update_id in new_ids]
 
 
 async def unprocessed(session: AsyncSession) -> list[RawUpdate]:

@@ -1,7 +1,8 @@
 """Long polling that stores updates before confirming them to Telegram.
 
 PTB's own Updater moves the offset on as soon as updates are queued in memory, so a crash loses
-them (FIELD-NOTES). Here the offset moves only after the updates are committed to the inbox.
+them (FIELD-NOTES). Here the offset moves only after the updates are committed to the inbox, by the
+update processor's round that handles them (or stores them to wait their turn).
 """
 
 from __future__ import annotations
@@ -10,12 +11,10 @@ import asyncio
 import logging
 import warnings
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from telegram import Update
 from telegram.error import Conflict, InvalidToken, NetworkError, RetryAfter, TimedOut
 from telegram.warnings import PTBUserWarning
 
-from bot.services import inbox
 from bot.transport.sender import retry_after_seconds
 
 log = logging.getLogger(__name__)
@@ -28,8 +27,7 @@ POLL_LIMIT = 100
 warnings.filterwarnings("ignore", message=r".*getUpdates.*", category=PTBUserWarning)
 
 
-async def poll_forever(bot, sessionmaker: async_sessionmaker[AsyncSession], submit,
-                       stopping: asyncio.Event) -> None:
+async def poll_forever(bot, deliver, stopping: asyncio.Event) -> None:
     """Poll until cancelled, or until ``stopping`` is set: a stop sets it as well as cancelling the
     task, because under heavy load a cancellation was seen to get lost inside the HTTP client's
     long poll (the task went on polling and the stop hung); the flag ends the loop regardless."""
@@ -62,14 +60,8 @@ async def poll_forever(bot, sessionmaker: async_sessionmaker[AsyncSession], subm
         backoff = 1.0
         if not payloads:
             continue
-        while True:
-            try:
-                async with sessionmaker() as session:
-                    new = await inbox.store(session, payloads)
-                break
-            except Exception:  # database briefly locked or down: the offset stays, nothing is lost
-                log.warning("could not store updates yet; retrying", exc_info=True)
-                await asyncio.sleep(1.0)
+        # stored (and handled where they can be) in one commit, retried while the database is locked
+        # or down: until then the offset stays and Telegram keeps them
+        await deliver(payloads)
         # only now may Telegram forget them: the next call confirms everything below the offset
         offset = max(int(p["update_id"]) for p in payloads) + 1
-        submit(new)

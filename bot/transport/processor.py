@@ -1,8 +1,10 @@
-"""Handles stored updates: one at a time per user, in order; different users in parallel.
+"""Handles updates: one at a time per user, in order; different users in parallel.
 
-Each update gets one database session. The handler's changes, its queued answers and the inbox
-row's "processed" mark are committed together, so an update is handled exactly once even across a
-crash: either everything it did is there, or nothing and it runs again after the restart.
+An update's handler changes, its queued answers and the inbox row's "processed" mark are committed
+together, so an update is handled exactly once even across a crash: either everything it did is
+there, or nothing and it runs again after the restart. Updates fresh from Telegram are stored in
+the inbox by the same transaction that handles them (or, if they must wait, stores them for later);
+the poller confirms them to Telegram only after that commit.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict, deque
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -63,6 +66,12 @@ def is_slow(raw: RawUpdate) -> bool:
     return any(field in message for field in SLOW_FIELDS)
 
 
+@dataclass(frozen=True)
+class _Delivery:
+    updates: list[RawUpdate]
+    stored: asyncio.Future  # done once the updates are committed to the inbox
+
+
 class UpdateProcessor:
     """Each user's updates in order, one at a time. Ready updates of different users are handled
     together in one transaction with one commit: per-commit and per-query costs are paid once per
@@ -82,6 +91,10 @@ class UpdateProcessor:
         self._slow_tasks: set[asyncio.Task] = set()
         self._rate = RateLimiter(settings.user_rate_limit)
         self._seen: set[int] = set()
+        self._deliveries: list[_Delivery] = []  # fresh from Telegram, for the next round to store
+        # stored by someone else (recovered at start, a webhook request): the round first checks
+        # they were not handled already
+        self._stored_elsewhere: set[int] = set()
         self._ready = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -92,6 +105,19 @@ class UpdateProcessor:
 
     def submit(self, updates: list[RawUpdate]) -> None:
         """Queue stored updates; each user's run in the order given."""
+        self._stored_elsewhere.update(raw.update_id for raw in updates)
+        self._enqueue(updates)
+
+    async def deliver(self, payloads: list[dict]) -> None:
+        """Updates fresh from Telegram: the next round stores them, handling those it can at once.
+        Returns once they are committed (then Telegram may be told it can forget them)."""
+        delivery = _Delivery(inbox.received(payloads), asyncio.get_running_loop().create_future())
+        self._deliveries.append(delivery)
+        self._idle.clear()
+        self._ready.set()
+        await delivery.stored
+
+    def _enqueue(self, updates: list[RawUpdate]) -> None:
         for raw in updates:
             if raw.update_id in self._seen:
                 continue
@@ -126,18 +152,51 @@ class UpdateProcessor:
         while True:
             await self._ready.wait()
             self._ready.clear()
-            while batch := self._take_ready():
-                failures = await self._process_batch(batch)
-                if failures:
-                    log.warning("a round of %d updates failed (%s): each is retried alone", len(batch),
-                                type(next(iter(failures.values()))).__name__)
-                for raw in batch:
-                    if raw.update_id in failures:
-                        self._start_alone(raw)  # retried on its own, with backoff
-                    else:
-                        self._finish(raw)
-            if not self._queues:
+            while True:
+                deliveries, self._deliveries = self._deliveries, []
+                batch = self._take_ready()
+                arrived = [raw for delivery in deliveries for raw in delivery.updates]
+                if not batch and not arrived:
+                    break
+                await self._round(batch, arrived, deliveries)
+            if not self._queues and not self._deliveries:
                 self._idle.set()
+
+    async def _round(self, batch: list[RawUpdate], arrived: list[RawUpdate], deliveries: list[_Delivery]) -> None:
+        """Handle ``batch`` and those of the ``arrived`` updates whose users have nothing before them,
+        and store all the arrived ones, in one transaction."""
+        for raw in arrived:
+            if raw.user_key not in self._busy and raw.user_key not in self._queues and not is_slow(raw):
+                self._busy.add(raw.user_key)
+                batch.append(raw)
+        failures, stored = await self._process_batch(batch, arrived)
+        if failures:
+            log.warning("a round of %d updates failed (%s): each is retried alone", len(batch),
+                        type(next(iter(failures.values()))).__name__)
+            if arrived:  # nothing of the round was kept: the arrived updates are stored on their own first
+                stored = {raw.update_id for raw in await self._store(arrived)}
+        for delivery in deliveries:
+            if not delivery.stored.done():  # the poller may have been stopped meanwhile
+                delivery.stored.set_result(None)
+        in_round = {raw.update_id for raw in batch}
+        arrived_ids = {raw.update_id for raw in arrived}
+        for raw in batch:
+            if raw.update_id in failures and (raw.update_id not in arrived_ids or raw.update_id in stored):
+                self._start_alone(raw)  # retried on its own, with backoff
+            else:
+                self._finish(raw)
+        self._enqueue([raw for raw in arrived if raw.update_id in stored and raw.update_id not in in_round])
+
+    async def _store(self, updates: list[RawUpdate]) -> list[RawUpdate]:
+        """Commit ``updates`` to the inbox for later (retrying while the database is locked or down:
+        until then Telegram keeps them); returns those that were new."""
+        while True:
+            try:
+                async with self.sessionmaker() as session:
+                    return await inbox.store(session, [raw.payload for raw in updates])
+            except Exception:
+                log.warning("could not store updates yet; retrying", exc_info=True)
+                await asyncio.sleep(1.0)
 
     def _take_ready(self) -> list[RawUpdate]:
         """The next update of every user who is not busy: slow ones start alone, the rest batch."""
@@ -177,14 +236,18 @@ class UpdateProcessor:
                 del self._queues[raw.user_key]
         self._busy.discard(raw.user_key)
         self._seen.discard(raw.update_id)
-        if not self._queues:
+        self._stored_elsewhere.discard(raw.update_id)
+        if not self._queues and not self._deliveries:
             self._idle.set()
 
     async def _process_with_retries(self, raw: RawUpdate) -> None:
         for delay in (*RETRY_DELAYS, None):
-            error = (await self._process_batch([raw])).get(raw.update_id)
+            failures, _ = await self._process_batch([raw])
+            error = failures.get(raw.update_id)
             if error is None:
                 return
+            # a failed commit may have gone through after all: the next attempt looks first
+            self._stored_elsewhere.add(raw.update_id)
             async with self.sessionmaker() as session:
                 attempts = await inbox.record_failure(session, raw.update_id, type(error).__name__)
             log.warning("update %s failed (attempt %s): %s", raw.update_id, attempts, type(error).__name__,
@@ -194,30 +257,39 @@ class UpdateProcessor:
                 return
             await asyncio.sleep(delay)
 
-    async def _process_batch(self, batch: list[RawUpdate]) -> dict[int, BaseException]:
-        """Handle ``batch`` in one transaction. If any update fails, nothing of the batch is kept and
-        every update of it is returned, to be handled again on its own (only the failing one fails
-        again); failures are rare, so this is cheaper than a savepoint per update."""
+    async def _process_batch(self, batch: list[RawUpdate], arrived: list[RawUpdate] = ()
+                             ) -> tuple[dict[int, BaseException], set[int]]:
+        """Handle ``batch`` in one transaction, which also stores the ``arrived`` updates (fresh from
+        Telegram; those in ``batch`` as handled). Returns the failures and the ids of the arrived
+        updates that were new (known ones are neither stored nor handled again). If any update
+        fails, nothing of the round is kept and every update of it is returned as failed, to be
+        handled again on its own (only the failing one fails again); failures are rare, so this is
+        cheaper than a savepoint per update."""
         async with self.sessionmaker() as session:
             try:
-                handled_before = await inbox.processed_among(session, [raw.update_id for raw in batch])
-                batch = [raw for raw in batch if raw.update_id not in handled_before]
+                stored = await inbox.add(session, arrived, handled={raw.update_id for raw in batch})
+                arrived_ids = {raw.update_id for raw in arrived}
+                batch = [raw for raw in batch if raw.update_id not in arrived_ids or raw.update_id in stored]
+                if self._stored_elsewhere.intersection(raw.update_id for raw in batch):
+                    handled_before = await inbox.processed_among(session, [raw.update_id for raw in batch])
+                    batch = [raw for raw in batch if raw.update_id not in handled_before]
                 # the identity map holds objects weakly: keep the preloaded rows alive for the batch
                 preloaded = await self._preload(session, batch)
                 for raw in batch:
                     error = await self._handle(session, raw)
                     if error is not None:
                         await session.rollback()
-                        return {other.update_id: error for other in batch}
-                await inbox.mark_processed(session, [raw.update_id for raw in batch])
+                        return {other.update_id: error for other in batch}, set()
+                await inbox.mark_processed(session, [raw.update_id for raw in batch
+                                                     if raw.update_id not in arrived_ids])
                 await session.commit()
                 del preloaded
             except Exception as error:  # the database was briefly locked or down: nothing was kept
                 await session.rollback()
-                return {raw.update_id: error for raw in batch}
+                return {raw.update_id: error for raw in batch}, set()
             # only an update with a file can have given the face worker something to do
             self._on_committed(outbox.committed_rows(session), any(is_slow(raw) for raw in batch))
-        return {}
+        return {}, stored
 
     async def _preload(self, session: AsyncSession, batch: list[RawUpdate]) -> list:
         user_ids = {raw.user_key for raw in batch if raw.user_key > 0}
