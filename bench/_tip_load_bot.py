@@ -89,11 +89,11 @@ aiosqlite.core.Connection._execute = _execute
 _orig_process_batch = processor_module.UpdateProcessor._process_batch
 
 
-async def _process_batch(self, batch):
+async def _process_batch(self, batch, *args, **kwargs):
     """Time per update: a batch's wall time shared by its updates."""
     t = time.perf_counter()
     try:
-        return await _orig_process_batch(self, batch)
+        return await _orig_process_batch(self, batch, *args, **kwargs)
     finally:
         share = (time.perf_counter() - t) / max(1, len(batch))
         _updates.extend([share] * len(batch))
