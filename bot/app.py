@@ -121,8 +121,8 @@ class Reunite:
                 await asyncio.to_thread(face_pool.shutdown)
             raise
 
-        def on_committed(queued: list, with_files: bool) -> None:
-            sender.push(queued)
+        def on_committed(queued: list, with_files: bool, broadcasts_changed: bool) -> None:
+            sender.push(queued, broadcasts_changed)
             if with_files:
                 face_worker.wake()  # a photo tip may be waiting for its faces
 

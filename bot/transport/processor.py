@@ -22,7 +22,7 @@ from telegram.ext import Application
 
 from bot.config import Settings
 from bot.handlers.common import UpdateScope, current_scope, say
-from bot.services import alerts, conversation, inbox, outbox, tips, users
+from bot.services import alerts, broadcasts, conversation, inbox, outbox, tips, users
 from bot.services.inbox import RawUpdate
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,8 @@ class UpdateProcessor:
         self.application = application
         self.sessionmaker = sessionmaker
         self.settings = settings
-        # hands committed outbox rows to the sender, and says whether updates with files were among them
+        # hands committed outbox rows to the sender, and says whether updates with files were among
+        # them and whether a broadcast may have started or stopped
         self._on_committed = on_committed
         self._queues: dict[int, deque[RawUpdate]] = {}
         self._busy: set[int] = set()  # users with an update being handled
@@ -288,7 +289,8 @@ class UpdateProcessor:
                 await session.rollback()
                 return {raw.update_id: error for raw in batch}, set()
             # only an update with a file can have given the face worker something to do
-            self._on_committed(outbox.committed_rows(session), any(is_slow(raw) for raw in batch))
+            self._on_committed(outbox.committed_rows(session), any(is_slow(raw) for raw in batch),
+                               broadcasts.lane_may_change(session))
         return {}, stored
 
     async def _preload(self, session: AsyncSession, batch: list[RawUpdate]) -> list:

@@ -38,7 +38,7 @@ from bot.db.models import (
     PRIORITY_BULK,
     OutboxMessage,
 )
-from bot.services import deliveries, outbox, users
+from bot.services import broadcasts, deliveries, outbox, users
 from bot.services.broadcasts import ProgressReporter
 from bot.services.deliveries import DeliveryResult, Job
 from bot.services.media import media_path
@@ -181,16 +181,18 @@ class Sender:
         self._lane.look_soon()
         self._wake.set()
 
-    def push(self, rows: list[Outgoing]) -> None:
-        """Rows the update processor just committed: queued without reading them back. A worker
-        that is not the sender leaves them to the one that is, which finds them in the database:
-        kept here, they would go out a second time when this worker took over."""
+    def push(self, rows: list[Outgoing], broadcasts_changed: bool = False) -> None:
+        """Rows just committed in this process: queued without reading them back. A worker that is
+        not the sender leaves them to the one that is, which finds them in the database: kept here,
+        they would go out a second time when this worker took over. ``broadcasts_changed``: the same
+        commit may have started or stopped a broadcast (:func:`broadcasts.lane_may_change`)."""
         if not self._sending:
             return
         for row in rows:
             if row.id not in self._known:
                 self._add(row)
-        self._lane.look_soon()  # the same commit may have started or stopped a broadcast
+        if broadcasts_changed:
+            self._lane.look_soon()
         self._wake.set()
 
     async def _load(self, full_scan: bool) -> None:
@@ -551,7 +553,7 @@ class Sender:
             try:
                 async with self.sessionmaker() as session:
                     await self._progress.report(session, datetime.now(timezone.utc), self.rate)
-                    self.push(outbox.committed_rows(session))
+                    self.push(outbox.committed_rows(session), broadcasts.lane_may_change(session))
             except Exception:  # the database is briefly locked or down: the next round catches up
                 log.warning("could not report broadcast progress", exc_info=True)
 
