@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import collections
+import gc
 import json
 import os
 import re
@@ -45,6 +46,8 @@ _sql: dict = collections.defaultdict(lambda: [0, 0.0, 0.0, 0.0])  # kind -> coun
 _updates: list[float] = []
 _sends: dict = {}  # row id -> [send times]
 _lag: list[float] = []
+_gc_pauses: dict = collections.defaultdict(list)  # generation -> seconds per collection
+_gc_started = [0.0]
 _t0 = {"wall": time.perf_counter(), "main_cpu": time.thread_time(), "proc_cpu": time.process_time()}
 _MAIN = threading.main_thread()
 
@@ -200,7 +203,18 @@ def _reset(*_args) -> None:
     _sends.clear()
     _lag.clear()
     _loads.clear()
+    _gc_pauses.clear()
     _t0.update(wall=time.perf_counter(), main_cpu=time.thread_time(), proc_cpu=time.process_time())
+
+
+def _gc_watch(phase: str, info: dict) -> None:
+    if phase == "start":
+        _gc_started[0] = time.perf_counter()
+    else:
+        _gc_pauses[info["generation"]].append(time.perf_counter() - _gc_started[0])
+
+
+gc.callbacks.append(_gc_watch)
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -238,6 +252,9 @@ def _dump() -> None:
                      "max_ms": max(_lag, default=0) * 1000},
         "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "mean_batch": sum(_batch_sizes) / max(1, len(_batch_sizes)),
+        "max_batch": max(_batch_sizes, default=0),
+        "gc": {str(generation): {"count": len(pauses), "max_ms": max(pauses) * 1000, "sum_ms": sum(pauses) * 1000}
+               for generation, pauses in sorted(_gc_pauses.items())},
     }
     Path(OUT).write_text(json.dumps(data, indent=1))
 

@@ -657,7 +657,10 @@ def probe_report(r: dict) -> str:
            f"of the window; event-loop lag p50 {p['loop_lag']['p50_ms']:.1f} / p99 {p['loop_lag']['p99_ms']:.1f} / "
            f"max {p['loop_lag']['max_ms']:.0f} ms; max RSS {p['maxrss_mb']:.0f} MB",
            f"- update processing (`_process_once`, wall): p50 {p['updates']['p50_ms']:.1f} ms, p99 "
-           f"{p['updates']['p99_ms']:.1f} ms, max {p['updates']['max_ms']:.0f} ms over {p['updates']['count']} updates",
+           f"{p['updates']['p99_ms']:.1f} ms, max {p['updates']['max_ms']:.0f} ms over {p['updates']['count']} updates; "
+           f"largest round {p.get('max_batch', '?')} updates",
+           "- garbage collections (generation: count, longest, total): " + ", ".join(
+               f"{generation}: {g['count']}, {g['max_ms']:.1f} / {g['sum_ms']:.0f} ms" for generation, g in p.get("gc", {}).items()),
            f"- outbox rows sent more than once: {p['sends']['rows_sent_twice_or_more']} of {p['sends']['rows']} "
            f"(seconds between the sends: {p['sends']['gap_s_examples']}); {p['sends'].get('explained_by_full_rescan', '?')} "
            f"of them were read back as pending by one of the sender's {p['sends'].get('full_rescans', '?')} full rescans "
