@@ -20,7 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.services import deliveries, outbox
 from bot.services.deliveries import Card, DeliveryResult, Job
 
-# an empty lane looks in the database this often (and at once when an update was committed)
+# an empty lane looks in the database this often (and at once after a commit that wrote a broadcast or
+# a case: see broadcasts.lane_may_change)
 IDLE_LOOK_INTERVAL = 0.5
 MIN_LOOK_INTERVAL = 0.1
 WINDOW_MIN = 64
