@@ -131,12 +131,13 @@ class Reunite:
                    face_pool=face_pool, owns_face_pool=owns_face_pool)
         # the flyer worker process starts in the background, so the first /flyer renders at warm speed
         self.flyer_warm_up = asyncio.create_task(flyers.warm_up(), name="flyer warm-up")
-        processor.start()
+        # watched with the others: if it failed, polling would wait for it forever
+        tasks = [processor.start()]
         recovered = await processor.recover()
         if recovered:
             log.info("resuming %d stored updates", recovered)
-        tasks = [asyncio.create_task(sender.run(), name="sender"),
-                 asyncio.create_task(face_worker.run(), name="faces")]
+        tasks += [asyncio.create_task(sender.run(), name="sender"),
+                  asyncio.create_task(face_worker.run(), name="faces")]
         if settings.webhook_url:
             await self._start_webhook()
         else:

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import psutil
 from sqlalchemy import func, select
@@ -149,3 +150,24 @@ async def test_a_failing_round_keeps_every_fresh_update_and_retries_it(reunite, 
     assert entries == [f"Tip {n}" for n in range(6)]
     assert unprocessed == 0
     assert attempts == 0  # it failed with others, then succeeded alone at its first own attempt
+
+
+async def test_updates_fresh_from_telegram_keep_each_users_order(reunite, people):
+    """One answer from Telegram can hold several updates of one person. One that must wait (anything
+    with a file is handled on its own) keeps that person's later updates waiting behind it, even
+    those the round could handle at once: answers come in the order the person wrote."""
+    person = people(1400, "Ordered")
+    chat = {"id": person.id, "type": "private", "first_name": "Ordered"}
+    sender = {"id": person.id, "is_bot": False, "first_name": "Ordered", "language_code": "en"}
+
+    def update(update_id: int, **content) -> dict:
+        return {"update_id": update_id, "message": {"message_id": update_id, "date": int(time.time()),
+                                                    "chat": chat, "from": sender, **content}}
+
+    sticker = {"file_id": "CAACorder", "file_unique_id": "order1", "width": 512, "height": 512,
+               "is_animated": False, "is_video": False, "type": "regular"}
+    await reunite.processor.deliver([update(9_000_001, sticker=sticker),
+                                     update(9_000_002, text="A tip written after a sticker")])
+    first, second = await person.wait(2)
+    assert "only take text, photos and locations" in first["text"]
+    assert TIP_REFERENCE.search(second["text"])

@@ -101,8 +101,10 @@ class UpdateProcessor:
         self._idle.set()
         self._runner: asyncio.Task | None = None
 
-    def start(self) -> None:
+    def start(self) -> asyncio.Task:
+        """Start handling; the task ends only if the processor fails (the poller then waits forever)."""
         self._runner = asyncio.create_task(self._run(), name="update-processor")
+        return self._runner
 
     def submit(self, updates: list[RawUpdate]) -> None:
         """Queue stored updates; each user's run in the order given."""
@@ -166,20 +168,27 @@ class UpdateProcessor:
     async def _round(self, batch: list[RawUpdate], arrived: list[RawUpdate], deliveries: list[_Delivery]) -> None:
         """Handle ``batch`` and those of the ``arrived`` updates whose users have nothing before them,
         and store all the arrived ones, in one transaction."""
+        waiting: set[int] = set()  # users with an arrived update that waits: their later ones wait too
         for raw in arrived:
-            if raw.user_key not in self._busy and raw.user_key not in self._queues and not is_slow(raw):
+            if raw.user_key in self._busy or raw.user_key in self._queues or raw.user_key in waiting \
+                    or is_slow(raw):
+                waiting.add(raw.user_key)
+            else:
                 self._busy.add(raw.user_key)
                 batch.append(raw)
+        in_round = {raw.update_id for raw in batch}
         failures, stored = await self._process_batch(batch, arrived)
         if failures:
             log.warning("a round of %d updates failed (%s): each is retried alone", len(batch),
                         type(next(iter(failures.values()))).__name__)
             if arrived:  # nothing of the round was kept: the arrived updates are stored on their own first
                 stored = {raw.update_id for raw in await self._store(arrived)}
+                # known already: a commit reported as failed may have gone through and stored those
+                # that were to wait; queued, they are looked up before they are handled
+                self.submit([raw for raw in arrived if raw.update_id not in stored and raw.update_id not in in_round])
         for delivery in deliveries:
             if not delivery.stored.done():  # the poller may have been stopped meanwhile
                 delivery.stored.set_result(None)
-        in_round = {raw.update_id for raw in batch}
         arrived_ids = {raw.update_id for raw in arrived}
         for raw in batch:
             if raw.update_id in failures and (raw.update_id not in arrived_ids or raw.update_id in stored):
