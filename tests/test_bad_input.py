@@ -60,6 +60,7 @@ async def test_an_update_the_library_cannot_read_is_set_aside_and_the_bot_goes_o
     async with reunite.sessionmaker() as session:
         set_aside = await session.scalar(select(InboxUpdate).where(InboxUpdate.error.like("unreadable%")))
     assert set_aside is not None and set_aside.processed_at is not None
+    assert '"question": "?"' in set_aside.payload  # kept for an operator to look at
 
 
 async def test_files_that_are_not_good_images_are_refused_clearly(reunite, people):

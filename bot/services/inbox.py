@@ -90,7 +90,9 @@ async def unprocessed(session: AsyncSession) -> list[RawUpdate]:
 # both run once per round of updates: built once (see tips._LATEST_TIPS)
 _HANDLED_AMONG = select(InboxUpdate.update_id).where(
     InboxUpdate.update_id.in_(bindparam("update_ids", expanding=True)), InboxUpdate.processed_at.is_not(None))
-_MARK_PROCESSED = (update(InboxUpdate).where(InboxUpdate.update_id.in_(bindparam("update_ids", expanding=True)))
+# an update set aside in the same round keeps its payload (and its mark)
+_MARK_PROCESSED = (update(InboxUpdate).where(InboxUpdate.update_id.in_(bindparam("update_ids", expanding=True)),
+                                             InboxUpdate.attempts < MAX_ATTEMPTS)
                    .values(processed_at=bindparam("now"), payload="{}"))
 
 
@@ -120,9 +122,10 @@ async def record_failure(session: AsyncSession, update_id: int, error: str) -> i
     return row.attempts
 
 
-async def set_aside(session: AsyncSession, update_id: int, error: str) -> None:
+async def set_aside(session: AsyncSession, raw: RawUpdate, error: str) -> None:
     """Never to be processed (it cannot be); the payload stays for an operator to look at."""
     await session.execute(
-        update(InboxUpdate).where(InboxUpdate.update_id == update_id)
-        .values(processed_at=datetime.now(timezone.utc), error=error[:200], attempts=MAX_ATTEMPTS)
+        update(InboxUpdate).where(InboxUpdate.update_id == raw.update_id)
+        .values(processed_at=datetime.now(timezone.utc), error=error[:200], attempts=MAX_ATTEMPTS,
+                payload=json.dumps(raw.payload))
     )

@@ -319,7 +319,7 @@ class UpdateProcessor:
             update = Update.de_json(raw.payload, self.application.bot)
         except Exception as error:  # a shape PTB does not know: retrying will not help
             log.error("update %s cannot be read (%s); set aside", raw.update_id, error)
-            await inbox.set_aside(session, raw.update_id, f"unreadable: {type(error).__name__}")
+            await inbox.set_aside(session, raw, f"unreadable: {type(error).__name__}")
             return None
         scope = UpdateScope(session=session, settings=self.settings, user=None, now=datetime.now(timezone.utc))
         token = current_scope.set(scope)
