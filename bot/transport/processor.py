@@ -93,8 +93,8 @@ class UpdateProcessor:
         self._rate = RateLimiter(settings.user_rate_limit)
         self._seen: set[int] = set()
         self._deliveries: list[_Delivery] = []  # fresh from Telegram, for the next round to store
-        # stored by someone else (recovered at start, a webhook request): the round first checks
-        # they were not handled already
+        # queued from the inbox (recovered at start, a webhook request, a retry): the round first
+        # checks they were not handled already
         self._stored_elsewhere: set[int] = set()
         self._ready = asyncio.Event()
         self._idle = asyncio.Event()
