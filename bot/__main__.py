@@ -37,8 +37,8 @@ async def _serve_until_signal(start) -> None:
     # Everything built at start (PTB's handlers, SQLAlchemy's mappers and compiled statements, the
     # face index's bookkeeping) lives as long as the process: left to the collector, each full
     # collection walked all of it, a pause that set the text tips' slowest answers (p99 at 300 tips/s
-    # 171-238 -> 108-122 ms in interleaved runs, bench/RESULTS.md). Start-up garbage is collected first, then the survivors
-    # are frozen: later collections only look at what was made since.
+    # 171-238 -> 108-122 ms in interleaved runs, bench/RESULTS.md). Start-up garbage is collected
+    # first, then the survivors are frozen: later collections only look at what was made since.
     gc.collect()
     gc.freeze()
     stopped = asyncio.create_task(stop.wait())

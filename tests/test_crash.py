@@ -1,6 +1,8 @@
 """Kill the bot with SIGKILL in the middle of a stream of tips, restart it: every acknowledged tip
 is in the database, none twice, and every update Telegram delivered before the kill is processed
-and acknowledged after the restart (the inbox)."""
+and acknowledged after the restart (the inbox). Also what keeps each update handled once and in
+order without a crash: a round that fails, an update handed over twice, several updates of one
+person in one answer from Telegram."""
 
 from __future__ import annotations
 
