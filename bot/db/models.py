@@ -25,6 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, orm_insert_sentinel, relationship
 from sqlalchemy.types import TypeDecorator
 
+from bot.db import batch_insert
 from bot.db.types import Embedding
 
 
@@ -50,10 +51,11 @@ class Base(DeclarativeBase):
 
 
 class InsertedInBatches:
-    """For tables that take many rows per transaction (a round of tips): a sentinel column lets
-    SQLAlchemy insert them in one INSERT ... RETURNING and match the new ids to the rows. Without
-    it SQLite (whose RETURNING order is not guaranteed) gets one INSERT per row: 85 tips took 151
-    statements and 100-200 ms to store under load, with it 4 statements and 35-60 ms."""
+    """For tables with generated ids that take many rows per transaction (a round of tips): a
+    sentinel column lets one INSERT ... RETURNING write them all and match the new ids to the rows.
+    Without it SQLite (whose RETURNING order is not guaranteed) gets one INSERT per row: 85 tips
+    took 151 statements and 100-200 ms to store under load, with it 4 statements and 35-60 ms.
+    :mod:`bot.db.batch_insert` writes them (see :data:`BATCH_INSERTED`)."""
 
     _sentinel: Mapped[int | None] = orm_insert_sentinel()
 
@@ -455,3 +457,9 @@ class Delivery(Base):
         Index("ix_deliveries_status_id", "status", "id"),
         Index("ix_deliveries_broadcast_status", "broadcast_id", "status"),
     )
+
+
+# The rows a round of tips writes many of (a new tipster, their tip, its entry, the answer), each
+# table in one Core INSERT instead of through the unit of work: bot/db/batch_insert.py
+BATCH_INSERTED = (User, Tip, TipEntry, OutboxMessage)
+batch_insert.install(BATCH_INSERTED)
