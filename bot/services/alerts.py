@@ -26,15 +26,10 @@ class Recipient:
 
 
 async def recipients(session: AsyncSession, coordinator_chat_id: int | None) -> list[Recipient]:
-    """The coordinator group if there is one, else each coordinator privately (looked up once per
-    session: a batch of tips asks once; a change of roles forgets it)."""
+    """The coordinator group if there is one, else each coordinator privately."""
     if coordinator_chat_id is not None:
         return [Recipient(coordinator_chat_id, "en")]
-    cached = session.info.get(users.COORDINATOR_RECIPIENTS)
-    if cached is None:
-        cached = [Recipient(user.id, user.language) for user in await users.coordinators(session)]
-        session.info[users.COORDINATOR_RECIPIENTS] = cached
-    return cached
+    return [Recipient(user.id, user.language) for user in await users.coordinators(session)]
 
 
 def map_link(latitude: float, longitude: float) -> str:

@@ -12,8 +12,8 @@ from bot.i18n import language_from_telegram
 from bot.services import audit
 
 ROLES = (ROLE_PUBLIC, ROLE_COORDINATOR, ROLE_ADMIN)
-# session.info key under which alerts.recipients() keeps the coordinator list of a session
-COORDINATOR_RECIPIENTS = "coordinator_recipients"
+# session.info key under which coordinators() keeps the coordinator list of a session
+COORDINATORS = "coordinators"
 # session.info key: ids of a preloaded batch that have no user row yet
 USERS_ABSENT = "users_absent"
 
@@ -62,35 +62,45 @@ async def set_role(session: AsyncSession, actor: User, target_id: int, role: str
         session.add(target)
     else:
         target.role = role
-    session.info.pop(COORDINATOR_RECIPIENTS, None)
+    session.info.pop(COORDINATORS, None)
     audit.record(session, actor.id, f"role.{role}", f"user:{target_id}")
     return target
 
 
 # asked by every round of updates: built once, so SQLAlchemy's cache key for them is derived once
 # (see tips._LATEST_TIPS)
-_COORDINATORS = (select(User).where(User.role.in_((ROLE_COORDINATOR, ROLE_ADMIN)), User.blocked_bot.is_(False))
-                 .order_by(User.id))
+_GETS_ALERTS = User.role.in_((ROLE_COORDINATOR, ROLE_ADMIN)) & User.blocked_bot.is_(False)
+_COORDINATORS = select(User).where(_GETS_ALERTS).order_by(User.id)
 _USERS_AMONG = select(User).where(User.id.in_(bindparam("user_ids", expanding=True)))
+_USERS_AMONG_AND_COORDINATORS = (select(User).where(User.id.in_(bindparam("user_ids", expanding=True)) | _GETS_ALERTS)
+                                 .order_by(User.id))
 
 
 async def coordinators(session: AsyncSession) -> list[User]:
-    """Everyone who receives coordinator alerts privately (when there is no coordinator group)."""
-    return list(await session.scalars(_COORDINATORS))
+    """Everyone who receives coordinator alerts privately (when there is no coordinator group);
+    asked once per session (a batch of tips asks once; a change of roles forgets it)."""
+    found = session.info.get(COORDINATORS)
+    if found is None:
+        found = session.info[COORDINATORS] = list(await session.scalars(_COORDINATORS))
+    return found
 
 
 async def mark_blocked(session: AsyncSession, user_id: int) -> None:
     user = await session.get(User, user_id)
     if user is not None:
         user.blocked_bot = True
-        session.info.pop(COORDINATOR_RECIPIENTS, None)
+        session.info.pop(COORDINATORS, None)
 
 
-async def preload(session: AsyncSession, user_ids: set[int]) -> list[User]:
-    """Load a batch of users at once (and note who is new); keep the returned list so the identity
-    map keeps them."""
-    found = list(await session.scalars(_USERS_AMONG, {"user_ids": list(user_ids)}))
+async def preload(session: AsyncSession, user_ids: set[int], *, with_coordinators: bool = False) -> list[User]:
+    """Load a batch of users at once (and note who is new); with ``with_coordinators``, in the same
+    query, everyone :func:`coordinators` would ask for. Keep the returned list so the identity map
+    keeps them."""
+    statement = _USERS_AMONG_AND_COORDINATORS if with_coordinators else _USERS_AMONG
+    found = list(await session.scalars(statement, {"user_ids": list(user_ids)}))
     session.info[USERS_ABSENT] = user_ids - {user.id for user in found}
+    if with_coordinators:
+        session.info[COORDINATORS] = [user for user in found if is_coordinator(user) and not user.blocked_bot]
     return found
 
 

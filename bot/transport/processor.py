@@ -22,7 +22,7 @@ from telegram.ext import Application
 
 from bot.config import Settings
 from bot.handlers.common import UpdateScope, current_scope, say
-from bot.services import alerts, broadcasts, conversation, inbox, outbox, tips, users
+from bot.services import broadcasts, conversation, inbox, outbox, tips, users
 from bot.services.inbox import RawUpdate
 
 log = logging.getLogger(__name__)
@@ -307,12 +307,11 @@ class UpdateProcessor:
         if not user_ids:
             return []
         await tips.preload_latest_tips(session, user_ids)
-        preloaded = [*await users.preload(session, user_ids), *await conversation.preload(session, user_ids)]
-        # asked now, before anything is added: asked by the first tip's alert, the query would flush
-        # that tip and hold SQLite's one write lock for the rest of the batch, while the poller's and
-        # the sender's writes wait in SQLite's busy handler (it sleeps in steps of up to 100 ms)
-        await alerts.recipients(session, self.settings.coordinator_chat_id)
-        return preloaded
+        # the coordinators too, now, before anything is added: asked by the first tip's alert, the
+        # query would flush that tip and hold SQLite's one write lock for the rest of the batch
+        users_and_coordinators = await users.preload(
+            session, user_ids, with_coordinators=self.settings.coordinator_chat_id is None)
+        return [*users_and_coordinators, *await conversation.preload(session, user_ids)]
 
     async def _handle(self, session: AsyncSession, raw: RawUpdate) -> BaseException | None:
         try:
