@@ -2,9 +2,9 @@
 
 A text tip adds a user, a tip, its entry and the acknowledgement; SQLAlchemy's unit of work spent
 more CPU on the event loop bookkeeping those four objects (cascades, attribute history, dependency
-sorting, per-row parameter collection) than the INSERTs themselves cost: 6.3 ms of a round of five
-tips, against 1.8 ms for the same rows written with Core (bench/RESULTS.md, "Session 6"). Just
-before each flush, this takes the new objects of those classes out of the unit of work, inserts
+sorting, per-row parameter collection) than the INSERTs themselves cost: building and flushing a
+round of five tips took 5-6 ms, writing the same rows with Core 2 ms, and this way (the objects still
+built) 3.5 ms (bench/RESULTS.md, "Session 6"). Just before each flush, this takes the new objects of those classes out of the unit of work, inserts
 them table by table (parents first, ids read back with RETURNING in parameter order), and registers
 them as persistent exactly as a flush would: they can be changed, refreshed or deleted afterwards,
 and a rollback removes them from the session as it removes any object it inserted. Handlers keep
