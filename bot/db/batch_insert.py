@@ -3,12 +3,13 @@
 A text tip adds a user, a tip, its entry and the acknowledgement; SQLAlchemy's unit of work spent
 more CPU on the event loop bookkeeping those four objects (cascades, attribute history, dependency
 sorting, per-row parameter collection) than the INSERTs themselves cost: building and flushing a
-round of five tips took 5-6 ms, writing the same rows with Core 2 ms, and this way (the objects still
-built) 3.5 ms (bench/RESULTS.md, "Session 6"). Just before each flush, this takes the new objects of those classes out of the unit of work, inserts
-them table by table (parents first, ids read back with RETURNING in parameter order), and registers
-them as persistent exactly as a flush would: they can be changed, refreshed or deleted afterwards,
-and a rollback removes them from the session as it removes any object it inserted. Handlers keep
-building ordinary model objects and know nothing of this.
+round of five tips took 5-6 ms, writing the same rows with Core 2 ms, and this way (the objects
+still built) 3.5 ms (bench/RESULTS.md, "Session 6"). Just before each flush, this takes the new
+objects of those classes out of the unit of work, inserts them table by table (parents first, ids
+read back with RETURNING in parameter order), and registers them as persistent exactly as a flush
+would: they can be changed, refreshed or deleted afterwards, and a rollback removes them from the
+session as it removes any object it inserted. Handlers keep building ordinary model objects and
+know nothing of this.
 
 An object whose parent (a many-to-one relationship) is new but not of these classes is left to the
 unit of work, and so is everything that refers to it.
@@ -121,5 +122,6 @@ def _insert(session: Session, connection, plan: _Plan, objects: list) -> None:
         for obj, new_id in zip(objects, connection.execute(plan.statement, rows).scalars()):
             setattr(obj, plan.id_attribute, new_id)
     # what a flush does with the objects it inserted: identity, clean history, and in the
-    # transaction's list of new objects (a rollback expunges them)
+    # transaction's list of new objects (a rollback expunges them). It is the unit of work's own
+    # last step, private to SQLAlchemy: tests/test_batch_insert.py checks what this relies on.
     session._register_persistent({inspect(obj) for obj in objects})
