@@ -14,6 +14,8 @@ import base64
 import dataclasses
 import importlib.util
 import io
+import multiprocessing
+import os
 import re
 import socket
 import time
@@ -36,6 +38,7 @@ from flyers import (
     render_flyers_async,
     render_poster_pdf,
     shutdown_pool,
+    warm_up,
 )
 from flyers import renderer
 
@@ -416,3 +419,15 @@ async def test_async_render_in_worker_process_keeps_loop_responsive():
     assert Image.open(io.BytesIO(files.card_jpg)).size == (1080, 1080)
     assert max(gaps) < 0.5  # the event loop kept running while the worker rendered
     assert warm_seconds < 5
+
+
+async def test_the_renderer_yields_the_cpu_to_the_bot():
+    """A flyer can wait a moment on a busy machine; an answer to a tip should not."""
+    before = {child.pid for child in multiprocessing.active_children()}
+    try:
+        await warm_up()
+        renderers = [child.pid for child in multiprocessing.active_children() if child.pid not in before]
+        assert renderers
+        assert all(os.getpriority(os.PRIO_PROCESS, pid) > os.getpriority(os.PRIO_PROCESS, 0) for pid in renderers)
+    finally:
+        shutdown_pool()
