@@ -5,7 +5,31 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.connection
 import os
+import logging
 import threading
+
+log = logging.getLogger(__name__)
+
+#: How much lower than the bot's a worker process's scheduling priority is (nice increment): face
+#: inference and flyer rendering wait a moment when the event loop (a text tip's answer) needs the CPU.
+BACKGROUND_NICE = 10
+#: A worker's oom_score_adj: should memory run out, the kernel kills a worker (replaced, one image or
+#: flyer retried or lost) rather than the bot, whose process is the larger one.
+BACKGROUND_OOM_SCORE_ADJ = 500
+
+
+def run_in_background() -> None:
+    """Nice this worker process (call it first: threads it starts later inherit the priority) and
+    offer it to the OOM killer before the bot."""
+    try:
+        os.nice(BACKGROUND_NICE)
+    except OSError:
+        log.debug("worker runs at the bot's priority")
+    try:
+        with open("/proc/self/oom_score_adj", "w") as adj:
+            adj.write(str(BACKGROUND_OOM_SCORE_ADJ))
+    except OSError:  # not Linux
+        pass
 
 
 def exit_with_parent() -> None:

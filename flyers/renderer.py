@@ -28,7 +28,6 @@ import json
 import logging
 import math
 import multiprocessing
-import os
 import re
 import threading
 import unicodedata
@@ -46,7 +45,7 @@ from PIL import Image, ImageOps
 from weasyprint.text.fonts import FontConfiguration
 from weasyprint.urls import URLFetcher, URLFetcherResponse
 
-from bot.child_process import exit_with_parent
+from bot.child_process import exit_with_parent, run_in_background
 
 from .model import FlyerCase, FlyerFiles, FlyerPhoto, Lang
 
@@ -901,6 +900,9 @@ def _warm_worker() -> None:
     render is as fast as the later ones (the first CJK layout alone takes ~0.5 s)."""
     from datetime import timezone
 
+    # a flyer can wait a moment on a busy machine, an answer to a tip should not; this warm-up (a
+    # sample flyer, about a second of CPU at the bot's start) now yields the CPU to the bot
+    run_in_background()
     exit_with_parent()
 
     sample = FlyerCase(
@@ -955,47 +957,23 @@ def _ping() -> bool:
     return True
 
 
-# How much lower than the bot's the render processes' CPU priority is. A flyer is waited for by a
-# family or a broadcast, where a second is fine; an answer to a tip is not: on a busy machine the
-# renderer now yields the CPU to the bot, and its warm-up at start (WeasyPrint and a sample flyer,
-# about a second of CPU) no longer slowed the answers of the bot's first seconds (bench/RESULTS.md,
-# "Session 6"). On an idle machine it renders as fast as before.
-BACKGROUND_NICENESS = 10
-
-
-def _submit(pool: concurrent.futures.ProcessPoolExecutor, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
-    """``fn(*args)`` in ``pool``; a worker process the pool starts for it runs at lower priority."""
-    before = {child.pid for child in multiprocessing.active_children()}
-    future = asyncio.get_running_loop().run_in_executor(pool, fn, *args)  # starts a worker if needed
-    for child in multiprocessing.active_children():
-        if child.pid not in before:
-            _run_in_background(child.pid)
-    return future
-
-
-def _run_in_background(pid: int) -> None:
-    try:
-        niceness = min(19, os.getpriority(os.PRIO_PROCESS, 0) + BACKGROUND_NICENESS)
-        os.setpriority(os.PRIO_PROCESS, pid, niceness)
-    except OSError:  # gone already, or not allowed: it renders at the bot's priority
-        log.warning("could not lower the flyer renderer's priority", exc_info=True)
-
-
 async def warm_up() -> None:
     """Start the worker process(es) and wait until they are warm. Optional: call at
     startup so the first ``/flyer`` is answered at warm speed."""
     pool = _get_pool()
-    await asyncio.gather(*(_submit(pool, _ping) for _ in range(_pool_workers)))
+    loop = asyncio.get_running_loop()
+    await asyncio.gather(*(loop.run_in_executor(pool, _ping) for _ in range(_pool_workers)))
 
 
 async def run_in_worker(fn: Callable[..., T], *args: Any) -> T:
     """Run ``fn(*args)`` in a warm flyer worker process (``fn`` must be picklable:
     a module-level function). If a worker died (killed, out of memory), the pool is
     recreated and the call retried once."""
+    loop = asyncio.get_running_loop()
     for attempt in (1, 2):
         pool = _get_pool()
         try:
-            return await _submit(pool, fn, *args)
+            return await loop.run_in_executor(pool, fn, *args)
         except concurrent.futures.process.BrokenProcessPool:
             _discard_pool(pool)
             if attempt == 2:

@@ -37,7 +37,8 @@ from bot.faces.thresholds import (
     STRONG_MATCH_THRESHOLD,
     match_strength,
 )
-from bot.faces.worker_pool import WORKER_NICE, FacePool
+from bot.child_process import BACKGROUND_NICE
+from bot.faces.worker_pool import FacePool
 from bot.services import matching
 from tests.conftest import shared_face_pool
 
@@ -302,7 +303,7 @@ async def test_analysis_runs_in_worker_processes_at_a_lower_priority(engine):
     pids = pool.worker_pids()
     assert pids and os.getpid() not in pids
     for pid in pids:  # the bot's event loop gets the CPU first
-        assert psutil.Process(pid).nice() == min(19, psutil.Process().nice() + WORKER_NICE)
+        assert psutil.Process(pid).nice() == min(19, psutil.Process().nice() + BACKGROUND_NICE)
     report = await pool.analyse_tip_image(sample_image("yaoming.jpg"))  # a path: the worker reads it
     reference = engine.analyse_tip_image(sample_image("yaoming.jpg"))
     assert len(report.faces) == 1 and report.image_size == reference.image_size

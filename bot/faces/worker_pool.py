@@ -42,7 +42,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
-from bot.child_process import exit_with_parent
+from bot.child_process import exit_with_parent, run_in_background
 from bot.faces.engine import DetectedFace, FaceEngine, FaceReport, get_face_engine
 from bot.faces.images import ImageSource
 
@@ -50,12 +50,6 @@ log = logging.getLogger(__name__)
 
 #: Environment variable: number of face worker processes (default: the cores but one, at least 1).
 WORKERS_ENV = "REUNITE_FACE_WORKERS"
-#: How much lower than the bot's the workers' scheduling priority is (nice increment): inference
-#: waits a moment when the event loop (a text tip's answer) needs the CPU.
-WORKER_NICE = 10
-#: The workers' oom_score_adj: should memory run out, the kernel kills a worker (replaced, one image
-#: lost) rather than the bot, whose process is the larger one.
-WORKER_OOM_SCORE_ADJ = 500
 #: Times a call is submitted again after the pool broke while it only waited in the queue.
 MAX_RESUBMITS = 3
 
@@ -84,7 +78,7 @@ def _start_worker(running, pids, next_slot) -> None:
     # Ctrl+C in a terminal reaches the whole process group: the bot decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _terminated)
-    _lower_priority()
+    run_in_background()
     with next_slot.get_lock():
         _slot, next_slot.value = next_slot.value, next_slot.value + 1
     if _slot < len(running):
@@ -94,19 +88,6 @@ def _start_worker(running, pids, next_slot) -> None:
         _engine = get_face_engine()  # loads and warms up the models
     except Exception as error:  # noqa: BLE001 - every call reports it (e.g. ModelPackError) to the bot
         _load_error = error
-
-
-def _lower_priority() -> None:
-    """Nice the worker (before any thread starts: threads inherit it) and offer it to the OOM killer."""
-    try:
-        os.nice(WORKER_NICE)
-    except OSError:
-        log.debug("face worker runs at the bot's priority")
-    try:
-        with open("/proc/self/oom_score_adj", "w") as adj:
-            adj.write(str(WORKER_OOM_SCORE_ADJ))
-    except OSError:  # not Linux
-        pass
 
 
 def _terminated(signum, frame) -> None:
