@@ -317,19 +317,31 @@ def thread_cpu(proc: psutil.Process) -> dict[str, float]:
 
 
 def child_processes(proc: psutil.Process) -> dict[int, tuple[str, psutil.Process]]:
-    """The bot's child processes by pid, with their role: face workers (they run at a lower priority than
-    the bot) or others (the flyer worker, multiprocessing's resource tracker)."""
+    """The bot's child processes by pid, with their role: face workers (the children that loaded
+    onnxruntime) or others (the flyer renderer, multiprocessing's resource tracker). Not by priority:
+    the flyer renderer runs at the face workers' lower priority too since a329dfa, and counting it
+    as a face worker put its ~200 MB into the face workers' memory."""
     try:
-        nice, children = proc.nice(), proc.children(recursive=True)
+        children = proc.children(recursive=True)
     except psutil.Error:
         return {}
     found = {}
     for child in children:
         try:
-            found[child.pid] = ("face worker processes" if child.nice() > nice else "other child processes", child)
-        except psutil.Error:
-            pass
+            role = "face worker processes" if _loaded_onnxruntime(child) else "other child processes"
+        except OSError:  # gone meanwhile
+            continue
+        found[child.pid] = (role, child)
     return found
+
+
+_face_workers: set[int] = set()  # pids seen with onnxruntime loaded (a worker never unloads it)
+
+
+def _loaded_onnxruntime(process: psutil.Process) -> bool:
+    if process.pid not in _face_workers and "onnxruntime" in Path(f"/proc/{process.pid}/maps").read_text():
+        _face_workers.add(process.pid)
+    return process.pid in _face_workers
 
 
 def child_cpu(proc: psutil.Process) -> dict[int, tuple[str, float]]:
