@@ -138,7 +138,8 @@ def decode_plain_jpeg(image: Image.Image, data: bytes) -> np.ndarray | None:
     """The pixels of ``data``, opened as ``image``, as BGR if it is a complete, upright colour or
     grey JPEG, decoded by OpenCV (the same pixels as Pillow's decoder gives); None for anything else.
 
-    Every stored photo is such a file (the media store re-encodes what people send), and so is
+    Every stored photo is such a file (the media store keeps a plain JPEG as it came, less its
+    metadata, and encodes anything else afresh as one), and so is
     every photo Telegram delivers. Pillow decodes to RGB, and handing its pixels to NumPy copies them
     holding the GIL: in the bot under photo load that copy and the colour conversion took about a
     third of the face thread's time with the GIL, time the event loop waited. OpenCV releases the
@@ -149,7 +150,7 @@ def decode_plain_jpeg(image: Image.Image, data: bytes) -> np.ndarray | None:
     if (
         image.format != "JPEG"
         or image.mode not in ("RGB", "L")
-        or _exif_orientation(image) not in (None, 1)
+        or exif_orientation(image) not in (None, 1)
         or not data.endswith(b"\xff\xd9")
     ):
         return None
@@ -181,7 +182,7 @@ def _from_pil(image: Image.Image, *, max_pixels: int, max_side: int | None) -> D
         raise ImageTooLarge(
             f"image is {header_width}x{header_height} pixels, more than {max_pixels} in all"
         )
-    orientation = _exif_orientation(image)
+    orientation = exif_orientation(image)
     if orientation in _TRANSPOSING_ORIENTATIONS:
         original_size = (header_height, header_width)
     else:
@@ -215,7 +216,7 @@ def _from_pil(image: Image.Image, *, max_pixels: int, max_side: int | None) -> D
     return DecodedImage(bgr=working.bgr, original_size=original_size, scale=scale)
 
 
-def _exif_orientation(image: Image.Image) -> int | None:
+def exif_orientation(image: Image.Image) -> int | None:
     try:
         return image.getexif().get(0x0112)  # Orientation tag
     except Exception:  # noqa: BLE001 - broken EXIF is common and harmless here

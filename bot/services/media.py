@@ -2,7 +2,9 @@
 
 The capture time and GPS position a camera wrote into EXIF can matter to a search, so they are read
 first and returned for the tip record; the stored file itself carries no metadata at all (privacy).
-CPU-heavy: call :func:`store_image` from a worker thread, never on the event loop.
+A plain upright JPEG (every photo Telegram sends) is kept as it came, less the segments that carry
+metadata; anything else is decoded, turned upright and encoded afresh. CPU-heavy at times: call
+:func:`store_image` from a worker thread, never on the event loop.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from bot.faces.images import decode_plain_jpeg, load_all_pixels
+from bot.faces.images import exif_orientation, load_all_pixels
 
 # Telegram lets bots download up to 20 MB; above that we cannot even fetch the file.
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
@@ -103,15 +106,11 @@ def store_image(data: bytes, media_dir: Path) -> StoredImage:
     """Check ``data``, strip its metadata and store it content-addressed; return what we learned."""
     image = open_checked(data)
     taken_at, gps_lat, gps_lon = read_exif_facts(image)
-    bgr = decode_plain_jpeg(image, data) if max(image.size) <= MAX_STORED_SIDE else None
-    if bgr is not None:
-        # a plain JPEG (every photo Telegram sends): decoded and encoded by OpenCV, which releases the
-        # GIL (Pillow's encoder keeps it) and writes no metadata at all
-        ok, encoded = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, STORED_JPEG_QUALITY])
-        if not ok:
-            raise ImageRejected("image_unreadable")
-        digest, path = store_own_jpeg(encoded.tobytes(), media_dir)
-        return StoredImage(digest, path, bgr.shape[1], bgr.shape[0], taken_at, gps_lat, gps_lon)
+    stripped = strip_plain_jpeg(image, data) if max(image.size) <= MAX_STORED_SIDE else None
+    if stripped is not None:
+        # a plain JPEG (every photo Telegram sends): kept as it came, less its metadata segments
+        digest, path = store_own_jpeg(stripped, media_dir)
+        return StoredImage(digest, path, image.width, image.height, taken_at, gps_lat, gps_lon)
     try:
         load_all_pixels(image)
     except (OSError, ValueError, SyntaxError):
@@ -127,6 +126,98 @@ def store_image(data: bytes, media_dir: Path) -> StoredImage:
     upright.save(buffer, format="JPEG", quality=STORED_JPEG_QUALITY, optimize=False, comment=b"")
     digest, path = store_own_jpeg(buffer.getvalue(), media_dir)
     return StoredImage(digest, path, upright.width, upright.height, taken_at, gps_lat, gps_lon)
+
+
+def strip_plain_jpeg(image: Image.Image, data: bytes) -> bytes | None:
+    """``data`` (opened as ``image``) without its metadata, if it is a plain JPEG (complete, upright,
+    colour or grey) that decodes; None for anything else, which is decoded and encoded afresh.
+
+    No pixel is decoded and encoded again: the segments that carry metadata are dropped from the file
+    as it is (:func:`_without_metadata_segments`). Under photo load the decode and encode this replaces
+    were ~12 ms of CPU per 1280 px photo in the bot (bench/RESULTS.md, session 7), and every
+    photo lost a little quality to them. The file is still decoded once, at 1/8 scale (under a
+    millisecond): a photo that does not decode is refused now, as before, not found out by the face
+    worker later.
+    """
+    if (
+        image.format != "JPEG"
+        or image.mode not in ("RGB", "L")
+        or exif_orientation(image) not in (None, 1)
+        or not data.endswith(b"\xff\xd9")
+    ):
+        return None
+    stripped = _without_metadata_segments(data)
+    if stripped is None:
+        return None
+    # decoded at 1/8 scale, libjpeg rounds each side up
+    expected = (-(-image.height // 8), -(-image.width // 8))
+    preview = cv2.imdecode(np.frombuffer(stripped, np.uint8),
+                           cv2.IMREAD_REDUCED_COLOR_8 | cv2.IMREAD_IGNORE_ORIENTATION)
+    if preview is None or preview.shape[:2] != expected:
+        return None  # Pillow says what is wrong with it
+    return stripped
+
+
+#: JPEG markers kept: frame and scan headers, tables, restart interval. APP0 and APP14 are kept only
+#: as JFIF and Adobe headers, which tell a decoder the colour space; every other APPn (EXIF, XMP, ICC
+#: profiles, maker notes, MPF) and COM goes.
+_KEPT_MARKERS = frozenset(range(0xC0, 0xD0)) | {0xDB, 0xDD, 0xDC}
+_KEPT_HEADERS = {0xE0: b"JFIF\x00", 0xEE: b"Adobe"}
+_SOS, _EOI = 0xDA, 0xD9
+
+
+def _without_metadata_segments(data: bytes) -> bytes | None:
+    """The JPEG ``data`` from SOI to its first EOI, with only the segments in :data:`_KEPT_MARKERS` and
+    :data:`_KEPT_HEADERS`; anything after EOI (another image, a video, vendor data) is dropped too.
+    None if the file is not laid out as a baseline or progressive JPEG should be."""
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    kept = [b"\xff\xd8"]
+    at, end = 2, len(data)
+    while at + 1 < end:
+        if data[at] != 0xFF:
+            return None
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            at += 1
+            continue
+        if marker == _EOI:
+            kept.append(b"\xff\xd9")
+            return b"".join(kept)
+        if at + 4 > end:
+            return None
+        length = int.from_bytes(data[at + 2:at + 4], "big")
+        segment_end = at + 2 + length
+        if length < 2 or segment_end > end:
+            return None
+        if marker == _SOS:
+            segment_end = _end_of_scan(data, segment_end)
+            if segment_end is None:
+                return None
+            kept.append(data[at:segment_end])
+        elif marker in _KEPT_MARKERS or _is_kept_header(data, at, marker):
+            kept.append(data[at:segment_end])
+        elif not (0xE0 <= marker <= 0xEF or marker == 0xFE):
+            return None  # a marker no photo has (hierarchical, arithmetic extensions...): decode afresh
+        at = segment_end
+    return None
+
+
+def _is_kept_header(data: bytes, at: int, marker: int) -> bool:
+    header = _KEPT_HEADERS.get(marker)
+    return header is not None and data.startswith(header, at + 4)
+
+
+def _end_of_scan(data: bytes, at: int) -> int | None:
+    """Where a scan's entropy-coded data starting at ``at`` ends: the next marker that is not a stuffed
+    0xFF00 or a restart marker (RST0-7)."""
+    while (at := data.find(b"\xff", at)) != -1 and at + 1 < len(data):
+        follower = data[at + 1]
+        if follower == 0x00 or 0xD0 <= follower <= 0xD7 or follower == 0xFF:
+            at += 1 if follower == 0xFF else 2
+            continue
+        return at
+    return None
 
 
 def store_own_jpeg(data: bytes, media_dir: Path) -> tuple[str, Path]:
