@@ -93,7 +93,7 @@ def test_t1_gives_six_faces_largest_first_inside_the_image(engine, t1_faces):
         assert np.linalg.norm(face.embedding) == pytest.approx(1.0, abs=1e-5)
         assert face.model_id == engine.model_id == "buffalo_s/w600k_mbf"
         crop = cv2.imdecode(np.frombuffer(face.crop_jpeg, np.uint8), cv2.IMREAD_COLOR)
-        assert crop is not None and max(crop.shape[:2]) == 256
+        assert crop is not None and crop.shape[:2] == (FacePolicy.crop_side_px, FacePolicy.crop_side_px)
     # Six different people: no pair looks like the same person.
     embeddings = np.stack([face.embedding for face in t1_faces])
     similarities = embeddings @ embeddings.T

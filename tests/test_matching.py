@@ -29,8 +29,9 @@ from bot.db.models import (
     TipMedia,
 )
 from bot.faces import get_face_engine
-from bot.services import cases, matching, media, users
+from bot.services import cases, match_alerts, matching, media, users
 from bot.services.match_alerts import GAP_PX, NUMBER_COLUMN_PX, TILE_PX
+from bot.services.matching import FaceCrop
 from tests.conftest import COORDINATOR_ID, packaged_image, settle
 from tests.helpers import jpeg_bytes, reference_in
 
@@ -142,6 +143,23 @@ def composite_tile(stand_in, message: dict, row: int, column: int) -> bytes:
     left = NUMBER_COLUMN_PX + GAP_PX + column * (TILE_PX + GAP_PX)
     top = GAP_PX + row * (TILE_PX + GAP_PX)
     return jpeg(composite.crop((left, top, left + TILE_PX, top + TILE_PX)))
+
+
+def test_a_fresh_tips_face_tile_looks_as_one_cut_from_the_stored_photo(tmp_path):
+    """A new tip's alert shows the face worker's crop, an old tip's (retro-matching) a square cut from
+    the stored photo: the two are the same picture, faces at the photo's edge too."""
+    at_the_edge = 0
+    for name in ("players.jpg", "gdp.jpg"):
+        stored = media.store_image(image_bytes(name), tmp_path)
+        faces = get_face_engine().analyse_tip_image(stored.path).faces
+        at_the_edge += sum(face.bbox[0] < 10 for face in faces)
+        for face in faces:
+            from_crop = match_alerts.face_tile(tmp_path, FaceCrop(stored.sha256, face.bbox, face.crop_jpeg))
+            from_photo = match_alerts.face_tile(tmp_path, FaceCrop(stored.sha256, face.bbox))
+            assert from_crop.size == from_photo.size == (TILE_PX, TILE_PX)
+            difference = np.abs(np.asarray(from_crop, float) - np.asarray(from_photo, float))
+            assert difference.mean() < 3, (name, face.bbox)
+    assert at_the_edge  # gdp.jpg has one: its tile runs off the photo, black in both
 
 
 # -- a tip matches a case --------------------------------------------------------------------------

@@ -75,9 +75,12 @@ class FacePolicy:
     tip_flip_augmentation: bool = False
     #: Case photos with no face found: pad onto a canvas this many times larger, in turn.
     case_padding_factors: tuple[float, ...] = (2.0, 3.0)
-    #: Face crops for coordinators: the box grown by this fraction, longest side in px.
-    crop_expand: float = 0.30
-    crop_side_px: int = 256
+    #: Face crops for coordinators: a square around the box, its longest side grown by this fraction
+    #: (half on each side: hair, chin, a bit of background), black where it runs off the photo, this
+    #: many px a side. They are the match alert's tiles (bot.services.match_alerts), so a fresh tip's
+    #: tile needs no decode of the whole photo and still looks as one cut from the stored photo does.
+    crop_expand: float = 0.60
+    crop_side_px: int = 224
     crop_jpeg_quality: int = 90
 
 
@@ -326,15 +329,17 @@ class FaceEngine:
         """A square crop around the face with some context, for coordinators' composite images."""
         centre_x, centre_y = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
         half = max(box[2] - box[0], box[3] - box[1]) * (1 + self.policy.crop_expand) / 2
+        left, top = round(centre_x - half), round(centre_y - half)
+        right, bottom = round(centre_x + half), round(centre_y + half)
         height, width = bgr.shape[:2]
-        x1, y1 = int(max(0, centre_x - half)), int(max(0, centre_y - half))
-        x2, y2 = int(min(width, centre_x + half)), int(min(height, centre_y + half))
+        x1, y1, x2, y2 = max(0, left), max(0, top), min(width, right), min(height, bottom)
         if x2 <= x1 or y2 <= y1:
             return b""
-        crop = bgr[y1:y2, x1:x2]
+        crop = cv2.copyMakeBorder(bgr[y1:y2, x1:x2], y1 - top, bottom - y2, x1 - left, right - x2,
+                                  cv2.BORDER_CONSTANT, value=(0, 0, 0))
         factor = self.policy.crop_side_px / max(crop.shape[:2])
         interpolation = cv2.INTER_AREA if factor < 1 else cv2.INTER_CUBIC
-        crop = cv2.resize(crop, None, fx=factor, fy=factor, interpolation=interpolation)
+        crop = cv2.resize(crop, (self.policy.crop_side_px, self.policy.crop_side_px), interpolation=interpolation)
         ok, encoded = cv2.imencode(
             ".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, self.policy.crop_jpeg_quality]
         )

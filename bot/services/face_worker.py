@@ -229,7 +229,7 @@ class FaceWorker:
         tip = await session.get(Tip, claimed.tip_id)
         reports = list(zip(claimed.images, await claimed.reports))
         readable = [(image, report) for image, report in reports if report is not None]
-        crops = [FaceCrop(image.sha256, face.bbox) for image, report in readable for face in report.faces]
+        crops = [FaceCrop(image.sha256, face.bbox, face.crop_jpeg) for image, report in readable for face in report.faces]
         probes = np.array([face.embedding for _, report in readable for face in report.faces],
                           dtype=np.float32).reshape(-1, EMBEDDING_SIZE)
         planned = await matching.plan_tip_matches(session, self.search, tip.id, probes, self.settings.match_threshold)

@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.db.models import PRIORITY_ALERT
+from bot.faces.engine import FacePolicy
 from bot.faces.thresholds import match_strength
 from bot.i18n import t
 from bot.services import outbox
@@ -27,11 +28,12 @@ from bot.services.media import media_path, store_own_jpeg
 
 log = logging.getLogger(__name__)
 
-TILE_PX = 224
+# a tile is the face worker's crop of a face (FacePolicy), or the same square cut from a stored photo
+TILE_PX = FacePolicy.crop_side_px
 GAP_PX = 8
 NUMBER_COLUMN_PX = 40
 # context around a face box on each side, as a fraction of the box (hair, chin, a bit of background)
-CROP_MARGIN = 0.3
+CROP_MARGIN = FacePolicy.crop_expand / 2
 BACKGROUND = (32, 32, 36)
 MISSING_TILE = (90, 90, 90)
 LABEL_BAND = (0, 0, 0, 150)
@@ -42,8 +44,12 @@ COMPOSITE_JPEG_QUALITY = 90  # as the media store keeps every image
 MarkupBuilder = Callable[[str, MatchAlert], dict]
 
 
-def _face_tile(media_dir: Path, crop: FaceCrop) -> Image.Image:
+def face_tile(media_dir: Path, crop: FaceCrop) -> Image.Image:
     """A square tile around the face, or a grey one if the image is no longer stored."""
+    if crop.jpeg:
+        # the face worker's crop of a fresh tip's face: no decode of the whole photo (bench/RESULTS.md)
+        tile = Image.open(io.BytesIO(crop.jpeg)).convert("RGB")
+        return tile if tile.size == (TILE_PX, TILE_PX) else tile.resize((TILE_PX, TILE_PX), Image.Resampling.LANCZOS)
     path = media_path(media_dir, crop.sha256)
     try:
         with Image.open(path) as image:
@@ -57,7 +63,7 @@ def _face_tile(media_dir: Path, crop: FaceCrop) -> Image.Image:
             centre_x, centre_y = (x1 + x2) / 2 * scale, (y1 + y2) / 2 * scale
             half = side * scale / 2
             box = (round(centre_x - half), round(centre_y - half), round(centre_x + half), round(centre_y + half))
-            return image.convert("RGB").crop(box).resize((TILE_PX, TILE_PX), Image.Resampling.LANCZOS)
+            return image.crop(box).convert("RGB").resize((TILE_PX, TILE_PX), Image.Resampling.LANCZOS)
     except (OSError, ValueError):
         log.warning("match alert: image %s is gone; a grey tile instead", crop.sha256[:12])
         return Image.new("RGB", (TILE_PX, TILE_PX), MISSING_TILE)
@@ -86,8 +92,8 @@ def render_composite(media_dir: Path, alert: MatchAlert) -> bytes:
         case_x = tip_x + TILE_PX + GAP_PX
         draw.text((NUMBER_COLUMN_PX // 2, top + TILE_PX // 2), str(row + 1), font=number_font, fill=TEXT,
                   anchor="mm")
-        canvas.paste(_face_tile(media_dir, candidate.tip_face), (tip_x, top))
-        canvas.paste(_face_tile(media_dir, candidate.case_face), (case_x, top))
+        canvas.paste(face_tile(media_dir, candidate.tip_face), (tip_x, top))
+        canvas.paste(face_tile(media_dir, candidate.case_face), (case_x, top))
         _label(canvas, label_font, tip_x, top, alert.tip_reference)
         _label(canvas, label_font, case_x, top, candidate.case_code)
     buffer = io.BytesIO()

@@ -77,10 +77,12 @@ REVIEW_DECISIONS = (MATCH_CONFIRMED, MATCH_REJECTED)
 
 @dataclass(frozen=True)
 class FaceCrop:
-    """Where a face is: an image in the media store and the face's box in it."""
+    """Where a face is: an image in the media store and the face's box in it; for a tip's face just
+    analysed, also the face worker's JPEG crop of it (a match alert's tile, as cut from the photo)."""
 
     sha256: str
     bbox: tuple[float, float, float, float]
+    jpeg: bytes = field(default=b"", repr=False, compare=False)
 
     @classmethod
     def of(cls, face: Face, sha256: str) -> "FaceCrop":
