@@ -9,15 +9,19 @@ Why processes, not the threads it ran in before:
   measured, 6-7 photos/s on two cores, bench/RESULTS.md), and both were slowed by hand-offs.
 * **The second core.** A worker process has its own interpreter: inference runs on the other core
   while the event loop keeps its own, each without waiting for the other's lock.
-* **Memory.** The models (onnxruntime sessions, with insightface and scikit-image around them) live
-  in the workers only; the bot process keeps the face index and never loads a model. A worker takes
-  ~185-210 MB resident, part of it libraries it shares with the bot (bench/RESULTS.md).
+* **Memory, one copy of the models.** The models (onnxruntime sessions, with insightface and
+  scikit-image around them) live outside the bot's process, which keeps the face index and never
+  loads a model. Workers are forked from multiprocessing's fork server, a clean interpreter the bot
+  starts once, which loads the models first (:mod:`bot.faces.preloaded_engine`); each worker shares
+  those pages instead of loading its own copy. Measured: a worker started on its own took ~140 MB
+  of PSS, a forked one ~55 MB (bench/RESULTS.md, session 7), so there is one worker per core within
+  the memory budget. What is forked never ran the bot's threads or event loop: it only imported the
+  face libraries and loaded two models. Where there is no fork server, or a pool wants models other
+  than those loaded there, each worker loads its own.
 
-Each worker loads the models once (the pool's initializer) and runs at a lower priority than the bot
-(nice +10: text tips are answered first). Work goes by file *path*, never pixels: a worker reads the
-file itself, and only the results (embeddings, boxes, small JPEG crops) travel back. Workers start
-with "spawn" (a clean interpreter, whatever threads the bot runs), as the flyer workers do
-(:mod:`flyers.renderer`).
+Each worker runs at a lower priority than the bot (nice +10: text tips are answered first). Work goes
+by file *path*, never pixels: a worker reads the file itself, and only the results (embeddings, boxes,
+small JPEG crops) travel back.
 
 A worker that dies (killed, e.g. by the kernel's OOM killer on some monstrous image) breaks a
 ``ProcessPoolExecutor`` for good. The pool is then replaced; the image the dead worker was analysing
@@ -36,6 +40,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -43,13 +48,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.child_process import exit_with_parent, run_in_background
-from bot.faces.engine import DetectedFace, FaceEngine, FaceReport, get_face_engine
+from bot.faces.engine import DetectedFace, FaceEngine, FaceReport
 from bot.faces.images import ImageSource
+from bot.faces.models import MODEL_DIR_ENV, default_thread_count
 
 log = logging.getLogger(__name__)
 
-#: Environment variable: number of face worker processes (default: the cores but one, at least 1).
+#: Environment variable: number of face worker processes (default: one per core).
 WORKERS_ENV = "REUNITE_FACE_WORKERS"
+#: The module the fork server imports before it forks any worker: it loads the models.
+PRELOADED_ENGINE = "bot.faces.preloaded_engine"
 #: Times a call is submitted again after the pool broke while it only waited in the queue.
 MAX_RESUBMITS = 3
 
@@ -59,9 +67,10 @@ class FaceWorkerDied(RuntimeError):
 
 
 def default_worker_count() -> int:
-    """``REUNITE_FACE_WORKERS``, else the cores but one (a core stays for the event loop), at least 1."""
+    """``REUNITE_FACE_WORKERS``, else one per core. The event loop needs no core of its own: workers
+    run at a lower priority, so it gets the CPU first (measured on two cores: bench/RESULTS.md)."""
     configured = os.environ.get(WORKERS_ENV, "").strip()
-    return max(1, int(configured) if configured else (os.cpu_count() or 1) - 1)
+    return max(1, int(configured) if configured else os.cpu_count() or 1)
 
 
 # -- inside a worker process ----------------------------------------------------------------------
@@ -72,8 +81,9 @@ _running: Any = None  # shared array: the call id each worker slot is running, 0
 _slot = -1
 
 
-def _start_worker(running, pids, next_slot) -> None:
-    """Pool initializer: priority, signals, a slot in the shared arrays, then the models (once)."""
+def _start_worker(running, pids, next_slot, engine_for: tuple[str | None, int]) -> None:
+    """Pool initializer: priority, signals, a slot in the shared arrays, then the models: those the
+    fork server loaded if they are the ones ``engine_for`` (model folder, threads) asks for."""
     global _engine, _load_error, _running, _slot
     # Ctrl+C in a terminal reaches the whole process group: the bot decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -84,8 +94,12 @@ def _start_worker(running, pids, next_slot) -> None:
     if _slot < len(running):
         _running, pids[_slot] = running, os.getpid()
     exit_with_parent()
+    preloaded = sys.modules.get(PRELOADED_ENGINE)
+    if preloaded is not None and preloaded.engine is not None and preloaded.loaded_for == engine_for:
+        _engine = preloaded.engine
+        return
     try:
-        _engine = get_face_engine()  # loads and warms up the models
+        _engine = FaceEngine.load(engine_for[0], threads=engine_for[1])  # loads and warms up the models
     except Exception as error:  # noqa: BLE001 - every call reports it (e.g. ModelPackError) to the bot
         _load_error = error
 
@@ -116,6 +130,15 @@ def _call(call_id: int, what: str, *args, **kwargs) -> Any:
 # -- in the bot -----------------------------------------------------------------------------------
 
 
+def _worker_context():
+    """The fork server, told to load the models before it forks anything; "spawn" where there is none."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([PRELOADED_ENGINE])  # takes effect when the server (re)starts
+    return context
+
+
 @dataclass
 class _Generation:
     """One ProcessPoolExecutor and its shared arrays; replaced as a whole when a worker dies."""
@@ -139,6 +162,8 @@ class FacePool:
     def __init__(self, workers: int | None = None) -> None:
         self.workers = workers or default_worker_count()
         self.model_id: str | None = None
+        # what the workers load, as this process's environment says now (the fork server's may be older)
+        self._engine_for = (os.environ.get(MODEL_DIR_ENV) or None, default_thread_count())
         self._lock = threading.Lock()
         self._generation: _Generation | None = None
 
@@ -178,12 +203,12 @@ class FacePool:
     def _current(self) -> _Generation:
         with self._lock:
             if self._generation is None:
-                context = multiprocessing.get_context("spawn")
+                context = _worker_context()
                 running = context.Array("q", self.workers, lock=False)
                 pids = context.Array("q", self.workers, lock=False)
                 executor = ProcessPoolExecutor(max_workers=self.workers, mp_context=context,
                                                initializer=_start_worker,
-                                               initargs=(running, pids, context.Value("i", 0)))
+                                               initargs=(running, pids, context.Value("i", 0), self._engine_for))
                 self._generation = _Generation(executor, running, pids)
             return self._generation
 
