@@ -18,9 +18,17 @@ BACKGROUND_NICE = 10
 BACKGROUND_OOM_SCORE_ADJ = 500
 
 
+_in_background = False  # set once per process; a process forked from one that set it inherits it
+
+
 def run_in_background() -> None:
     """Nice this worker process (call it first: threads it starts later inherit the priority) and
-    offer it to the OOM killer before the bot."""
+    offer it to the OOM killer before the bot. Once: a face worker forked from the fork server, which
+    already runs in the background, is not lowered a second time."""
+    global _in_background
+    if _in_background:
+        return
+    _in_background = True
     try:
         os.nice(BACKGROUND_NICE)
     except OSError:

@@ -7,7 +7,8 @@ it will use later. onnxruntime starts none for one thread per inference (the def
 (``REUNITE_FACE_THREADS``) nothing is preloaded; OpenCV's own pool is turned off first, as the face
 workers analyse one photo each and gain nothing from it. A failure is kept, not raised:
 multiprocessing's fork server would die of it, and each worker then loads the models itself and
-reports what is wrong (a missing pack, say) as it always did.
+reports what is wrong (a missing pack, say) as it always did. Like the workers, the fork server runs
+at a lower priority than the bot: loading the models takes a second of CPU while the bot starts.
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ import os
 
 import cv2
 
+from bot.child_process import run_in_background
 from bot.faces.engine import FaceEngine
 from bot.faces.models import MODEL_DIR_ENV, default_thread_count
+
+run_in_background()
 
 #: (model folder, onnxruntime threads) the engine was loaded for: the fork server's environment, as
 #: it was when the bot started it. A pool that wants another engine loads its own.
