@@ -91,7 +91,7 @@ class DetectedFace:
     bbox: tuple[float, float, float, float]  # x1, y1, x2, y2
     score: float  # detector confidence
     embedding: np.ndarray  # float32 (512,), unit length
-    crop_jpeg: bytes  # the face with some context, longest side ~256 px
+    crop_jpeg: bytes  # a square around the face with some context (FacePolicy.crop_side_px)
     model_id: str
     landmarks: np.ndarray = field(repr=False)  # (5, 2): eyes, nose, mouth corners
     sharpness: float = 0.0  # variance of Laplacian of the aligned crop
