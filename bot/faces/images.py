@@ -134,6 +134,17 @@ def decode_image(
         return _from_pil(image, max_pixels=max_pixels, max_side=max_side)
 
 
+def is_plain_jpeg(image: Image.Image, data: bytes) -> bool:
+    """Whether ``data``, opened as ``image``, is a complete, upright colour or grey JPEG: what OpenCV
+    decodes as Pillow would (the caller still checks that it does)."""
+    return (
+        image.format == "JPEG"
+        and image.mode in ("RGB", "L")
+        and _exif_orientation(image) in (None, 1)
+        and data.endswith(b"\xff\xd9")
+    )
+
+
 def decode_plain_jpeg(image: Image.Image, data: bytes) -> np.ndarray | None:
     """The pixels of ``data``, opened as ``image``, as BGR if it is a complete, upright colour or
     grey JPEG, decoded by OpenCV (the same pixels as Pillow's decoder gives); None for anything else.
@@ -147,12 +158,7 @@ def decode_plain_jpeg(image: Image.Image, data: bytes) -> np.ndarray | None:
     only files that end with the JPEG end marker are taken; Pillow checks the rest (and refuses the
     truncated ones). The caller checks the size from the header first.
     """
-    if (
-        image.format != "JPEG"
-        or image.mode not in ("RGB", "L")
-        or exif_orientation(image) not in (None, 1)
-        or not data.endswith(b"\xff\xd9")
-    ):
+    if not is_plain_jpeg(image, data):
         return None
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if bgr is None or bgr.shape[:2] != (image.height, image.width):
@@ -182,7 +188,7 @@ def _from_pil(image: Image.Image, *, max_pixels: int, max_side: int | None) -> D
         raise ImageTooLarge(
             f"image is {header_width}x{header_height} pixels, more than {max_pixels} in all"
         )
-    orientation = exif_orientation(image)
+    orientation = _exif_orientation(image)
     if orientation in _TRANSPOSING_ORIENTATIONS:
         original_size = (header_height, header_width)
     else:
@@ -216,7 +222,7 @@ def _from_pil(image: Image.Image, *, max_pixels: int, max_side: int | None) -> D
     return DecodedImage(bgr=working.bgr, original_size=original_size, scale=scale)
 
 
-def exif_orientation(image: Image.Image) -> int | None:
+def _exif_orientation(image: Image.Image) -> int | None:
     try:
         return image.getexif().get(0x0112)  # Orientation tag
     except Exception:  # noqa: BLE001 - broken EXIF is common and harmless here

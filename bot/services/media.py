@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from bot.faces.images import exif_orientation, load_all_pixels
+from bot.faces.images import is_plain_jpeg, load_all_pixels
 
 # Telegram lets bots download up to 20 MB; above that we cannot even fetch the file.
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
@@ -139,12 +139,7 @@ def strip_plain_jpeg(image: Image.Image, data: bytes) -> bytes | None:
     millisecond): a photo that does not decode is refused now, as before, not found out by the face
     worker later.
     """
-    if (
-        image.format != "JPEG"
-        or image.mode not in ("RGB", "L")
-        or exif_orientation(image) not in (None, 1)
-        or not data.endswith(b"\xff\xd9")
-    ):
+    if not is_plain_jpeg(image, data):
         return None
     stripped = _without_metadata_segments(data)
     if stripped is None:
