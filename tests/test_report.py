@@ -7,10 +7,12 @@ from __future__ import annotations
 import io
 from datetime import datetime, timedelta, timezone
 
+import pytest
 from PIL import Image
 from sqlalchemy import select, update
 
 from bot.db.models import AuditEvent, Case, CasePhoto, ConversationState
+from bot.services.case_fields import FieldError, parse_age
 from tests.conftest import packaged_image, settle
 from tests.helpers import code_in, jpeg_bytes, press, seed_case, send_photo
 
@@ -125,8 +127,9 @@ async def test_bad_answers_are_explained_and_nothing_is_lost(reunite, people, qu
     assert "too small" in await send_photo(family, jpeg_bytes(60, 60))
     assert "too large" in await answer(family, lambda: family.user.send_document(bomb_png(), "big.png", "image/png"))
     truncated = packaged_image("t1.jpg").read_bytes()[:5000]
-    assert "could not open" in await answer(family, lambda: family.user.send_document(truncated, "t.jpg",
-                                                                                    "image/jpeg"))
+    unreadable = await answer(family, lambda: family.user.send_document(truncated, "t.jpg", "image/jpeg"))
+    assert "could not open" in unreadable
+    assert "what you saw" not in unreadable  # the tip line's wording, not a family's
     assert "photo 1" in await send_photo(family, packaged_image("yaoming.jpg").read_bytes(), "her at school")
     assert "age in years" in await family.say("200")
     assert "Photos saved: 1" in await press(family, "Skip ›")
@@ -235,3 +238,17 @@ async def test_the_family_edits_adds_photos_and_says_found_and_nobody_else_can(
 async def _edit(person, case, label: str) -> str:
     await person.say(f"/edit {case.code}")
     return await press(person, label)
+
+
+@pytest.mark.parametrize("caption, years", [("7", 7), ("age 11", 11), ("Aged 7 yo", 7), ("age: 4", 4), ("at 3", 3),
+                                             ("7 years old", 7), ("18 months", 1.5), ("年龄7岁", 7), ("18个月", 1.5)])
+def test_a_photos_age_is_read_as_families_write_it(caption, years):
+    """The photo step says "you can write their age as the caption": "age 11" counts, not only "11"."""
+    assert parse_age(caption) == years
+
+
+@pytest.mark.parametrize("caption", ["age", "photo from 2010", "ages 3 and 5", "150"])
+def test_a_caption_that_is_not_an_age_is_not_taken_for_one(caption):
+    with pytest.raises(FieldError):
+        parse_age(caption)
+

@@ -185,7 +185,9 @@ async def _continue(update: Update, context: ReuniteContext, draft: Draft, answe
     except FieldError as problem:
         lead, lead_values = problem.key, problem.values
     except ImageRejected as rejected:
-        lead, lead_values = rejected.reason, {}
+        # the tip line's "describe what you saw in words" is no help to a family sending a photo
+        lead = "report_photo_unreadable" if rejected.reason == "image_unreadable" else rejected.reason
+        lead_values = {}
     except _Silent:
         await draft.save(context.session, context.user.id)
         return

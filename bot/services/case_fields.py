@@ -129,9 +129,10 @@ def check_height(centimetres: float) -> int:
 
 
 def parse_age(text: str) -> float:
-    """Years in a photo: "7", "2.5", "7 years", "7岁", "18 months", "18个月"."""
+    """Years in a photo: "7", "2.5", "7 years", "age 7", "aged 7 yo", "7岁", "18 months", "18个月", "年龄7岁"."""
     cleaned = text.strip().lower()
-    match = re.fullmatch(_NUMBER + r"\s*(years?|yrs?|y|岁|周岁|months?|mos?|个月|月)?(?:\s*old)?", cleaned)
+    match = re.fullmatch(r"(?:(?:age|aged|at|年龄|年齡)\s*:?\s*)?" + _NUMBER
+                         + r"\s*(years?|yrs?|yo|y|岁|周岁|months?|mos?|个月|月)?(?:\s*old)?", cleaned)
     if not match:
         raise FieldError("field_bad_age")
     value = _number(match.group(1))
