@@ -13,6 +13,7 @@ from telegram.ext import Application, ContextTypes
 
 import flyers
 from bot import handlers
+from bot.child_process import start_flyer_worker
 from bot.config import Settings
 from bot.db.migrate import upgrade_to_head_async
 from bot.db.session import create_engine, create_sessionmaker
@@ -130,7 +131,7 @@ class Reunite:
         self = cls(settings, engine, sessionmaker, application, processor, sender, face_worker=face_worker,
                    face_pool=face_pool, owns_face_pool=owns_face_pool)
         # the flyer worker process starts in the background, so the first /flyer renders at warm speed
-        self.flyer_warm_up = asyncio.create_task(flyers.warm_up(), name="flyer warm-up")
+        self.flyer_warm_up = asyncio.create_task(start_flyer_worker(), name="flyer warm-up")
         # watched with the others: if it failed, polling would wait for it forever
         tasks = [processor.start()]
         recovered = await processor.recover()

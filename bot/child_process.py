@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import multiprocessing.connection
 import os
-import logging
 import threading
 
 log = logging.getLogger(__name__)
@@ -57,3 +57,19 @@ def exit_with_parent() -> None:
         os._exit(1)
 
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _start_flyer_process() -> None:
+    """What a flyer worker runs first: a flyer can wait a moment on a busy machine, an answer to a
+    tip should not (its warm-up, a sample flyer, is about a second of CPU at the bot's start)."""
+    run_in_background()
+    exit_with_parent()
+
+
+async def start_flyer_worker() -> None:
+    """Start the flyer render process at background priority and wait until it is warm."""
+    import flyers  # here, not at the top: the face workers' fork server imports this module
+
+
+    flyers.configure_pool(worker_setup=_start_flyer_process)
+    await flyers.warm_up()

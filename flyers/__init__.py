@@ -8,23 +8,25 @@ Typical use from the bot (never render on the event loop)::
     if key != stored_key:                      # re-send the cached file_ids otherwise
         files = await render_flyers_async(case, "bi")
 
-See :mod:`flyers.renderer` for the pipeline and :mod:`flyers.fonts` for the system
+See :mod:`flyers.renderer` for the pipeline, :mod:`flyers.pool` for the worker process, and :mod:`flyers.fonts` for the system
 fonts and libraries it needs.
 """
 
 from .model import FlyerCase, FlyerFiles, FlyerPhoto, Lang
-from .renderer import (
-    TEMPLATE_VERSION,
+from .pool import (
     configure_pool,
-    fingerprint,
-    render_card_jpg,
-    render_flyers,
     render_flyers_async,
-    render_poster,
-    render_poster_pdf,
     run_in_worker,
     shutdown_pool,
     warm_up,
+)
+from .renderer import (
+    TEMPLATE_VERSION,
+    fingerprint,
+    render_card_jpg,
+    render_flyers,
+    render_poster,
+    render_poster_pdf,
 )
 
 __all__ = [

@@ -30,17 +30,18 @@ import segno
 import weasyprint
 from PIL import Image
 
+from bot.child_process import start_flyer_worker
 from flyers import (
     FlyerCase,
     FlyerPhoto,
+    context,
     fingerprint,
     render_flyers,
     render_flyers_async,
     render_poster_pdf,
+    renderer,
     shutdown_pool,
-    warm_up,
 )
-from flyers import renderer
 
 MM_PER_PT = 25.4 / 72
 CST = timezone(timedelta(hours=8))
@@ -197,7 +198,7 @@ def test_long_case_keeps_essentials():
 def test_overflow_falls_back_to_compact_layout(monkeypatch, caplog):
     """If the size estimates are wrong and the poster spills onto a second page, it is
     redone in the compact layout: still one page, contact band included."""
-    real_fit = renderer._fit_poster
+    real_fit = context.fit_poster
 
     def oversized(ctx, compact):
         fit = real_fit(ctx, compact)
@@ -205,7 +206,7 @@ def test_overflow_falls_back_to_compact_layout(monkeypatch, caplog):
             fit.circ_pt, fit.circ_lines = 14, 60
         return fit
 
-    monkeypatch.setattr(renderer, "_fit_poster", oversized)
+    monkeypatch.setattr(context, "fit_poster", oversized)
     with caplog.at_level("INFO", logger="flyers.renderer"):
         pdf = render_poster_pdf(long_case(), "bi")
     assert "compact" in caplog.text
@@ -425,7 +426,7 @@ async def test_the_renderer_yields_the_cpu_to_the_bot():
     """A flyer can wait a moment on a busy machine; an answer to a tip should not."""
     before = {child.pid for child in multiprocessing.active_children()}
     try:
-        await warm_up()
+        await start_flyer_worker()  # as the bot starts it
         renderers = [child.pid for child in multiprocessing.active_children() if child.pid not in before]
         assert renderers
         assert all(os.getpriority(os.PRIO_PROCESS, pid) > os.getpriority(os.PRIO_PROCESS, 0) for pid in renderers)
