@@ -230,7 +230,7 @@ def unpaced_chats(stand_in, monkeypatch):
     own), for tests of many answers to one person whose pacing is not what they are about
     (tests/test_pacing.py is about it)."""
     stand_in.flood_scale = 100
-    monkeypatch.setattr("bot.transport.sender.PRIVATE_CHAT_RATE", 100.0)
+    monkeypatch.setattr("bot.transport.pacing.PRIVATE_CHAT_RATE", 100.0)
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from telegram import Update
 from telegram.error import Conflict, InvalidToken, NetworkError, RetryAfter, TimedOut
 from telegram.warnings import PTBUserWarning
 
-from bot.transport.sender import retry_after_seconds
+from bot.transport.refusals import retry_after_seconds
 
 log = logging.getLogger(__name__)
 

@@ -8,32 +8,29 @@ dropped and nothing waits without bound. A 429 pauses all sending for the time T
 Acknowledgements go first, then coordinator alerts, then bulk messages, then broadcasts: their
 deliveries come from the database a window at a time (bot/transport/broadcast_lane.py), each claimed
 (``sending``, committed) just before its call, so a crash never sends one twice.
+
+Beside it: the pacing (``pacing.py``), the calls themselves (``telegram_calls.py``) and what a
+refusal means (``refusals.py``, one reading for answers and broadcast sends alike).
 """
 
 from __future__ import annotations
 
 import asyncio
 import heapq
-import json
 import logging
 import time
 from bisect import insort
-from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from telegram import InlineKeyboardMarkup, InputMediaPhoto, ReplyKeyboardMarkup
-from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
 
 from bot.db.models import (
     DELIVERY_BLOCKED,
     DELIVERY_FAILED,
-    DELIVERY_SENT,
     DELIVERY_UNKNOWN,
     OUT_FAILED,
     OUT_PENDING,
-    OUT_SENT,
     OUT_UNKNOWN,
     PRIORITY_BULK,
     OutboxMessage,
@@ -41,24 +38,15 @@ from bot.db.models import (
 from bot.services import broadcasts, deliveries, outbox, users
 from bot.services.broadcasts import ProgressReporter
 from bot.services.deliveries import DeliveryResult, Job
-from bot.services.media import media_path
 from bot.services.outbox import Outgoing, SendResult
 from bot.transport.broadcast_lane import IDLE_LOOK_INTERVAL, BroadcastLane
 from bot.transport.http import AiohttpRequest
+from bot.transport.pacing import ChatPace, ChatQueue, OverallPace, messages_in
+from bot.transport.refusals import CALL_ERRORS, Refusal, Refused, classify
+from bot.transport.telegram_calls import TelegramCalls
 
 log = logging.getLogger(__name__)
 
-PRIVATE_CHAT_RATE = 1.0  # messages a second to one person
-# Telegram allows "short bursts" (the stand-in models 3). One under it: the exact limit is not
-# published, and a sender that has just started (a restart, another worker taking over) takes every
-# chat's bucket for full while Telegram still counts what the last one sent.
-PRIVATE_CHAT_BURST = 2
-GROUP_CHAT_RATE = 20 / 60  # 20 a minute
-# Enough for a photo tip's match alert to follow its tip alert in a group too; far under the 20 the
-# stand-in's bucket holds. Telegram only says "20 a minute": counted as a sliding minute, a burst of B
-# would let B - 1 more than that through, so B stays small (2 lets one more than a strict 3 s spacing).
-GROUP_CHAT_BURST = 2
-UNPACED_METHODS = {"answerCallbackQuery"}  # not messages: no flood limit
 ALBUM_MAX = 10
 RETRY_BACKOFF_MAX = 60.0
 FLUSH_INTERVAL = 0.05
@@ -84,86 +72,29 @@ SENDER_LOCK_KEY = 0x5E1D_0B07
 LOCK_RETRY_INTERVAL = 2.0
 
 
-def retry_after_seconds(error: RetryAfter) -> float:
-    # PTB 22.2+ gives a timedelta when PTB_TIMEDELTA is set, an int otherwise
-    value = error.retry_after
-    return value.total_seconds() if hasattr(value, "total_seconds") else float(value)
-
-
-class _ChatPace:
-    """A chat's token bucket, as Telegram limits one chat: about one message a second with short
-    bursts (20 a minute in a group). A strict interval instead would hold a photo tip's match alert a
-    second behind its tip alert, and after an album of N, which Telegram counts as N messages, it
-    would not wait long enough. Tokens are spent when a call ends: by then Telegram has counted it
-    (a chat has one call in flight at a time)."""
-
-    def __init__(self, chat_id: int):
-        group = chat_id < 0
-        self.rate = GROUP_CHAT_RATE if group else PRIVATE_CHAT_RATE
-        self.burst = GROUP_CHAT_BURST if group else PRIVATE_CHAT_BURST
-        self.tokens = float(self.burst)  # as of counted_at; below zero after an album bigger than the burst
-        self.counted_at = time.monotonic()
-
-    def spend(self, messages: int) -> None:
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.counted_at) * self.rate) - messages
-        self.counted_at = now
-
-    def ready_at(self, messages: int = 1) -> float:
-        """When the chat may take ``messages``: once the bucket holds that many, or is full for more,
-        as the stand-in models Telegram (an album bigger than the burst then goes into debt). Else a
-        /tip answer followed at once by the tip's photos as one album would be refused."""
-        missing = min(messages, self.burst) - self.tokens
-        return self.counted_at + max(0.0, missing) / self.rate
-
-    def full_at(self) -> float:
-        return self.ready_at(self.burst)
-
-
-@dataclass
-class _Chat:
-    queue: list  # of (priority, id, Outgoing), kept sorted
-    pace: _ChatPace
-    held_until: float = 0.0  # an album being gathered, an album waiting for its tokens, or a retry's backoff
-    busy: bool = False
-    version: int = 0
-
-    @property
-    def ready_at(self) -> float:
-        return max(self.held_until, self.pace.ready_at())
-
-
-def _messages_in(batch: list[Outgoing]) -> int:
-    """How many messages a call puts in its chat, as Telegram counts them against its limits."""
-    if batch[0].method in UNPACED_METHODS:
-        return 0
-    return len(batch) if batch[0].method == "sendPhoto" else 1
-
 
 class Sender:
     def __init__(self, bot, engine: AsyncEngine, sessionmaker: async_sessionmaker[AsyncSession], media_dir,
                  rate: float, *, request: AiohttpRequest, max_in_flight: int = MAX_IN_FLIGHT):
-        self.bot = bot
-        self._request = request  # the bot's own connection pool, for plain calls (see _plain_call)
         self.engine = engine
         self.sessionmaker = sessionmaker
         self.media_dir = media_dir
         self.rate = rate  # messages per second overall; 0 = unpaced (capacity benchmarks only)
         self._max_in_flight = max_in_flight
         self._slots = asyncio.Semaphore(max_in_flight)
-        self._chats: dict[int, _Chat] = {}
+        self._chats: dict[int, ChatQueue] = {}
         self._ready: list = []  # heap of (priority, id, chat_id, version)
         self._waiting: list = []  # heap of (ready_at, chat_id, version)
         self._known: set[int] = set()  # rows in memory or in flight
         self._max_seen_id = 0
         self._file_ids: dict[str, str] = {}
+        self._calls = TelegramCalls(bot, request, media_dir, self._file_ids)
         self._results: list[SendResult] = []
         self._blocked_chats: list[int] = []
         self._wake = asyncio.Event()
         self._look_in_database = False
         self._pause_until = 0.0
-        self._tokens = 1.0
-        self._tokens_at = time.monotonic()
+        self._pace = OverallPace(rate)
         self._in_flight: set[asyncio.Task] = set()
         self._lane = BroadcastLane(sessionmaker, rate, self._file_ids)
         self._uploading: set[str] = set()  # cards on their way up: their other sends wait for the file_id
@@ -171,7 +102,11 @@ class Sender:
         self._flush_soon = asyncio.Event()
         self._progress = ProgressReporter()
         self._sending = False  # this worker is the one sender (on SQLite, from the start of run())
-        self.sent_count = 0
+
+    @property
+    def sent_count(self) -> int:
+        """Messages this worker sent (tests: which worker is the sender)."""
+        return self._calls.sent_count
 
     # -- intake ---------------------------------------------------------------------------------
 
@@ -217,7 +152,7 @@ class Sender:
         self._max_seen_id = max(self._max_seen_id, row.id)
         chat = self._chats.get(row.chat_id)
         if chat is None:
-            chat = self._chats[row.chat_id] = _Chat([], _ChatPace(row.chat_id))
+            chat = self._chats[row.chat_id] = ChatQueue([], ChatPace(row.chat_id))
         head_before = chat.queue[0] if chat.queue else None
         gather = row.payload.get("gather_seconds")
         if gather and head_before is None and not chat.busy:
@@ -227,7 +162,7 @@ class Sender:
         if not chat.busy and chat.queue[0] is not head_before:
             self._schedule(row.chat_id, chat)
 
-    def _schedule(self, chat_id: int, chat: _Chat) -> None:
+    def _schedule(self, chat_id: int, chat: ChatQueue) -> None:
         chat.version += 1
         if chat.ready_at <= time.monotonic():
             priority, row_id, _ = chat.queue[0]
@@ -252,7 +187,7 @@ class Sender:
                 return chat_id
         return None
 
-    def _take_batch(self, chat: _Chat) -> list[Outgoing]:
+    def _take_batch(self, chat: ChatQueue) -> list[Outgoing]:
         """The head row, plus same-kind rows merged with it: a digest of alerts or an album."""
         head = chat.queue[0][2]
         batch = [head]
@@ -271,22 +206,6 @@ class Sender:
                 batch.append(row)
         del chat.queue[: len(batch)]
         return batch
-
-    def _refill_tokens(self) -> float:
-        capacity = max(1.0, self.rate / 5)  # a fifth of a second of burst keeps us under the cap
-        now = time.monotonic()
-        self._tokens = min(capacity, self._tokens + (now - self._tokens_at) * self.rate)
-        self._tokens_at = now
-        return self._tokens
-
-    async def _take_token(self, cost: int) -> None:
-        if self.rate <= 0 or cost == 0:
-            return
-        while True:
-            if self._refill_tokens() >= 1.0:
-                self._tokens -= cost
-                return
-            await asyncio.sleep((1.0 - self._tokens) / self.rate)
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -340,14 +259,14 @@ class Sender:
                     continue
                 chat = self._chats[chat_id]
                 batch = self._take_batch(chat)
-                messages = _messages_in(batch)
+                messages = messages_in(batch)
                 affordable_at = chat.pace.ready_at(messages)
                 if affordable_at > time.monotonic():  # an album: the chat has a token, not all it needs
                     self._requeue(chat, batch, held_until=affordable_at)
                     self._schedule(chat_id, chat)
                     continue
                 chat.busy = True  # from here: the batch is out of the queue but not yet in flight
-                await self._take_token(messages)
+                await self._pace.take(messages)
                 await self._slots.acquire()
                 task = asyncio.create_task(self._send(chat_id, chat, batch, messages))
                 self._in_flight.add(task)
@@ -375,33 +294,11 @@ class Sender:
         finally:
             waiter.cancel()
 
-    async def _send(self, chat_id: int, chat: _Chat, batch: list[Outgoing], messages: int) -> None:
-        ids = tuple(row.id for row in batch)
+    async def _send(self, chat_id: int, chat: ChatQueue, batch: list[Outgoing], messages: int) -> None:
         try:
-            result = await self._call(chat_id, batch)
-        except RetryAfter as error:
-            wait = retry_after_seconds(error)
-            log.warning("Telegram asked us to wait %.0fs", wait)
-            self._pause_until = max(self._pause_until, time.monotonic() + wait)
-            self._requeue(chat, batch)
-            result = None
-        except Forbidden as error:
-            result = SendResult(ids, OUT_FAILED, error=f"forbidden: {error.message}"[:200])
-            self._blocked_chats.append(chat_id)
-            # they stay "known" so no rescan picks them up again: the flush marks them failed
-            chat.queue.clear()
-        except BadRequest as error:
-            log.warning("outbox %s refused: %s", ids, error.message)
-            result = SendResult(ids, OUT_FAILED, error=f"bad request: {error.message}"[:200])
-        except (NetworkError, TelegramError, OSError) as error:
-            # it may have reached Telegram: bulk messages are never repeated; answers are retried
-            if batch[0].priority >= PRIORITY_BULK:
-                result = SendResult(ids, OUT_UNKNOWN, error=type(error).__name__)
-            else:
-                retry_in = min(RETRY_BACKOFF_MAX, 2.0 ** (max(row.attempts for row in batch) + 1))
-                result = SendResult(ids, OUT_PENDING, error=type(error).__name__, retry_in=retry_in)
-                self._requeue(chat, [self._retried(row) for row in batch],
-                              held_until=time.monotonic() + retry_in)
+            result = await self._calls.send(chat_id, batch)
+        except CALL_ERRORS as error:
+            result = self._refused(chat_id, chat, batch, classify(error))
         finally:
             self._slots.release()
         if result is not None:
@@ -411,6 +308,32 @@ class Sender:
         if chat.queue:
             self._schedule(chat_id, chat)
         self._wake.set()
+
+    def _refused(self, chat_id: int, chat: ChatQueue, batch: list[Outgoing], refusal: Refusal) -> SendResult | None:
+        """What becomes of an answer or alert Telegram did not take (None: it waits its turn again)."""
+        ids = tuple(row.id for row in batch)
+        if refusal.kind is Refused.WAIT:
+            self._pause(refusal.wait_seconds)
+            self._requeue(chat, batch)
+            return None
+        if refusal.kind is Refused.BLOCKED:
+            self._blocked_chats.append(chat_id)
+            # they stay "known" so no rescan picks them up again: the flush marks them failed
+            chat.queue.clear()
+            return SendResult(ids, OUT_FAILED, error=refusal.error)
+        if refusal.kind is Refused.BAD_REQUEST:
+            log.warning("outbox %s refused: %s", ids, refusal.error)
+            return SendResult(ids, OUT_FAILED, error=refusal.error)
+        # it may have reached Telegram: bulk messages are never repeated; answers are retried
+        if batch[0].priority >= PRIORITY_BULK:
+            return SendResult(ids, OUT_UNKNOWN, error=refusal.error)
+        retry_in = min(RETRY_BACKOFF_MAX, 2.0 ** (max(row.attempts for row in batch) + 1))
+        self._requeue(chat, [self._retried(row) for row in batch], held_until=time.monotonic() + retry_in)
+        return SendResult(ids, OUT_PENDING, error=refusal.error, retry_in=retry_in)
+
+    def _pause(self, seconds: float) -> None:
+        log.warning("Telegram asked us to wait %.0fs", seconds)
+        self._pause_until = max(self._pause_until, time.monotonic() + seconds)
 
     def _forget_idle_chats(self) -> None:
         # a chat's pacing must outlive its queue, not forever: forgotten before its bucket is full
@@ -425,7 +348,7 @@ class Sender:
         return Outgoing(row.id, row.chat_id, row.method, row.payload, row.digest_line, row.priority,
                         row.attempts + 1)
 
-    def _requeue(self, chat: _Chat, batch: list[Outgoing], held_until: float = 0.0) -> None:
+    def _requeue(self, chat: ChatQueue, batch: list[Outgoing], held_until: float = 0.0) -> None:
         for row in batch:
             insort(chat.queue, (row.priority, row.id, row))
         if held_until:
@@ -439,7 +362,7 @@ class Sender:
         free = self._max_in_flight - len(self._in_flight)
         if self._in_flight and free < self._max_in_flight * CLAIM_WHEN_FREE:
             return False  # more calls end soon: claim for them together
-        budget = free if self.rate <= 0 else min(free, int(self._refill_tokens()))
+        budget = free if self.rate <= 0 else min(free, int(self._pace.available()))
         if budget <= 0 or not len(self._lane):
             return False
         jobs = self._lane.take(budget, self._reserve)
@@ -460,8 +383,7 @@ class Sender:
         for job in dropped:
             self._release(job)
         for job in jobs:
-            if self.rate > 0:
-                self._tokens -= 1
+            self._pace.spend(1)
             await self._slots.acquire()
             task = asyncio.create_task(self._deliver(job))
             self._in_flight.add(task)
@@ -482,7 +404,7 @@ class Sender:
                     return False  # uploaded once, then sent by file_id
                 self._uploading.add(card.photo_sha256)
         if chat is None:
-            chat = self._chats[job.chat_id] = _Chat([], _ChatPace(job.chat_id))
+            chat = self._chats[job.chat_id] = ChatQueue([], ChatPace(job.chat_id))
         chat.busy = True
         return True
 
@@ -498,20 +420,12 @@ class Sender:
     async def _deliver(self, job: Job) -> None:
         """One broadcast message sent (or, for a closed case, deleted), and what became of it."""
         try:
-            result = await (self._withdraw(job) if job.is_withdrawal else self._send_card(job))
-        except RetryAfter as error:
-            wait = retry_after_seconds(error)
-            log.warning("Telegram asked us to wait %.0fs", wait)
-            self._pause_until = max(self._pause_until, time.monotonic() + wait)
-            self._lane.put_back(job)
-            result = None
-        except Forbidden as error:
-            result = self._failed(job, DELIVERY_BLOCKED, f"forbidden: {error.message}")
-            self._blocked_chats.append(job.chat_id)
-        except BadRequest as error:
-            result = self._failed(job, DELIVERY_FAILED, f"bad request: {error.message}")
-        except (NetworkError, TelegramError, OSError) as error:
-            result = self._failed(job, DELIVERY_UNKNOWN, type(error).__name__)  # it may have arrived: never again
+            if job.is_withdrawal:
+                result = await self._calls.withdraw(job)
+            else:
+                result = await self._calls.send_card(job, self._lane.card(job))
+        except CALL_ERRORS as error:
+            result = self._delivery_refused(job, classify(error))
         finally:
             self._slots.release()
         if result is not None:
@@ -523,29 +437,24 @@ class Sender:
         self._release(job)
         self._wake.set()
 
+    def _delivery_refused(self, job: Job, refusal: Refusal) -> DeliveryResult | None:
+        """What becomes of a broadcast send Telegram did not take (None: it waits its turn again)."""
+        if refusal.kind is Refused.WAIT:
+            self._pause(refusal.wait_seconds)
+            self._lane.put_back(job)
+            return None
+        if refusal.kind is Refused.BLOCKED:
+            self._blocked_chats.append(job.chat_id)
+            return self._failed(job, DELIVERY_BLOCKED, refusal.error)
+        if refusal.kind is Refused.BAD_REQUEST:
+            return self._failed(job, DELIVERY_FAILED, refusal.error)
+        return self._failed(job, DELIVERY_UNKNOWN, refusal.error)  # it may have arrived: never again
+
     @staticmethod
     def _failed(job: Job, status: str, error: str) -> DeliveryResult:
         """A send that did not go as planned ends ``status``; a deletion that failed is not tried again."""
         return DeliveryResult(job.delivery_id, deliveries.DELETED if job.is_withdrawal else status, error=error[:200])
 
-    async def _send_card(self, job: Job) -> DeliveryResult:
-        card = self._lane.card(job)
-        file_id = self._file_ids.get(card.photo_sha256)
-        if file_id is not None:
-            sent = await self._plain_call("sendPhoto", chat_id=job.chat_id, photo=file_id, caption=card.caption,
-                                          reply_markup=card.reply_markup)
-            self.sent_count += 1
-            return DeliveryResult(job.delivery_id, DELIVERY_SENT, message_id=sent["message_id"])
-        message = await self.bot.send_photo(job.chat_id, await self._stored_file(card.photo_sha256),
-                                            caption=card.caption,
-                                            reply_markup=InlineKeyboardMarkup.de_json(card.reply_markup, self.bot))
-        self.sent_count += 1
-        uploaded = self._remember_upload(card.photo_sha256, message.photo[-1].file_id) if message.photo else ()
-        return DeliveryResult(job.delivery_id, DELIVERY_SENT, message_id=message.message_id, uploaded=uploaded)
-
-    async def _withdraw(self, job: Job) -> DeliveryResult:
-        await self.bot.delete_message(job.chat_id, job.message_id)
-        return DeliveryResult(job.delivery_id, deliveries.DELETED)
 
     async def _report_progress_forever(self) -> None:
         while True:
@@ -556,90 +465,6 @@ class Sender:
                     self.push(outbox.committed_rows(session), broadcasts.lane_may_change(session))
             except Exception:  # the database is briefly locked or down: the next round catches up
                 log.warning("could not report broadcast progress", exc_info=True)
-
-    # -- Telegram calls -------------------------------------------------------------------------
-
-    async def _stored_file(self, sha256: str):
-        """The file_id of a file we uploaded before, else the file's bytes to upload."""
-        file_id = self._file_ids.get(sha256)
-        if file_id:
-            return file_id
-        return await asyncio.to_thread(media_path(self.media_dir, sha256).read_bytes)
-
-    def _remember_upload(self, sha256: str, file_id: str) -> tuple[tuple[str, str], ...]:
-        """Keep a new upload's file_id (also written to the database with the send's result)."""
-        if sha256 in self._file_ids:
-            return ()
-        self._file_ids[sha256] = file_id
-        return ((sha256, file_id),)
-
-    def _keyboard(self, payload: dict) -> InlineKeyboardMarkup | ReplyKeyboardMarkup | None:
-        """Buttons under the message, or (``keyboard``) in place of the phone's keyboard, such as
-        /subscribe's "share my location"."""
-        markup = payload.get("reply_markup")
-        if not markup:
-            return None
-        kind = ReplyKeyboardMarkup if "keyboard" in markup else InlineKeyboardMarkup
-        return kind.de_json(markup, self.bot)
-
-    async def _call(self, chat_id: int, batch: list[Outgoing]) -> SendResult:
-        ids = tuple(row.id for row in batch)
-        head = batch[0]
-        payload = head.payload
-        if head.method == "sendMessage":
-            text = payload["text"]
-            if len(batch) > 1:
-                text = "\n\n".join([payload.get("digest_header", ""), *(row.digest_line for row in batch)]).strip()
-            message = await self._plain_call("sendMessage", chat_id=chat_id, text=text,
-                                             reply_markup=payload.get("reply_markup") if len(batch) == 1 else None)
-            self.sent_count += 1
-            return SendResult(ids, OUT_SENT, message_id=message["message_id"])
-        if head.method == "sendPhoto":
-            hashes = [row.payload["photo_sha256"] for row in batch]
-            if len(batch) == 1:
-                # a single photo may carry buttons (a match alert's Confirm lead / Reject)
-                message = await self.bot.send_photo(chat_id, await self._stored_file(hashes[0]),
-                                                    caption=payload.get("caption"), reply_markup=self._keyboard(payload))
-                messages = [message]
-            else:
-                media = [InputMediaPhoto(await self._stored_file(sha), caption=row.payload.get("caption"))
-                         for sha, row in zip(hashes, batch)]
-                messages = list(await self.bot.send_media_group(chat_id, media))
-            uploaded = tuple(upload for sha, message in zip(hashes, messages) if message.photo
-                             for upload in self._remember_upload(sha, message.photo[-1].file_id))
-            self.sent_count += len(messages)
-            return SendResult(ids, OUT_SENT, message_id=messages[0].message_id, uploaded=uploaded)
-        if head.method == "sendDocument":
-            sha = payload["document_sha256"]
-            message = await self.bot.send_document(chat_id, await self._stored_file(sha),
-                                                   filename=payload["filename"], caption=payload.get("caption"))
-            self.sent_count += 1
-            uploaded = self._remember_upload(sha, message.document.file_id) if message.document else ()
-            return SendResult(ids, OUT_SENT, message_id=message.message_id, uploaded=uploaded)
-        if head.method == "editMessageText":  # a broadcast's progress
-            await self._plain_call("editMessageText", chat_id=chat_id, message_id=payload["message_id"],
-                                   text=payload["text"])
-            return SendResult(ids, OUT_SENT, message_id=payload["message_id"])
-        if head.method == "answerCallbackQuery":
-            try:
-                await self._plain_call("answerCallbackQuery", callback_query_id=payload["callback_query_id"],
-                                       text=payload.get("text"))
-            except BadRequest:
-                pass  # too old to answer: the button simply stops spinning on the client
-            return SendResult(ids, OUT_SENT)
-        result = await self._plain_call(head.method, chat_id=chat_id, **payload)
-        self.sent_count += 1
-        return SendResult(ids, OUT_SENT, message_id=result.get("message_id") if isinstance(result, dict) else None)
-
-    async def _plain_call(self, method: str, **params):
-        """A call whose answer is read as JSON (a dict, or True), not built into PTB objects: parsing
-        each Message cost more CPU than the call itself, and building each call through ``Bot`` (its
-        parameters re-encoded one by one) nearly as much; only a sent message's id is kept. The
-        parameters are encoded as PTB encodes them, and Telegram's refusals raise PTB's own errors
-        (RetryAfter, Forbidden, BadRequest ...), mapped by PTB (``AiohttpRequest.post_form``)."""
-        fields = {key: value if isinstance(value, str) else json.dumps(value)
-                  for key, value in params.items() if value is not None}
-        return await self._request.post_form(f"{self.bot.base_url}/{method}", fields)
 
     # -- writing results ------------------------------------------------------------------------
 
