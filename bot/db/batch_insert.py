@@ -23,6 +23,8 @@ from sqlalchemy import event, insert, inspect
 from sqlalchemy.orm import Mapper, Session
 from sqlalchemy.sql import Insert
 
+from bot.db.session_state import ReuniteSyncSession
+
 
 @dataclass(frozen=True)
 class _Plan:
@@ -69,7 +71,7 @@ def install(classes: tuple[type, ...]) -> None:
              if table in tables]
     handled = {plan.mapper.class_: plan for plan in plans}
 
-    @event.listens_for(Session, "before_flush")
+    @event.listens_for(ReuniteSyncSession, "before_flush")
     def insert_in_batches(session: Session, _flush_context, _instances) -> None:
         new_by_class: dict[type, list] = {}
         for obj in session.new:

@@ -22,7 +22,13 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, orm_insert_sentinel, relationship
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    mapped_column,
+    orm_insert_sentinel,
+    relationship,
+)
 from sqlalchemy.types import TypeDecorator
 
 from bot.db import batch_insert

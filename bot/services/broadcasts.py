@@ -42,27 +42,27 @@ from bot.db.models import (
     OutboxMessage,
     User,
 )
+from bot.db.session_state import ReuniteSyncSession, state_of
 from bot.i18n import t
 from bot.services import audit, cases, outbox, subscriptions
 from bot.services.references import new_broadcast_reference, parse_reference
 
-# session.info key: a broadcast or a case was written, so what the sender's broadcast lane has to send
-# (or take down) may have changed
-_LANE_MAY_CHANGE = "broadcast_lane_may_change"
 
-
-@event.listens_for(Session, "before_flush")
+@event.listens_for(ReuniteSyncSession, "before_flush")
 def _note_changes_for_the_lane(session: Session, _flush_context, _instances) -> None:
-    if not session.info.get(_LANE_MAY_CHANGE) and any(
+    state = state_of(session)
+    if not state.lane_may_change and any(
             isinstance(row, (Broadcast, Case)) for row in itertools.chain(session.new, session.dirty, session.deleted)):
-        session.info[_LANE_MAY_CHANGE] = True
+        state.lane_may_change = True
 
 
 def lane_may_change(session: AsyncSession) -> bool:
     """Whether what ``session`` committed may have started, stopped or withdrawn a broadcast (a
     broadcast or a case was written): the sender's lane then looks in the database at once, rather
     than after every commit (it looks every half second anyway, for other workers' changes)."""
-    return session.info.pop(_LANE_MAY_CHANGE, False)
+    state = state_of(session)
+    changed, state.lane_may_change = state.lane_may_change, False
+    return changed
 
 
 # broadcasts that may still send (or be sent): closing their case withdraws them

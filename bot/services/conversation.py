@@ -10,6 +10,7 @@ from sqlalchemy import bindparam, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.db.models import ConversationState
+from bot.db.session_state import state_of
 
 
 @dataclass(frozen=True)
@@ -20,8 +21,6 @@ class State:
     updated_at: datetime
 
 
-# session.info key: users known to have no conversation state (preloaded for a batch of updates)
-WITHOUT_STATE = "users_without_conversation_state"
 # built once (see tips._LATEST_TIPS)
 _STATES_OF = select(ConversationState).where(ConversationState.user_id.in_(bindparam("user_ids", expanding=True)))
 
@@ -30,12 +29,12 @@ async def preload(session: AsyncSession, user_ids: set[int]) -> list[Conversatio
     """Load the states of a batch of users at once; the rows are returned so the caller keeps them
     alive in the session's identity map (which holds objects weakly)."""
     rows = list(await session.scalars(_STATES_OF, {"user_ids": list(user_ids)}))
-    session.info[WITHOUT_STATE] = user_ids - {row.user_id for row in rows}
+    state_of(session).without_conversation = user_ids - {row.user_id for row in rows}
     return rows
 
 
 async def get(session: AsyncSession, user_id: int) -> State | None:
-    if user_id in session.info.get(WITHOUT_STATE, ()):
+    if user_id in state_of(session).without_conversation:
         return None
     row = await session.get(ConversationState, user_id)
     if row is None:
@@ -44,7 +43,7 @@ async def get(session: AsyncSession, user_id: int) -> State | None:
 
 
 async def put(session: AsyncSession, user_id: int, flow: str, step: str, data: dict) -> None:
-    session.info.get(WITHOUT_STATE, set()).discard(user_id)
+    state_of(session).without_conversation.discard(user_id)
     row = await session.get(ConversationState, user_id)
     now = datetime.now(timezone.utc)
     if row is None:
@@ -56,4 +55,4 @@ async def put(session: AsyncSession, user_id: int, flow: str, step: str, data: d
 
 async def clear(session: AsyncSession, user_id: int) -> None:
     await session.execute(delete(ConversationState).where(ConversationState.user_id == user_id))
-    session.info.setdefault(WITHOUT_STATE, set()).add(user_id)
+    state_of(session).without_conversation.add(user_id)

@@ -27,6 +27,7 @@ from bot.db.models import (
     Tip,
     TipMedia,
 )
+from bot.db.session_state import state_of
 
 TEXT_LIMIT = 4096
 CAPTION_LIMIT = 1024
@@ -63,23 +64,20 @@ class Outgoing:
                    row.priority, row.attempts)
 
 
-# session.info key: the rows queued in this session, handed to the sender once committed
-QUEUED_ROWS = "queued_outbox_rows"
-
-
 def enqueue(session: AsyncSession, chat_id: int, method: str, payload: dict, *, priority: int = PRIORITY_ACK,
             digest_line: str | None = None, tip: Tip | None = None) -> OutboxMessage:
     row = OutboxMessage(chat_id=chat_id, method=method, payload=json.dumps(payload, ensure_ascii=False),
                         digest_line=digest_line, priority=priority, status=OUT_PENDING, attempts=0,
                         created_at=datetime.now(timezone.utc), tip=tip)
     session.add(row)
-    session.info.setdefault(QUEUED_ROWS, []).append(row)
+    state_of(session).queued_rows.append(row)
     return row
 
 
 def committed_rows(session: AsyncSession) -> list["Outgoing"]:
     """The rows this session queued that its commit wrote (a rolled-back savepoint's are gone)."""
-    rows = session.info.pop(QUEUED_ROWS, [])
+    state = state_of(session)
+    rows, state.queued_rows = state.queued_rows, []
     return [Outgoing.from_row(row) for row in rows if row.id is not None and inspect(row).persistent]
 
 

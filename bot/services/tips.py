@@ -25,6 +25,7 @@ from bot.db.models import (
     TipEntry,
     TipMedia,
 )
+from bot.db.session_state import state_of
 from bot.services import audit
 from bot.services.media import StoredImage
 from bot.services.references import new_alias, new_tip_reference, parse_reference
@@ -57,10 +58,6 @@ class TipUpdate:
     case: Case | None
 
 
-# session.info key: tipster id -> their latest tip (or None), preloaded for a batch of updates
-LATEST_TIPS = "latest_tip_by_tipster"
-
-
 _LATEST_TIMES = (
     select(Tip.tipster_id, func.max(Tip.last_message_at).label("latest"))
     .where(Tip.tipster_id.in_(bindparam("tipster_ids", expanding=True))).group_by(Tip.tipster_id).subquery()
@@ -78,11 +75,11 @@ async def preload_latest_tips(session: AsyncSession, tipster_ids: set[int]) -> N
     latest: dict[int, Tip | None] = dict.fromkeys(tipster_ids)
     for tip in rows:
         latest[tip.tipster_id] = tip
-    session.info[LATEST_TIPS] = latest
+    state_of(session).latest_tips = latest
 
 
 async def _latest_tip(session: AsyncSession, tipster_id: int) -> Tip | None:
-    preloaded = session.info.get(LATEST_TIPS, {})
+    preloaded = state_of(session).latest_tips or {}
     if tipster_id in preloaded:
         return preloaded[tipster_id]
     return await session.scalar(
@@ -126,8 +123,9 @@ async def add_message(session: AsyncSession, tipster_id: int, content: TipConten
                 .where(TipEntry.tip_id == tip.id, TipEntry.media_group_id == content.media_group_id)
             )
             needs_ack = not earlier
-    if LATEST_TIPS in session.info:
-        session.info[LATEST_TIPS][tipster_id] = tip
+    latest_tips = state_of(session).latest_tips
+    if latest_tips is not None:
+        latest_tips[tipster_id] = tip
     entry = TipEntry(tip=tip, author=AUTHOR_TIPSTER, kind=content.kind, text=content.text,
                      latitude=content.latitude, longitude=content.longitude,
                      media_group_id=content.media_group_id, created_at=now)

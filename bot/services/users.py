@@ -8,28 +8,24 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.db.models import ROLE_ADMIN, ROLE_COORDINATOR, ROLE_PUBLIC, User
+from bot.db.session_state import state_of
 from bot.i18n import language_from_telegram
 from bot.services import audit
 
 ROLES = (ROLE_PUBLIC, ROLE_COORDINATOR, ROLE_ADMIN)
-# session.info key under which coordinators() keeps the coordinator list of a session
-COORDINATORS = "coordinators"
-# session.info key: ids of a preloaded batch that have no user row yet
-USERS_ABSENT = "users_absent"
 
 
 async def get_or_create(session: AsyncSession, user_id: int, telegram_language: str | None,
                         admins: frozenset[int]) -> User:
     """The user, created on first contact with their app's language; REUNITE_ADMINS are admins."""
-    absent = session.info.get(USERS_ABSENT, ())
+    absent = state_of(session).users_absent
     user = None if user_id in absent else await session.get(User, user_id)
     if user is None:
         user = User(id=user_id, role=ROLE_ADMIN if user_id in admins else ROLE_PUBLIC,
                     language=language_from_telegram(telegram_language), language_chosen=False,
                     blocked_bot=False, created_at=datetime.now(timezone.utc))
         session.add(user)
-        if user_id in absent:
-            absent.discard(user_id)
+        absent.discard(user_id)
     else:
         if user_id in admins and user.role != ROLE_ADMIN:
             user.role = ROLE_ADMIN
@@ -62,7 +58,7 @@ async def set_role(session: AsyncSession, actor: User, target_id: int, role: str
         session.add(target)
     else:
         target.role = role
-    session.info.pop(COORDINATORS, None)
+    state_of(session).coordinators = None
     audit.record(session, actor.id, f"role.{role}", f"user:{target_id}")
     return target
 
@@ -79,17 +75,17 @@ _USERS_AMONG_AND_COORDINATORS = (select(User).where(User.id.in_(bindparam("user_
 async def coordinators(session: AsyncSession) -> list[User]:
     """Everyone who receives coordinator alerts privately (when there is no coordinator group);
     asked once per session (a batch of tips asks once; a change of roles forgets it)."""
-    found = session.info.get(COORDINATORS)
-    if found is None:
-        found = session.info[COORDINATORS] = list(await session.scalars(_COORDINATORS))
-    return found
+    state = state_of(session)
+    if state.coordinators is None:
+        state.coordinators = list(await session.scalars(_COORDINATORS))
+    return state.coordinators
 
 
 async def mark_blocked(session: AsyncSession, user_id: int) -> None:
     user = await session.get(User, user_id)
     if user is not None:
         user.blocked_bot = True
-        session.info.pop(COORDINATORS, None)
+        state_of(session).coordinators = None
 
 
 async def preload(session: AsyncSession, user_ids: set[int], *, with_coordinators: bool = False) -> list[User]:
@@ -98,9 +94,10 @@ async def preload(session: AsyncSession, user_ids: set[int], *, with_coordinator
     keeps them."""
     statement = _USERS_AMONG_AND_COORDINATORS if with_coordinators else _USERS_AMONG
     found = list(await session.scalars(statement, {"user_ids": list(user_ids)}))
-    session.info[USERS_ABSENT] = user_ids - {user.id for user in found}
+    state = state_of(session)
+    state.users_absent = user_ids - {user.id for user in found}
     if with_coordinators:
-        session.info[COORDINATORS] = [user for user in found if is_coordinator(user) and not user.blocked_bot]
+        state.coordinators = [user for user in found if is_coordinator(user) and not user.blocked_bot]
     return found
 
 
