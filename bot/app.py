@@ -62,7 +62,7 @@ def build_application(settings: Settings, request: AiohttpRequest | None = None)
         .get_updates_request(AiohttpRequest(connection_pool_size=1, read_timeout=POLL_TIMEOUT + 10))
         .build()
     )
-    handlers.register(application)
+    handlers.register(application, settings.user_rate_limit)
     application.add_error_handler(collect_handler_error)
     return application
 

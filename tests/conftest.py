@@ -237,4 +237,4 @@ def unpaced_chats(stand_in, monkeypatch):
 def quick_chats(unpaced_chats, monkeypatch):
     """Unpaced chats, and a per-user rate limit a quick thumb does not reach: for conversations of many
     questions."""
-    monkeypatch.setattr("bot.transport.processor.RATE_WINDOW_SECONDS", 0.5)
+    monkeypatch.setattr("bot.handlers.rate_limit.RATE_WINDOW_SECONDS", 0.5)

@@ -2,10 +2,21 @@
 
 from telegram.ext import Application
 
-from bot.handlers import broadcasts, case_flyers, cases_console, coordinator, family, matches, public, subscriptions
+from bot.handlers import (
+    broadcasts,
+    case_flyers,
+    cases_console,
+    coordinator,
+    family,
+    matches,
+    public,
+    rate_limit,
+    subscriptions,
+)
 
 
-def register(application: Application) -> None:
+def register(application: Application, user_rate_limit: int) -> None:
+    rate_limit.register(application, user_rate_limit)
     coordinator.register(application)
     # before public.py, whose catch-alls answer unknown commands and buttons
     family.register(application)

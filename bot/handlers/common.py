@@ -4,12 +4,9 @@ go through the outbox in the user's language, role checks and signed callback da
 
 from __future__ import annotations
 
-import contextvars
 import functools
 import hashlib
 import hmac
-from dataclasses import dataclass, field
-from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 from telegram import Update
@@ -19,22 +16,7 @@ from bot.config import Settings
 from bot.db.models import PRIORITY_ACK, Tip, User
 from bot.i18n import t
 from bot.services import outbox, users
-
-
-@dataclass
-class UpdateScope:
-    """Everything one update is handled with; set by the update processor around each update."""
-
-    session: AsyncSession
-    settings: Settings
-    user: User | None
-    now: datetime
-    # over the per-user rate limit: content is still kept, acknowledgements are held back
-    quiet: bool = False
-    errors: list[BaseException] = field(default_factory=list)
-
-
-current_scope: contextvars.ContextVar[UpdateScope] = contextvars.ContextVar("current_scope")
+from bot.transport.scope import UpdateScope, current_scope
 
 
 class ReuniteContext(CallbackContext[ExtBot, dict, dict, dict]):

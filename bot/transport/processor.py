@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections import defaultdict, deque
+from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -21,40 +20,13 @@ from telegram import Update
 from telegram.ext import Application
 
 from bot.config import Settings
-from bot.handlers.common import UpdateScope, current_scope, say
 from bot.services import broadcasts, conversation, inbox, outbox, tips, users
 from bot.services.inbox import RawUpdate
+from bot.transport.scope import UpdateScope, current_scope
 
 log = logging.getLogger(__name__)
 
-RATE_WINDOW_SECONDS = 60.0
 RETRY_DELAYS = (0.5, 2.0, 5.0, 15.0)
-
-
-class RateLimiter:
-    """Sliding one-minute window per user (in this process), to keep one flooding user from
-    crowding out everyone else's answers."""
-
-    def __init__(self, per_minute: int):
-        self.per_minute = per_minute
-        self._times: dict[int, deque[float]] = defaultdict(deque)
-        self._warned: dict[int, float] = {}
-
-    def check(self, user_id: int) -> tuple[bool, bool]:
-        """(over the limit, should warn now)."""
-        now = time.monotonic()
-        times = self._times[user_id]
-        while times and now - times[0] > RATE_WINDOW_SECONDS:
-            times.popleft()
-        times.append(now)
-        if len(times) <= self.per_minute:
-            return False, False
-        warned_at = self._warned.get(user_id)
-        if warned_at is not None and now - warned_at < RATE_WINDOW_SECONDS:
-            return True, False
-        self._warned[user_id] = now
-        return True, True
-
 
 # updates that download files are handled on their own, so a slow download never holds up others
 SLOW_FIELDS = ("photo", "document", "video", "animation", "voice", "audio", "video_note", "sticker")
@@ -90,7 +62,6 @@ class UpdateProcessor:
         self._busy: set[int] = set()  # users with an update being handled
         self._slow_slots = asyncio.Semaphore(max_slow_parallel)
         self._slow_tasks: set[asyncio.Task] = set()
-        self._rate = RateLimiter(settings.user_rate_limit)
         self._seen: set[int] = set()
         self._deliveries: list[_Delivery] = []  # fresh from Telegram, for the next round to store
         # queued from the inbox (recovered at start, a webhook request, a retry): the round first
@@ -327,27 +298,12 @@ class UpdateProcessor:
             if sender is not None and not sender.is_bot:
                 scope.user = await users.get_or_create(session, sender.id, sender.language_code,
                                                        self.settings.admins)
-                # a button press answers a question we asked (a /report step, a review): not flooding
-                if update.callback_query is None:
-                    scope.quiet, warn = self._rate.check(sender.id)
-                    if warn and update.effective_chat is not None:
-                        say(_ScopeOnly(self.application, scope), update, "slow_down", force=True)
             await self.application.process_update(update)
         except Exception as error:
             return error
         finally:
             current_scope.reset(token)
         return scope.errors[0] if scope.errors else None
-
-
-class _ScopeOnly:
-    """Just enough of a context for :func:`say` outside a handler (the rate-limit notice)."""
-
-    def __init__(self, application: Application, scope: UpdateScope):
-        self.application = application
-        self.scope = scope
-        self.session = scope.session
-        self.language = scope.user.language if scope.user else "en"
 
 
 async def collect_handler_error(update: object, context) -> None:
