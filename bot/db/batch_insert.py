@@ -24,6 +24,7 @@ from sqlalchemy.orm import Mapper, Session
 from sqlalchemy.sql import Insert
 
 from bot.db.session_state import ReuniteSyncSession
+from bot.db.sqlalchemy_internals import register_persistent
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,4 @@ def _insert(session: Session, connection, plan: _Plan, objects: list) -> None:
     else:
         for obj, new_id in zip(objects, connection.execute(plan.statement, rows).scalars()):
             setattr(obj, plan.id_attribute, new_id)
-    # what a flush does with the objects it inserted: identity, clean history, and in the
-    # transaction's list of new objects (a rollback expunges them). It is the unit of work's own
-    # last step, private to SQLAlchemy: tests/test_batch_insert.py checks what this relies on.
-    session._register_persistent({inspect(obj) for obj in objects})
+    register_persistent(session, objects)

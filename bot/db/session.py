@@ -14,9 +14,9 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.util import await_
 
 from bot.db.session_state import ReuniteSyncSession
+from bot.db.sqlalchemy_internals import await_
 from bot.db.sqlite_cursor import use_one_trip_cursors
 
 

@@ -17,8 +17,7 @@ from __future__ import annotations
 import collections
 from typing import Any
 
-from sqlalchemy.dialects.sqlite.aiosqlite import AsyncAdapt_aiosqlite_connection
-from sqlalchemy.util import await_
+from bot.db.sqlalchemy_internals import AsyncAdapt_aiosqlite_connection, await_
 
 
 class OneTripCursor:

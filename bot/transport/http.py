@@ -25,6 +25,8 @@ import asyncio
 from urllib.parse import urlencode
 
 import aiohttp
+
+# PTB's own types for BaseRequest's signature (private; pinned with PTB in pyproject.toml)
 from telegram._utils.defaultvalue import DefaultValue
 from telegram._utils.types import ODVInput
 from telegram.error import NetworkError, TimedOut
