@@ -55,12 +55,14 @@ async def _serve_until_signal(start) -> None:
 
 def cmd_run(args) -> int:
     from bot.app import Reunite
+    from flyers import fonts
 
     settings = load_settings()
     if not settings.telegram_bot_token:
         print("TELEGRAM_BOT_TOKEN is not set. Get a token from @BotFather, or try `reunite sandbox`.",
               file=sys.stderr)
         return 2
+    fonts.warn_if_missing(log)
     uvloop.run(_serve_until_signal(lambda: Reunite.start(settings)))
     return 0
 
@@ -76,7 +78,9 @@ def cmd_db_upgrade(args) -> int:
 
 def cmd_sandbox(args) -> int:
     from bot.sandbox.run import run_sandbox
+    from flyers import fonts
 
+    fonts.warn_if_missing(log)  # the sandbox starts anyway: Chinese flyers are then slow or boxed
     uvloop.run(run_sandbox(args.port))
     return 0
 

@@ -3,7 +3,7 @@
 Flyers render without them, but badly: without a CJK font Chinese text comes out as
 boxes ("tofu"), and without HarfBuzz's subsetting library WeasyPrint subsets the huge
 CJK font in pure Python (fontTools), about 10 s per Chinese flyer instead of well
-under one. The app calls :func:`missing_system_deps` at startup and logs a warning;
+under one. ``reunite run`` and ``reunite sandbox`` call :func:`warn_if_missing` at start;
 ``scripts/system-deps.sh`` installs everything.
 """
 

@@ -114,19 +114,6 @@ def enqueue_document(session: AsyncSession, chat_id: int, sha256: str, filename:
     return enqueue(session, chat_id, "sendDocument", payload, priority=priority)
 
 
-async def pending(session: AsyncSession, exclude: set[int], limit: int = 2000) -> list[Outgoing]:
-    now = datetime.now(timezone.utc)
-    query = (
-        select(OutboxMessage)
-        .where(OutboxMessage.status == OUT_PENDING,
-               (OutboxMessage.not_before.is_(None)) | (OutboxMessage.not_before <= now))
-        .order_by(OutboxMessage.priority, OutboxMessage.id)
-        .limit(limit + len(exclude))
-    )
-    rows = await session.scalars(query)
-    return [Outgoing.from_row(r) for r in rows if r.id not in exclude][:limit]
-
-
 @dataclass(frozen=True)
 class SendResult:
     """What became of a send; one result may cover several rows (a digest or an album)."""
