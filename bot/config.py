@@ -10,7 +10,7 @@ import json
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, overload
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bot.faces.thresholds import DEFAULT_MATCH_THRESHOLD
@@ -73,6 +73,10 @@ class Settings:
         return replace(self, **changes)
 
 
+@overload
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int | None = None) -> int: ...
+@overload
+def _int(env: Mapping[str, str], name: str, default: None, minimum: int | None = None) -> int | None: ...
 def _int(env: Mapping[str, str], name: str, default: int | None, minimum: int | None = None) -> int | None:
     raw = env.get(name, "").strip()
     if not raw:

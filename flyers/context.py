@@ -90,8 +90,8 @@ def build_context(case: FlyerCase, lang: str, design: str, compact: bool) -> dic
         else:
             ages.append(("age_then", age_parts(then)))
             ages.append(("age_now", age_parts(now)))
-    elif then or now:
-        ages.append(("age", age_parts(then or now)))
+    elif age := then or now:
+        ages.append(("age", age_parts(age)))
 
     if design == "card" and len(langs) > 1:
         # A bilingual card has no room for the date twice: ISO reads in both languages.

@@ -71,7 +71,7 @@ def fit_poster(ctx: dict[str, Any], compact: bool) -> PosterFit:
     label_h = 9.5 * _PT * 1.2
 
     # Name: the largest size that fits on one line, else two (three when tiny).
-    options = ((44, 1), (36, 1), (30, 1), (26, 2), (22, 2), (18, 2), (15, 3))
+    options: tuple[tuple[float, int], ...] = ((44, 1), (36, 1), (30, 1), (26, 2), (22, 2), (18, 2), (15, 3))
     fit.name_pt, fit.name_lines = _pick_size(
         vwidth(ctx["name"]), POSTER_WIDTH_MM, options if not compact else ((20, 1), (16, 2)))
     header_h = (27 if compact else 34.5) if bi else (31 if compact else 38.5)

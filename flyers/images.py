@@ -51,11 +51,11 @@ def photo_data_uri(image: bytes, max_px: int) -> str | None:
         with Image.open(io.BytesIO(image)) as im:
             # JPEG draft mode decodes at a reduced scale: much faster for camera photos.
             im.draft("RGB", (max_px, max_px))
-            im = ImageOps.exif_transpose(im)
-            im = im.convert("RGB") if im.mode != "RGB" else im
-            im.thumbnail((max_px, max_px), Image.Resampling.LANCZOS)
+            upright = ImageOps.exif_transpose(im)
+            rgb = upright.convert("RGB") if upright.mode != "RGB" else upright
+            rgb.thumbnail((max_px, max_px), Image.Resampling.LANCZOS)
             buf = io.BytesIO()
-            im.save(buf, "JPEG", quality=84)
+            rgb.save(buf, "JPEG", quality=84)
         uri = "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         # A photo that cannot be read is left off the flyer rather than failing it.

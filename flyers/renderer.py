@@ -85,7 +85,6 @@ def _render_document(case: FlyerCase, lang: str, design: str,
     """
     template = _ENV.get_template(f"{design}.html.j2")
     fetcher = fetcher or DataOnlyURLFetcher()
-    doc = None
     for compact in (False, True):
         html = template.render(**build_context(case, lang, design, compact))
         doc = weasyprint.HTML(string=html, url_fetcher=fetcher).render(
@@ -183,9 +182,9 @@ def fingerprint(case: FlyerCase, lang: Lang | None = None) -> str:
     the photos' content, the language, the flyer date (``as_of``, today if unset),
     the templates, :data:`TEMPLATE_VERSION` and the WeasyPrint/pypdfium2 versions.
     """
-    lang = resolve_lang(case, lang)
+    language = resolve_lang(case, lang)
     fields = {f.name: _canonical(getattr(case, f.name)) for f in dataclasses.fields(case)}
-    # The case's language only picks the default, which ``lang`` now holds.
+    # The case's language only picks the default, which ``language`` now holds.
     fields.pop("language", None)
     fields["as_of"] = flyer_date(case).isoformat()
     if not case.family_contact_public:
@@ -195,7 +194,7 @@ def fingerprint(case: FlyerCase, lang: Lang | None = None) -> str:
         "templates": _TEMPLATES_DIGEST,
         "weasyprint": weasyprint.__version__,
         "pdfium": f"{pdfium.PYPDFIUM_INFO}/{pdfium.PDFIUM_INFO}",
-        "lang": lang,
+        "lang": language,
         "case": fields,
     }
     blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import event, insert, inspect
+from sqlalchemy import Table, event, insert, inspect
 from sqlalchemy.orm import Mapper, Session
 from sqlalchemy.sql import Insert
 
@@ -36,9 +36,17 @@ class _Plan:
     statement: Insert
 
 
-def _plan(cls: type) -> _Plan:
-    mapper = inspect(cls)
+def _table_of(mapper: Mapper) -> Table:
+    """The table a mapped class inserts into (every model here maps one plain Table)."""
     table = mapper.local_table
+    if not isinstance(table, Table):
+        raise TypeError(f"{mapper.class_.__name__} is not mapped to a plain table")
+    return table
+
+
+def _plan(cls: type) -> _Plan:
+    mapper: Mapper = inspect(cls)
+    table = _table_of(mapper)
     columns = []
     for prop in mapper.column_attrs:
         column = prop.columns[0]
@@ -67,9 +75,9 @@ def _plan(cls: type) -> _Plan:
 def install(classes: tuple[type, ...]) -> None:
     """Insert new objects of ``classes`` this way in every session (in the order of the tables'
     foreign keys, whatever the order given)."""
-    tables = {inspect(cls).local_table: cls for cls in classes}
-    plans = [_plan(tables[table]) for table in inspect(classes[0]).local_table.metadata.sorted_tables
-             if table in tables]
+    tables = {_table_of(inspect(cls)): cls for cls in classes}
+    sorted_tables = _table_of(inspect(classes[0])).metadata.sorted_tables
+    plans = [_plan(tables[table]) for table in sorted_tables if table in tables]
     handled = {plan.mapper.class_: plan for plan in plans}
 
     @event.listens_for(ReuniteSyncSession, "before_flush")

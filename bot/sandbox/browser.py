@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from bot.sandbox.actors import SimUser
 from bot.sandbox.images import user_photo
@@ -124,6 +124,8 @@ class BrowserPage:
         uploads: list[tuple[bytes, str, str]] = []
         reader = await request.multipart()
         async for part in reader:
+            if not isinstance(part, BodyPartReader):
+                continue
             if part.filename is not None:
                 uploads.append((bytes(await part.read()), part.filename, part.headers.get("Content-Type") or "application/octet-stream"))
             elif part.name:

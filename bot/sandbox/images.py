@@ -23,7 +23,7 @@ def encode_photo(data: bytes, max_side: int = USER_PHOTO_MAX_SIDE, *, keep_if_sm
     `strict` applies the Bot API's upload limits (bots); a user's app scales any photo itself.
     CPU-bound and thread-safe (touches no StandIn state)."""
     try:
-        img = Image.open(io.BytesIO(data))
+        img: Image.Image = Image.open(io.BytesIO(data))
         fmt = img.format
         w0, h0 = img.size
         if strict and (w0 + h0 > 10000 or w0 <= 0 or h0 <= 0 or max(w0, h0) / max(1, min(w0, h0)) > 20):

@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import uvloop
-from aiohttp import web
+from aiohttp import BodyPartReader, web
+from aiohttp.web_request import FileField
 
 from bot.sandbox.actors import SimGroup, SimUser
 from bot.sandbox.bot_setup_api import BotSetupMethods
@@ -565,7 +566,7 @@ class StandIn:
             elif ctype == "multipart/form-data":
                 reader = await request.multipart()
                 async for part in reader:
-                    if part.name is None:
+                    if not isinstance(part, BodyPartReader) or part.name is None:
                         continue
                     if part.filename is not None:
                         files[part.name] = (bytes(await part.read()), part.filename, part.headers.get("Content-Type"))
@@ -574,7 +575,7 @@ class StandIn:
             else:
                 form = await request.post()
                 for k, v in form.items():
-                    params[k] = v if isinstance(v, str) else v.file.read()
+                    params[k] = v.file.read() if isinstance(v, FileField) else v
         for key in JSON_KEYS.intersection(params):
             v = params[key]
             if isinstance(v, str):

@@ -238,7 +238,7 @@ class UpdateProcessor:
                 return
             await asyncio.sleep(delay)
 
-    async def _process_batch(self, batch: list[RawUpdate], arrived: list[RawUpdate] = ()
+    async def _process_batch(self, batch: list[RawUpdate], arrived: list[RawUpdate] | None = None
                              ) -> tuple[dict[int, BaseException], set[int]]:
         """Handle ``batch`` in one transaction, which also stores the ``arrived`` updates (fresh from
         Telegram; those in ``batch`` as handled). Returns the failures and the ids of the arrived
@@ -246,6 +246,7 @@ class UpdateProcessor:
         fails, nothing of the round is kept and every update of it is returned as failed, to be
         handled again on its own (only the failing one fails again); failures are rare, so this is
         cheaper than a savepoint per update."""
+        arrived = arrived or []
         async with self.sessionmaker() as session:
             try:
                 stored = await inbox.add(session, arrived, handled={raw.update_id for raw in batch})

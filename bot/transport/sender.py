@@ -295,6 +295,7 @@ class Sender:
             waiter.cancel()
 
     async def _send(self, chat_id: int, chat: ChatQueue, batch: list[Outgoing], messages: int) -> None:
+        result: SendResult | None
         try:
             result = await self._calls.send(chat_id, batch)
         except CALL_ERRORS as error:
@@ -419,11 +420,15 @@ class Sender:
 
     async def _deliver(self, job: Job) -> None:
         """One broadcast message sent (or, for a closed case, deleted), and what became of it."""
+        result: DeliveryResult | None
+        card = None if job.is_withdrawal else self._lane.card(job)
         try:
             if job.is_withdrawal:
                 result = await self._calls.withdraw(job)
+            elif card is None:  # its broadcast ended while the send waited for a slot
+                result = self._failed(job, DELIVERY_FAILED, "broadcast ended")
             else:
-                result = await self._calls.send_card(job, self._lane.card(job))
+                result = await self._calls.send_card(job, card)
         except CALL_ERRORS as error:
             result = self._delivery_refused(job, classify(error))
         finally:

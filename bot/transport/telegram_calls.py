@@ -42,7 +42,8 @@ class TelegramCalls:
         return DeliveryResult(job.delivery_id, DELIVERY_SENT, message_id=message.message_id, uploaded=uploaded)
 
     async def withdraw(self, job: Job) -> DeliveryResult:
-        await self.bot.delete_message(job.chat_id, job.message_id)
+        if job.message_id is not None:  # none: the card never reached them, there is nothing to take down
+            await self.bot.delete_message(job.chat_id, job.message_id)
         return DeliveryResult(job.delivery_id, deliveries.DELETED)
 
     async def _stored_file(self, sha256: str):
@@ -76,7 +77,7 @@ class TelegramCalls:
         if head.method == "sendMessage":
             text = payload["text"]
             if len(batch) > 1:
-                text = "\n\n".join([payload.get("digest_header", ""), *(row.digest_line for row in batch)]).strip()
+                text = "\n\n".join([payload.get("digest_header", ""), *(row.digest_line or "" for row in batch)]).strip()
             message = await self.plain_call("sendMessage", chat_id=chat_id, text=text,
                                             reply_markup=payload.get("reply_markup") if len(batch) == 1 else None)
             self.sent_count += 1
