@@ -2,7 +2,17 @@
 
 from telegram.ext import Application
 
-from bot.handlers import broadcasts, case_flyers, cases_console, coordinator, family, matches, public, subscriptions
+from bot.handlers import (
+    broadcasts,
+    case_flyers,
+    cases_console,
+    coordinator,
+    family,
+    matches,
+    public,
+    shortlist,
+    subscriptions,
+)
 
 
 def register(application: Application) -> None:
@@ -12,6 +22,7 @@ def register(application: Application) -> None:
     cases_console.register(application)
     case_flyers.register(application)
     matches.register(application)
+    shortlist.register(application)
     broadcasts.register(application)
     subscriptions.register(application)
     public.register(application)
