@@ -12,19 +12,11 @@ import re
 from datetime import datetime, timezone
 
 from PIL import Image
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
-from bot.db.models import (
-    MATCH_CONFIRMED,
-    MATCH_REJECTED,
-    AuditEvent,
-    Case,
-    CasePhoto,
-    Face,
-    MatchCandidate,
-    TipMedia,
-)
-from bot.services import cases, media, shortlist
+from bot.db.models import (MATCH_CONFIRMED, MATCH_REJECTED, OUT_PENDING, AuditEvent, Case, CasePhoto, Face, MatchCandidate,
+                           OutboxMessage, Tip, TipMedia)
+from bot.services import cases, matching, media, shortlist
 from tests.conftest import COORDINATOR_ID, packaged_image, settle
 from tests.helpers import reference_in
 from tests.test_matching import (
@@ -38,6 +30,7 @@ from tests.test_matching import (
     rows,
     scalar,
     similarity_to,
+    until,
 )
 
 FAMILY_ID = 7180
@@ -193,6 +186,16 @@ async def test_a_rejected_face_leaves_the_shortlist_for_good_and_never_becomes_a
     # the tipsters were told nothing but their references
     assert len(tipster.received()) == 1
 
+    # the first tip's images reach the end of their retention: its faces go, and the decision with them
+    async with reunite.sessionmaker() as session:
+        await session.execute(update(TipMedia).where(TipMedia.tip_id == select(Tip.id).where(
+            Tip.reference == players).scalar_subquery()).values(created_at=datetime(2000, 1, 1, tzinfo=timezone.utc)))
+        await session.commit()
+        assert await matching.purge_expired_tip_media(session, reunite.settings.media_dir, 30,
+                                                      datetime.now(timezone.utc)) == 1
+    assert await rows(reunite, select(MatchCandidate).where(MatchCandidate.status == MATCH_REJECTED)) == []
+    assert total_of((await open_shortlist(coordinator, case.code))["caption"]) == await tip_faces(reunite)
+
 
 async def test_only_coordinators_see_a_shortlist_and_a_closed_case_has_none(
         reunite, people, coordinator, admin, stand_in):
@@ -227,7 +230,8 @@ async def test_only_coordinators_see_a_shortlist_and_a_closed_case_has_none(
     await settle(reunite)
     assert "This button has expired." in callback_answers(stand_in, COORDINATOR_ID)
 
-    # closed: its face data is purged, and the shortlist is answered as for an unknown case
+    # closed: its face data and decisions are purged, and the shortlist is answered as for an unknown case
+    assert "Rejected" in await press(coordinator, page, "✖ Reject 2")
     assert "is closed" in await coordinator.say(f"/close {case.code} found")
     assert await coordinator.say(f"/shortlist {case.code}") == f"No case {case.code}."
     coordinator.user.press(page, "✅ Confirm lead 1")
@@ -254,10 +258,16 @@ async def test_composite_images_of_sent_shortlist_pages_are_deleted(reunite, peo
     await send_tip(people(7131, "Xia"), "t1.jpg")
     await faces_done(reunite)
     await open_shortlist(coordinator, case.code)
-    await reunite.sender.wait_until_drained()
+    media_dir = reunite.settings.media_dir
+
+    async def all_sent():
+        return await scalar(reunite, select(func.count()).select_from(OutboxMessage)
+                            .where(OutboxMessage.status == OUT_PENDING)) == 0
+
+    await until(all_sent, what="the page sent")
     async with reunite.sessionmaker() as session:
-        assert await shortlist.discard_sent_composites(session, reunite.settings.media_dir, 0) > 0
+        assert await shortlist.discard_sent_composites(session, media_dir, 0) > 0
     # left: the case photo and the tip's image (t1.jpg shows nobody of the case: no match alert)
-    kept = {path.name for path in reunite.settings.media_dir.rglob("*") if path.is_file()}
+    kept = {path.name for path in media_dir.rglob("*") if path.is_file()}
     photos = await rows(reunite, select(CasePhoto.sha256)) + await rows(reunite, select(TipMedia.sha256))
-    assert kept == {media.media_path(reunite.settings.media_dir, sha).name for sha in photos}
+    assert kept == {media.media_path(media_dir, sha).name for sha in photos}

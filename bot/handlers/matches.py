@@ -36,26 +36,40 @@ DECISIONS = {CONFIRM: MATCH_CONFIRMED, REJECT: MATCH_REJECTED}
 LEADS_PAGE_SIZE = 10
 
 
-def _review_buttons(settings: Settings, language: str, candidate_id: int, label: str) -> list[tuple[str, str]]:
-    return [(t(language, "match_button_confirm", label=label), sign_callback(settings, CONFIRM, str(candidate_id))),
-            (t(language, "match_button_reject", label=label), sign_callback(settings, REJECT, str(candidate_id)))]
+def review_buttons(settings: Settings, language: str, label: object, confirm: str, reject: str,
+                   *ids: str) -> list[tuple[str, str]]:
+    """Confirm lead / Reject, labelled ``label``: signed callback data ``confirm`` (or ``reject``) and ``ids``."""
+    return [(t(language, "match_button_confirm", label=label), sign_callback(settings, confirm, *ids)),
+            (t(language, "match_button_reject", label=label), sign_callback(settings, reject, *ids))]
+
+
+def pressed_decision(update: Update, context: ReuniteContext, decisions: dict[str, str],
+                     ids: int) -> tuple[str, list[int]] | None:
+    """The decision (by the code in ``decisions``) and the ``ids`` numbers of a signed Confirm lead /
+    Reject press; None, the button answered as expired, when it is forged, altered or not ours."""
+    parts = verify_callback(context.scope.settings, update.callback_query.data)
+    if parts is None or len(parts) != 1 + ids or parts[0] not in decisions \
+            or not all(part.isdigit() for part in parts[1:]):
+        answer_button(context, update, "button_stale")
+        return None
+    return decisions[parts[0]], [int(part) for part in parts[1:]]
 
 
 def review_keyboard(settings: Settings, language: str, alert: MatchAlert) -> dict:
     """Confirm lead / Reject for each candidate of a match alert (the face worker's markup)."""
-    return inline_keyboard([_review_buttons(settings, language, candidate.candidate_id, candidate.case_code)
+    return inline_keyboard([review_buttons(settings, language, candidate.case_code, CONFIRM, REJECT,
+                                           str(candidate.candidate_id))
                             for candidate in alert.candidates])
 
 
 @coordinators_only
 async def review_pressed(update: Update, context: ReuniteContext) -> None:
     """Confirm lead / Reject: decided once, whoever presses first."""
-    parts = verify_callback(context.scope.settings, update.callback_query.data)
-    if parts is None or len(parts) != 2 or parts[0] not in DECISIONS or not parts[1].isdigit():
-        answer_button(context, update, "button_stale")
+    pressed = pressed_decision(update, context, DECISIONS, 1)
+    if pressed is None:
         return
-    outcome = await matching.review(context.session, context.user.id, int(parts[1]), DECISIONS[parts[0]],
-                                    context.scope.now)
+    decision, (candidate_id,) = pressed
+    outcome = await matching.review(context.session, context.user.id, candidate_id, decision, context.scope.now)
     answer_review(update, context, outcome)
 
 
@@ -90,7 +104,7 @@ async def _send_leads_page(update: Update, context: ReuniteContext, offset: int,
         lines.append(t(language, "matches_line", number=number, reference=lead.tip_reference, code=lead.case_code,
                        name=outbox.clip(lead.case_name, 40), strength=strength_words(language, lead.similarity),
                        date=lead.created_at.astimezone(settings.tz).strftime("%m-%d %H:%M")))
-        rows.append(_review_buttons(settings, language, lead.candidate_id, str(number)))
+        rows.append(review_buttons(settings, language, number, CONFIRM, REJECT, str(lead.candidate_id)))
     if confirmed:
         lines.append(t(language, "matches_confirmed", code=case.code, references=", ".join(confirmed)))
     lines.append(t(language, "matches_footer"))

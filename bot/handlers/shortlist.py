@@ -15,17 +15,8 @@ from telegram import Update
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler
 
 from bot.db.models import MATCH_CONFIRMED, MATCH_REJECTED, Case
-from bot.handlers.common import (
-    ReuniteContext,
-    answer_button,
-    coordinators_only,
-    inline_keyboard,
-    pressed_button,
-    say,
-    sign_callback,
-    verify_callback,
-)
-from bot.handlers.matches import answer_review
+from bot.handlers.common import ReuniteContext, coordinators_only, inline_keyboard, pressed_button, say, sign_callback
+from bot.handlers.matches import answer_review, pressed_decision, review_buttons
 from bot.i18n import t
 from bot.services import audit, cases, shortlist
 from bot.services.shortlist import ShortlistPage
@@ -38,18 +29,15 @@ DECISIONS = {CONFIRM: MATCH_CONFIRMED, REJECT: MATCH_REJECTED}
 PAGE_SIZE = 5
 
 
-def _keyboard(context: ReuniteContext, shortlist_page: ShortlistPage) -> dict:
+def _keyboard(context: ReuniteContext, shortlist_page: ShortlistPage) -> dict | None:
     """Confirm lead / Reject for each entry not confirmed yet (by its number), and More › if there are more."""
     settings, language, case_id = context.scope.settings, context.language, str(shortlist_page.case.id)
-    rows = [[(t(language, "match_button_confirm", label=entry.number),
-              sign_callback(settings, CONFIRM, case_id, str(entry.tip_face_id))),
-             (t(language, "match_button_reject", label=entry.number),
-              sign_callback(settings, REJECT, case_id, str(entry.tip_face_id)))]
+    rows = [review_buttons(settings, language, entry.number, CONFIRM, REJECT, case_id, str(entry.tip_face_id))
             for entry in shortlist_page.entries if entry.status != MATCH_CONFIRMED]
     following = shortlist_page.offset + len(shortlist_page.entries)
     if following < shortlist_page.total:
         rows.append([(t(language, "matches_more"), sign_callback(settings, PAGE, case_id, str(following)))])
-    return inline_keyboard(rows)
+    return inline_keyboard(rows) if rows else None
 
 
 async def _send_page(update: Update, context: ReuniteContext, case: Case, offset: int) -> None:
@@ -104,12 +92,12 @@ async def shortlist_page(update: Update, context: ReuniteContext) -> None:
 async def decision_pressed(update: Update, context: ReuniteContext) -> None:
     """Confirm lead / Reject under a shortlist page: decided once, whoever presses first; a rejected
     face leaves the case's shortlist for good."""
-    parts = verify_callback(context.scope.settings, update.callback_query.data)
-    if parts is None or len(parts) != 3 or parts[0] not in DECISIONS or not (parts[1].isdigit() and parts[2].isdigit()):
-        answer_button(context, update, "button_stale")
+    pressed = pressed_decision(update, context, DECISIONS, 2)
+    if pressed is None:
         return
-    outcome = await shortlist.decide(context.session, context.user.id, int(parts[1]), int(parts[2]),
-                                     DECISIONS[parts[0]], context.scope.now)
+    decision, (case_id, tip_face_id) = pressed
+    outcome = await shortlist.decide(context.session, context.user.id, case_id, tip_face_id, decision,
+                                     context.scope.now)
     answer_review(update, context, outcome)
 
 

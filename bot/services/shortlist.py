@@ -78,7 +78,9 @@ class CaseFace:
 def reference_score(raw_cosine: np.ndarray, reference: CaseFace) -> np.ndarray:
     """Tip faces' scores against one reference face, from their cosine similarities to it.
 
-    Today the cosine similarity itself (the scale of ``REUNITE_MATCH_THRESHOLD``)."""
+    Today the cosine similarity itself (the scale of ``REUNITE_MATCH_THRESHOLD``). It must rise with
+    the cosine (as a z-score against a cohort does): the tip faces nearest by cosine to a reference
+    face are taken as its best-scoring ones."""
     return raw_cosine
 
 
@@ -217,7 +219,8 @@ def caption(language: str, shortlist: ShortlistPage, floor: float) -> str:
     return outbox.clip("\n".join(lines), outbox.CAPTION_LIMIT)
 
 
-def enqueue_page(session: AsyncSession, chat_id: int, composite_sha: str, text: str, markup: dict) -> OutboxMessage:
+def enqueue_page(session: AsyncSession, chat_id: int, composite_sha: str, text: str,
+                 markup: dict | None) -> OutboxMessage:
     """Queue a shortlist page; its composite image is deleted once sent (:func:`discard_sent_composites`)."""
     return outbox.enqueue(session, chat_id, "sendPhoto", {"photo_sha256": composite_sha, "caption": text,
                                                           "reply_markup": markup, DISCARD_AFTER_SEND: True},
