@@ -29,30 +29,30 @@ DECISIONS = {CONFIRM: MATCH_CONFIRMED, REJECT: MATCH_REJECTED}
 PAGE_SIZE = 5
 
 
-def _keyboard(context: ReuniteContext, shortlist_page: ShortlistPage) -> dict | None:
+def _keyboard(context: ReuniteContext, listing: ShortlistPage) -> dict | None:
     """Confirm lead / Reject for each entry not confirmed yet (by its number), and More › if there are more."""
-    settings, language, case_id = context.scope.settings, context.language, str(shortlist_page.case.id)
+    settings, language, case_id = context.scope.settings, context.language, str(listing.case.id)
     rows = [review_buttons(settings, language, entry.number, CONFIRM, REJECT, case_id, str(entry.tip_face_id))
-            for entry in shortlist_page.entries if entry.status != MATCH_CONFIRMED]
-    following = shortlist_page.offset + len(shortlist_page.entries)
-    if following < shortlist_page.total:
+            for entry in listing.entries if entry.status != MATCH_CONFIRMED]
+    following = listing.offset + len(listing.entries)
+    if following < listing.total:
         rows.append([(t(language, "matches_more"), sign_callback(settings, PAGE, case_id, str(following)))])
     return inline_keyboard(rows) if rows else None
 
 
 async def _send_page(update: Update, context: ReuniteContext, case: Case, offset: int) -> None:
     settings = context.scope.settings
-    shortlist_page = await shortlist.page(context.session, settings.database_url, case, offset, PAGE_SIZE)
+    listing = await shortlist.page(context.session, settings.database_url, case, offset, PAGE_SIZE)
     audit.record(context.session, context.user.id, "shortlist.view", case.code)
-    if not shortlist_page.entries:
-        key = "shortlist_no_case_faces" if not shortlist_page.has_faces else \
-            "shortlist_end" if shortlist_page.total else "shortlist_empty"
+    if not listing.entries:
+        key = "shortlist_no_case_faces" if not listing.has_faces else \
+            "shortlist_end" if listing.total else "shortlist_empty"
         say(context, update, key, code=case.code, force=True)
         return
-    composite = await asyncio.to_thread(shortlist.store_composite, settings.media_dir, shortlist_page)
-    text = shortlist.caption(context.language, shortlist_page, settings.match_threshold)
+    composite = await asyncio.to_thread(shortlist.store_composite, settings.media_dir, listing)
+    text = shortlist.caption(context.language, listing, settings.match_threshold)
     shortlist.enqueue_page(context.session, update.effective_chat.id, composite, text,
-                           _keyboard(context, shortlist_page))
+                           _keyboard(context, listing))
 
 
 def _unknown_case(update: Update, context: ReuniteContext, code: str) -> None:
@@ -76,12 +76,12 @@ async def shortlist_command(update: Update, context: ReuniteContext) -> None:
 
 
 @coordinators_only
-async def shortlist_page(update: Update, context: ReuniteContext) -> None:
+async def more_pressed(update: Update, context: ReuniteContext) -> None:
     """The 'More ›' button under a shortlist page: the next page, as the list stands now."""
     parts = pressed_button(context, update)
     if parts is None or len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
         return
-    case = await context.session.get(Case, int(parts[1]))
+    case = await shortlist.case_by_id(context.session, int(parts[1]))
     if case is None or case.status != cases.STATUS_ACTIVE:
         _unknown_case(update, context, case.code if case else "")
         return
@@ -105,4 +105,4 @@ def register(application: Application) -> None:
     add = application.add_handler
     add(CommandHandler("shortlist", shortlist_command))
     add(CallbackQueryHandler(decision_pressed, pattern=rf"^({CONFIRM}|{REJECT})\|"))
-    add(CallbackQueryHandler(shortlist_page, pattern=rf"^{PAGE}\|"))
+    add(CallbackQueryHandler(more_pressed, pattern=rf"^{PAGE}\|"))

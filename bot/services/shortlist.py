@@ -179,6 +179,11 @@ async def ranked(session: AsyncSession, database_url: str, case: Case) -> tuple[
     return entries, True
 
 
+async def case_by_id(session: AsyncSession, case_id: int) -> Case | None:
+    """The case a shortlist button names (by id: it is short, and signed)."""
+    return await session.get(Case, case_id)
+
+
 async def page(session: AsyncSession, database_url: str, case: Case, offset: int, limit: int) -> ShortlistPage:
     """``limit`` entries of the case's shortlist from ``offset``."""
     entries, has_faces = await ranked(session, database_url, case)
