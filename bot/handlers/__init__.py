@@ -11,6 +11,7 @@ from bot.handlers import (
     matches,
     public,
     rate_limit,
+    shortlist,
     subscriptions,
 )
 
@@ -23,6 +24,7 @@ def register(application: Application, user_rate_limit: int) -> None:
     cases_console.register(application)
     case_flyers.register(application)
     matches.register(application)
+    shortlist.register(application)
     broadcasts.register(application)
     subscriptions.register(application)
     public.register(application)

@@ -1,5 +1,6 @@
 """Face-match leads for coordinators: the Confirm lead / Reject buttons under a match alert and under
-/matches, and /matches [C-XXXXXX] itself (the pending leads, strongest first, ten at a time).
+/matches, and /matches [C-XXXXXX] itself (the pending leads, strongest first, ten at a time; for one
+case, also the tips confirmed as its leads).
 
 Every press checks the role and the signature of the callback data; a second press (or a second
 coordinator) finds the lead decided and changes nothing; decisions are audited with references only.
@@ -23,9 +24,9 @@ from bot.handlers.common import (
     verify_callback,
 )
 from bot.i18n import t
-from bot.services import audit, cases, matching, outbox
+from bot.services import audit, cases, matching, outbox, shortlist
 from bot.services.match_alerts import strength_words
-from bot.services.matching import MatchAlert
+from bot.services.matching import MatchAlert, ReviewOutcome
 
 # callback data: confirm / reject a candidate, a page of /matches
 CONFIRM = "mc"
@@ -35,26 +36,45 @@ DECISIONS = {CONFIRM: MATCH_CONFIRMED, REJECT: MATCH_REJECTED}
 LEADS_PAGE_SIZE = 10
 
 
-def _review_buttons(settings: Settings, language: str, candidate_id: int, label: str) -> list[tuple[str, str]]:
-    return [(t(language, "match_button_confirm", label=label), sign_callback(settings, CONFIRM, str(candidate_id))),
-            (t(language, "match_button_reject", label=label), sign_callback(settings, REJECT, str(candidate_id)))]
+def review_buttons(settings: Settings, language: str, label: object, confirm: str, reject: str,
+                   *ids: str) -> list[tuple[str, str]]:
+    """Confirm lead / Reject, labelled ``label``: signed callback data ``confirm`` (or ``reject``) and ``ids``."""
+    return [(t(language, "match_button_confirm", label=label), sign_callback(settings, confirm, *ids)),
+            (t(language, "match_button_reject", label=label), sign_callback(settings, reject, *ids))]
+
+
+def pressed_decision(update: Update, context: ReuniteContext, decisions: dict[str, str],
+                     ids: int) -> tuple[str, list[int]] | None:
+    """The decision (by the code in ``decisions``) and the ``ids`` numbers of a signed Confirm lead /
+    Reject press; None, the button answered as expired, when it is forged, altered or not ours."""
+    parts = verify_callback(context.scope.settings, update.callback_query.data)
+    if parts is None or len(parts) != 1 + ids or parts[0] not in decisions \
+            or not all(part.isdigit() for part in parts[1:]):
+        answer_button(context, update, "button_stale")
+        return None
+    return decisions[parts[0]], [int(part) for part in parts[1:]]
 
 
 def review_keyboard(settings: Settings, language: str, alert: MatchAlert) -> dict:
     """Confirm lead / Reject for each candidate of a match alert (the face worker's markup)."""
-    return inline_keyboard([_review_buttons(settings, language, candidate.candidate_id, candidate.case_code)
+    return inline_keyboard([review_buttons(settings, language, candidate.case_code, CONFIRM, REJECT,
+                                           str(candidate.candidate_id))
                             for candidate in alert.candidates])
 
 
 @coordinators_only
 async def review_pressed(update: Update, context: ReuniteContext) -> None:
     """Confirm lead / Reject: decided once, whoever presses first."""
-    parts = verify_callback(context.scope.settings, update.callback_query.data)
-    if parts is None or len(parts) != 2 or parts[0] not in DECISIONS or not parts[1].isdigit():
-        answer_button(context, update, "button_stale")
+    pressed = pressed_decision(update, context, DECISIONS, 1)
+    if pressed is None:
         return
-    outcome = await matching.review(context.session, context.user.id, int(parts[1]), DECISIONS[parts[0]],
-                                    context.scope.now)
+    decision, (candidate_id,) = pressed
+    outcome = await matching.review(context.session, context.user.id, candidate_id, decision, context.scope.now)
+    answer_review(update, context, outcome)
+
+
+def answer_review(update: Update, context: ReuniteContext, outcome: ReviewOutcome) -> None:
+    """What the coordinator who pressed Confirm lead / Reject is told of the outcome."""
     if outcome.result == "gone":
         answer_button(context, update, "review_gone")
     elif outcome.result == "already":
@@ -73,16 +93,20 @@ async def _send_leads_page(update: Update, context: ReuniteContext, offset: int,
         return
     page = await matching.pending_leads(session, offset=offset, limit=LEADS_PAGE_SIZE,
                                         case_id=case.id if case else None)
-    if page.total == 0:
+    confirmed = await shortlist.confirmed_leads(session, case.id) if case and offset == 0 else []
+    if page.total == 0 and not confirmed:
         say(context, update, "matches_none", force=True)
         return
-    lines = [t(language, "matches_header", first=offset + 1, last=offset + len(page.leads), total=page.total)]
+    lines = [t(language, "matches_header", first=offset + 1, last=offset + len(page.leads), total=page.total)
+             if page.total else t(language, "matches_none")]
     rows = []
     for number, lead in enumerate(page.leads, start=offset + 1):
         lines.append(t(language, "matches_line", number=number, reference=lead.tip_reference, code=lead.case_code,
                        name=outbox.clip(lead.case_name, 40), strength=strength_words(language, lead.similarity),
                        date=lead.created_at.astimezone(settings.tz).strftime("%m-%d %H:%M")))
-        rows.append(_review_buttons(settings, language, lead.candidate_id, str(number)))
+        rows.append(review_buttons(settings, language, number, CONFIRM, REJECT, str(lead.candidate_id)))
+    if confirmed:
+        lines.append(t(language, "matches_confirmed", code=case.code, references=", ".join(confirmed)))
     lines.append(t(language, "matches_footer"))
     if offset + LEADS_PAGE_SIZE < page.total:
         rows.append([(t(language, "matches_more"),

@@ -8,7 +8,8 @@ Each round it
 3. every second or so, looks at what changed among the reference faces (a case became active or
    closed, a photo was added, here or by another process) and retro-matches against old tips;
 4. now and then: checks the in-process index against the database, deletes composite images of
-   alerts already sent, and once a day purges tip faces and images past the retention period.
+   alerts (and of case shortlists) already sent, and once a day purges tip faces and images past
+   the retention period.
 
 Rows are found in the database (``face_status = 'pending'``), so work written by other processes is
 picked up within a second, and a restart resumes where it stopped. The update processor wakes the
@@ -37,7 +38,7 @@ from bot.config import Settings
 from bot.db.models import OUT_PENDING, Case, OutboxMessage, Tip, TipMedia
 from bot.faces.models import EMBEDDING_SIZE
 from bot.faces.worker_pool import FacePool
-from bot.services import alerts, match_alerts, matching, outbox
+from bot.services import alerts, match_alerts, matching, outbox, shortlist
 from bot.services.face_search import FaceSearch, face_search_for
 from bot.services.match_alerts import MarkupBuilder
 from bot.services.matching import FaceCrop, MatchAlert
@@ -77,6 +78,7 @@ class FaceWorker:
         self._scanned_at = 0.0
         self._due = {"watch": 0.0, "reconcile": 0.0, "cleanup": 0.0, "retention": 0.0}
         self._composites: dict[str, list[int]] = {}  # composite image -> outbox rows still to send it
+        self._shortlist_pages_checked = 0  # outbox row id up to which shortlist pages' images are handled
 
     async def start(self) -> None:
         """Start the face worker processes (they load the models) and load the reference faces."""
@@ -143,6 +145,9 @@ class FaceWorker:
                 await self.search.reconcile(session)
         if self._is_due("cleanup", CLEANUP_INTERVAL):
             await self._delete_sent_composites()
+            async with self.sessionmaker() as session:
+                self._shortlist_pages_checked = await shortlist.discard_sent_composites(
+                    session, self.settings.media_dir, self._shortlist_pages_checked)
         if self._is_due("retention", RETENTION_INTERVAL):
             async with self.sessionmaker() as session:
                 purged = await matching.purge_expired_tip_media(

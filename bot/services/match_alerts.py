@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -77,25 +78,35 @@ def _label(canvas: Image.Image, font, x: int, y: int, text: str) -> None:
     overlay.text((x + 6, y + TILE_PX - band + 3), text, font=font, fill=TEXT)
 
 
-def render_composite(media_dir: Path, alert: MatchAlert) -> bytes:
-    """One JPEG: a row per candidate, best first: number | tip face | case face (with its code)."""
-    rows = len(alert.candidates)
+@dataclass(frozen=True)
+class CompositeRow:
+    """One row of a composite image: its number, a tip's face and a case's face, each with a label."""
+
+    number: int
+    tip_face: FaceCrop
+    tip_label: str
+    case_face: FaceCrop
+    case_label: str
+
+
+def render_rows(media_dir: Path, rows: list[CompositeRow]) -> bytes:
+    """One JPEG: a row per entry, in order: number | tip face | case face, each face labelled."""
     width = NUMBER_COLUMN_PX + 2 * TILE_PX + 3 * GAP_PX
-    height = rows * (TILE_PX + GAP_PX) + GAP_PX
+    height = len(rows) * (TILE_PX + GAP_PX) + GAP_PX
     canvas = Image.new("RGB", (width, height), BACKGROUND)
     number_font = ImageFont.load_default(size=28)
     label_font = ImageFont.load_default(size=18)
     draw = ImageDraw.Draw(canvas)
-    for row, candidate in enumerate(alert.candidates):
-        top = GAP_PX + row * (TILE_PX + GAP_PX)
+    for index, row in enumerate(rows):
+        top = GAP_PX + index * (TILE_PX + GAP_PX)
         tip_x = NUMBER_COLUMN_PX + GAP_PX
         case_x = tip_x + TILE_PX + GAP_PX
-        draw.text((NUMBER_COLUMN_PX // 2, top + TILE_PX // 2), str(row + 1), font=number_font, fill=TEXT,
+        draw.text((NUMBER_COLUMN_PX // 2, top + TILE_PX // 2), str(row.number), font=number_font, fill=TEXT,
                   anchor="mm")
-        canvas.paste(face_tile(media_dir, candidate.tip_face), (tip_x, top))
-        canvas.paste(face_tile(media_dir, candidate.case_face), (case_x, top))
-        _label(canvas, label_font, tip_x, top, alert.tip_reference)
-        _label(canvas, label_font, case_x, top, candidate.case_code)
+        canvas.paste(face_tile(media_dir, row.tip_face), (tip_x, top))
+        canvas.paste(face_tile(media_dir, row.case_face), (case_x, top))
+        _label(canvas, label_font, tip_x, top, row.tip_label)
+        _label(canvas, label_font, case_x, top, row.case_label)
     buffer = io.BytesIO()
     # Encoded once, as it is sent and kept. It used to be a PNG that the media store decoded, checked
     # and encoded again as a JPEG, as it does with what users send: under photo load that was 30 % of
@@ -104,9 +115,19 @@ def render_composite(media_dir: Path, alert: MatchAlert) -> bytes:
     return buffer.getvalue()
 
 
+def _alert_rows(alert: MatchAlert) -> list[CompositeRow]:
+    return [CompositeRow(number, candidate.tip_face, alert.tip_reference, candidate.case_face, candidate.case_code)
+            for number, candidate in enumerate(alert.candidates, start=1)]
+
+
+def store_rows(media_dir: Path, rows: list[CompositeRow]) -> str:
+    """Render a composite into the media store; its SHA-256. CPU-bound: run it in a thread."""
+    return store_own_jpeg(render_rows(media_dir, rows), media_dir)[0]
+
+
 def store_composite(media_dir: Path, alert: MatchAlert) -> str:
-    """Render the composite into the media store; its SHA-256. CPU-bound: run it in a thread."""
-    return store_own_jpeg(render_composite(media_dir, alert), media_dir)[0]
+    """Render a match alert's composite into the media store; its SHA-256. CPU-bound: run it in a thread."""
+    return store_rows(media_dir, _alert_rows(alert))
 
 
 def strength_words(language: str, similarity: float) -> str:
