@@ -2,11 +2,22 @@
 
 from telegram.ext import Application
 
-from bot.handlers import broadcasts, case_flyers, cases_console, coordinator, family, matches, public, subscriptions
+from bot.handlers import (
+    broadcasts,
+    case_flyers,
+    cases_console,
+    console_link,
+    coordinator,
+    family,
+    matches,
+    public,
+    subscriptions,
+)
 
 
 def register(application: Application) -> None:
     coordinator.register(application)
+    console_link.register(application)
     # before public.py, whose catch-alls answer unknown commands and buttons
     family.register(application)
     cases_console.register(application)

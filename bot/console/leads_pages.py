@@ -1,0 +1,41 @@
+"""Face-match leads: the tip's face beside the case's photos (with the age in each), the strength in
+words, Confirm / Reject. Deciding calls :func:`bot.services.matching.review`, as /matches' buttons do."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from bot.console.render import page
+from bot.console.tips_pages import strength_labeller
+from bot.console.forms import case_from_query, safe_back
+from bot.db.models import MATCH_CONFIRMED, MATCH_REJECTED
+from bot.services import audit, lead_views, matching
+
+LEADS_PAGE_SIZE = 20
+DECISIONS = {"confirm": MATCH_CONFIRMED, "reject": MATCH_REJECTED}
+
+
+async def leads_page(request: web.Request) -> web.Response:
+    """Pending leads of active cases (or of one case), strongest first."""
+    db = request["db"]
+    case, typed_case = await case_from_query(request)
+    pending = await matching.pending_leads(db, offset=0, limit=LEADS_PAGE_SIZE, case_id=case.id if case else None)
+    shown = await lead_views.leads(db, candidate_ids=[lead.candidate_id for lead in pending.leads])
+    audit.record(db, request["user"].id, "matches.list", case.code if case else None)
+    return page(request, "leads.html", leads=shown, total=pending.total, case=case, typed_case=typed_case,
+                strength=strength_labeller(request["user"].language))
+
+
+async def review(request: web.Request) -> web.Response:
+    """Confirm or reject a lead: decided once, whoever decides first (chat or console)."""
+    decision = DECISIONS.get(str(request["form"].get("decision")))
+    candidate_id = request.match_info["candidate_id"]
+    if decision is None or not candidate_id.isdigit():
+        raise web.HTTPBadRequest(text="unknown decision")
+    await matching.review(request["db"], request["user"].id, int(candidate_id), decision, request["now"])
+    raise web.HTTPSeeOther(safe_back(request["form"], "/console/leads"))
+
+
+def add_routes(router: web.UrlDispatcher) -> None:
+    router.add_get("/leads", leads_page, name="page:leads")
+    router.add_post("/leads/{candidate_id}/review", review, name="lead_review")
