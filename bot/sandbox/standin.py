@@ -495,6 +495,20 @@ def _auto_entities(text: str) -> list[dict] | None:
     return None
 
 
+_URL_RE = re.compile(r"https?://[^\s<>\"']+")
+
+
+def _with_links(text: str, entities: list[dict] | None) -> list[dict] | None:
+    """Telegram marks the web addresses in a message as url entities (where nothing else is marked)."""
+    taken = [(e["offset"], e["offset"] + e["length"]) for e in entities or []]
+    found = list(entities or [])
+    for m in _URL_RE.finditer(text):
+        start, length = _u16(text[: m.start()]), _u16(m.group(0))
+        if not any(start < end and begin < start + length for begin, end in taken):
+            found.append({"type": "url", "offset": start, "length": length})
+    return sorted(found, key=lambda e: e["offset"]) or None
+
+
 # --------------------------------------------------------------------------------------------
 # Images
 # --------------------------------------------------------------------------------------------
@@ -1350,6 +1364,7 @@ class StandIn:
         if _u16(text) > limit:
             raise _bad("message is too long" if text_key == "text" else "message caption is too long")
         out: dict[str, Any] = {text_key: text}
+        entities = _with_links(text, entities)
         if entities:
             out[ents_key] = entities
         return out
