@@ -17,7 +17,7 @@ from sqlalchemy import select, update
 
 from bot.db.models import AuditEvent, ConsoleLoginToken, ConsoleSession, MatchCandidate, Tip
 from tests.conftest import ADMIN_ID, COORDINATOR_ID, settle
-from tests.helpers import reference_in
+from tests.helpers import reference_in, seed_case
 from tests.test_matching import add_case, faces_done, image_bytes, match_alert
 from tests.test_webhook import free_port
 
@@ -115,9 +115,12 @@ async def test_the_link_opens_one_session_once_and_not_after_ten_minutes(reunite
     finally:
         await again.close()
 
-    # a member of the public gets the answer to an unknown command, and no link
+    # a member of the public and a family get the answer to an unknown command, and no link
     outsider = people(4101, "Olly")
     assert "don't know that command" in await outsider.say("/console")
+    family = people(4102, "Mum")
+    await seed_case(reunite, family_id=family.id)
+    assert "don't know that command" in await family.say("/console")
 
 
 async def test_a_session_ends_on_logout_after_inactivity_and_when_the_role_is_revoked(
@@ -282,8 +285,6 @@ async def test_a_lead_confirmed_in_the_console_is_confirmed_in_the_chat_and_the_
 
 
 async def test_a_case_is_verified_closed_and_exported_from_the_console(reunite, coordinator, people, browser):
-    from tests.helpers import seed_case
-
     family = people(4501, "Mum")
     case = await seed_case(reunite, status="pending_review", family_id=4501)
     await logged_in(browser, coordinator)
@@ -333,3 +334,13 @@ async def test_the_audit_log_is_for_admins_only(reunite, coordinator, admin, bro
     await logged_in(browser, admin)
     response, page = await browser.get("/console/audit")
     assert response.status == 200 and "console.login" in page and str(ADMIN_ID) in page
+
+
+async def test_login_attempts_are_limited_per_client_address(reunite, coordinator, browser):
+    for _ in range(10):
+        response, _ = await browser.post("/console/login", {"token": "guessed"})
+        assert response.status == 403
+    response, page = await browser.post("/console/login", {"token": "guessed"})
+    assert response.status == 429 and "Too many attempts" in page
+    # even a good link waits: the address is over its limit
+    assert (await browser.open_link(await console_link(coordinator))).status == 429

@@ -24,6 +24,8 @@ COOKIE_PATH = "/console"
 PUBLIC_ROUTES = ("login", "login_open", "ask", "static")
 # GET routes that are pages: without a session they redirect; every other route answers 403
 PAGE_PREFIX = "page:"
+# the ConsoleSite (its backend is attached once the bot runs), and the login limiter
+SITE = web.AppKey("console_site", object)
 LOGIN_ATTEMPTS = 10
 LOGIN_WINDOW_SECONDS = 300.0
 
@@ -66,6 +68,9 @@ class LoginLimiter:
         return True
 
 
+LOGIN_LIMITER = web.AppKey("login_limiter", LoginLimiter)
+
+
 def client_address(request: web.Request) -> str:
     """The client's address; behind a proxy on this host, the hop it appended to X-Forwarded-For
     (the leftmost entries are whatever the client wrote)."""
@@ -98,7 +103,7 @@ def _csrf_ok(request: web.Request, form) -> bool:
 @web.middleware
 async def gate(request: web.Request, handler):
     """One database transaction per request; the session checked (and the role re-read) first."""
-    backend = request.app["site"].backend
+    backend = request.app[SITE].backend
     if backend is None:
         raise web.HTTPServiceUnavailable(text="The bot is starting")
     request["backend"] = backend
@@ -133,7 +138,7 @@ async def gate(request: web.Request, handler):
 @web.middleware
 async def add_headers(request: web.Request, handler):
     """The security headers, on refusals and errors too."""
-    backend = request.app["site"].backend
+    backend = request.app[SITE].backend
     fixed = security_headers(tile_origin(backend.settings.map_tiles_url) if backend else None)
     try:
         response = await handler(request)
@@ -157,7 +162,7 @@ async def login_page(request: web.Request) -> web.Response:
 
 async def login_open(request: web.Request) -> web.Response:
     """Spend a one-time link: a session cookie and the tip queue, or the "ask the bot" page."""
-    if not request.app["login_limiter"].allow(client_address(request)):
+    if not request.app[LOGIN_LIMITER].allow(client_address(request)):
         return page(request, "ask.html", status=429, reason="console_login_too_many")
     form = await request.post()
     opened = await console_auth.redeem(request["db"], str(form.get("token", "")), request["now"])

@@ -18,8 +18,8 @@ async def home(_request: web.Request) -> web.Response:
 def build_app(site) -> web.Application:
     # add_headers outermost: refusals from the gate carry the headers too
     app = web.Application(middlewares=[auth.add_headers, auth.gate])
-    app["site"] = site
-    app["login_limiter"] = auth.LoginLimiter()
+    app[auth.SITE] = site
+    app[auth.LOGIN_LIMITER] = auth.LoginLimiter()
     router = app.router
     router.add_get("/ask", auth.ask, name="ask")
     router.add_get("/login", auth.login_page, name="login")
