@@ -344,3 +344,21 @@ async def test_login_attempts_are_limited_per_client_address(reunite, coordinato
     assert response.status == 429 and "Too many attempts" in page
     # even a good link waits: the address is over its limit
     assert (await browser.open_link(await console_link(coordinator))).status == 429
+
+
+def test_the_map_fits_its_points_and_covers_the_view_with_tiles():
+    from bot.console.auth import security_headers, tile_origin
+    from bot.console.overview_pages import MAP_HEIGHT, MAP_WIDTH, TILE, fit
+
+    beijing = [(39.93, 116.45), (39.99, 116.30), (39.87, 116.40)]
+    view = fit(beijing)
+    points = [view.point(*place) for place in beijing]
+    assert all(0 < x < MAP_WIDTH and 0 < y < MAP_HEIGHT for x, y in points)
+    assert view.zoom >= 10  # a city, not the world
+    tiles = view.tiles("https://tiles.example.org/{z}/{x}/{y}.png")
+    assert all(address.startswith(f"https://tiles.example.org/{view.zoom}/") for address, _, _ in tiles)
+    assert min(x for _, x, _ in tiles) <= 0 and max(x for _, x, _ in tiles) + TILE >= MAP_WIDTH
+    assert min(y for _, _, y in tiles) <= 0 and max(y for _, _, y in tiles) + TILE >= MAP_HEIGHT
+    policy = security_headers(tile_origin("https://tiles.example.org/{z}/{x}/{y}.png"))["Content-Security-Policy"]
+    assert "img-src 'self' data: https://tiles.example.org;" in policy
+    assert "https:" not in security_headers(None)["Content-Security-Policy"]

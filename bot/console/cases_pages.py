@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from bot.console.forms import case_in_path, choice
 from bot.console.render import page
 from bot.services import audit, case_actions, case_fields, cases, flyer_service, matching
 from bot.services.media import media_path
@@ -25,22 +26,12 @@ async def list_page(request: web.Request) -> web.Response:
     return page(request, "cases.html", listing=listing, counts=counts, word=word, words=list(cases.LISTINGS))
 
 
-async def _case(request: web.Request) -> cases.Case:
-    case = await cases.by_code(request["db"], request.match_info["code"])
-    if case is None:
-        raise web.HTTPNotFound(text="No such case")
-    return case
-
-
 async def case_page(request: web.Request) -> web.Response:
     """Every particular, the photos (with the age in each), the tips and leads, the flyer, the actions."""
     db, language, settings = request["db"], request["user"].language, request["backend"].settings
-    case = await _case(request)
-    columns = case_fields.case_columns(case)
-    particulars = [(field.key, value) for field in case_fields.FIELDS
-                   if (value := case_fields.display(field, columns, language, settings.tz)) is not None]
+    case = await case_in_path(request)
     audit.record(db, request["user"].id, "case.view", case.code)
-    return page(request, "case.html", case=case, particulars=particulars,
+    return page(request, "case.html", case=case, particulars=case_fields.particulars(case, language, settings.tz),
                 photos=await cases.photos_of(db, case.id),
                 tip_count=(await cases.tip_counts(db, [case.id])).get(case.id, 0),
                 pending_leads=await matching.pending_lead_count(db, case.id),
@@ -50,16 +41,14 @@ async def case_page(request: web.Request) -> web.Response:
 
 
 async def verify(request: web.Request) -> web.Response:
-    case = await _case(request)
+    case = await case_in_path(request)
     done = await case_actions.verify_case(request["db"], case, request["user"].id, request["now"])
     raise web.HTTPSeeOther(f"/console/cases/{case.code}?done={'verified' if done else 'unchanged'}")
 
 
 async def close(request: web.Request) -> web.Response:
-    case = await _case(request)
-    status = request["form"].get("status")
-    if status not in cases.CLOSED_STATUSES:
-        raise web.HTTPBadRequest(text="unknown status")
+    case = await case_in_path(request)
+    status = choice(request, "status", cases.CLOSED_STATUSES)
     done = await case_actions.close_case(request["db"], case, request["user"].id, status, request["now"],
                                          request["backend"].settings.media_dir)
     raise web.HTTPSeeOther(f"/console/cases/{case.code}?done={'closed' if done else 'unchanged'}")
@@ -67,7 +56,7 @@ async def close(request: web.Request) -> web.Response:
 
 async def flyer(request: web.Request) -> web.Response:
     """An active case's flyer (poster JPEG or PDF, or the card), rendered only if the case changed."""
-    case = await _case(request)
+    case = await case_in_path(request)
     design, lang = request.match_info["design"], request.query.get("lang", case.language)
     if design not in FLYER_TYPES or lang not in flyer_service.FLYER_LANGUAGES:
         raise web.HTTPNotFound()

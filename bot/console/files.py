@@ -10,8 +10,9 @@ import re
 
 from aiohttp import web
 
+from bot.console.forms import case_in_path
 from bot.console.render import render
-from bot.services import case_fields, case_report, cases, lead_views
+from bot.services import case_fields, case_report, lead_views
 from bot.services.match_alerts import face_tile
 from bot.services.media import media_path
 
@@ -46,15 +47,8 @@ async def face(request: web.Request) -> web.Response:
     return web.Response(body=data, content_type="image/jpeg")
 
 
-async def _case(request: web.Request) -> cases.Case:
-    case = await cases.by_code(request["db"], request.match_info["code"])
-    if case is None:
-        raise web.HTTPNotFound()
-    return case
-
-
 async def export_csv(request: web.Request) -> web.Response:
-    case = await _case(request)
+    case = await case_in_path(request)
     report = await case_report.case_tips(request["db"], case, request["user"].id, "csv")
     buffer = io.StringIO()
     csv.writer(buffer).writerows(case_report.csv_rows(report, request["backend"].settings.tz))
@@ -72,13 +66,11 @@ def _pdf(html: str) -> bytes:
 
 async def export_pdf(request: web.Request) -> web.Response:
     """A printable report: the case's particulars, then every tip in full (WeasyPrint, CJK font)."""
-    case = await _case(request)
+    case = await case_in_path(request)
     settings, language = request["backend"].settings, request["user"].language
     report = await case_report.case_tips(request["db"], case, request["user"].id, "pdf")
-    columns = case_fields.case_columns(case)
-    particulars = [(field.key, value) for field in case_fields.FIELDS
-                   if (value := case_fields.display(field, columns, language, settings.tz)) is not None]
-    html = render(request, "report.html", case=case, particulars=particulars, report=report, now=request["now"])
+    html = render(request, "report.html", case=case, particulars=case_fields.particulars(case, language, settings.tz),
+                  report=report, now=request["now"])
     data = await asyncio.to_thread(_pdf, html)  # seconds of CPU: not on the event loop
     return web.Response(body=data, headers={
         "Content-Type": "application/pdf",

@@ -35,3 +35,19 @@ def safe_back(form, fallback: str) -> str:
     """Where a form asked to return to, if it is a console page (never another site)."""
     back = str(form.get("back", ""))
     return back if back.startswith("/console/") and not back.startswith("/console//") else fallback
+
+
+def choice(request: web.Request, name: str, allowed) -> str:
+    """The form's ``name`` if it is one of ``allowed``; a 400 otherwise (no page offers anything else)."""
+    value = request["form"].get(name)
+    if value not in allowed:
+        raise web.HTTPBadRequest(text=f"unknown {name}")
+    return value
+
+
+async def case_in_path(request: web.Request) -> cases.Case:
+    """The case the address names ({code}); a 404 if there is none."""
+    case = await cases.by_code(request["db"], request.match_info["code"])
+    if case is None:
+        raise web.HTTPNotFound(text="No such case")
+    return case

@@ -7,7 +7,7 @@ from aiohttp import web
 
 from bot.console.render import page
 from bot.console.tips_pages import strength_labeller
-from bot.console.forms import case_from_query, safe_back
+from bot.console.forms import case_from_query, choice, safe_back
 from bot.db.models import MATCH_CONFIRMED, MATCH_REJECTED
 from bot.services import audit, lead_views, matching
 
@@ -28,10 +28,10 @@ async def leads_page(request: web.Request) -> web.Response:
 
 async def review(request: web.Request) -> web.Response:
     """Confirm or reject a lead: decided once, whoever decides first (chat or console)."""
-    decision = DECISIONS.get(str(request["form"].get("decision")))
+    decision = DECISIONS[choice(request, "decision", DECISIONS)]
     candidate_id = request.match_info["candidate_id"]
-    if decision is None or not candidate_id.isdigit():
-        raise web.HTTPBadRequest(text="unknown decision")
+    if not candidate_id.isdigit():
+        raise web.HTTPNotFound()
     await matching.review(request["db"], request["user"].id, int(candidate_id), decision, request["now"])
     raise web.HTTPSeeOther(safe_back(request["form"], "/console/leads"))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from bot.console.forms import case_from_query, day_range, safe_back
+from bot.console.forms import case_from_query, choice, day_range, safe_back
 from bot.console.render import page
 from bot.services import audit, lead_views, tip_queue, tips
 from bot.services.alerts import map_link
@@ -49,9 +49,7 @@ async def queue(request: web.Request) -> web.Response:
 async def mark_many(request: web.Request) -> web.Response:
     """Bulk: the ticked tips marked useful or dismissed (each audited as /mark is)."""
     form = request["form"]
-    status = form.get("status")
-    if status not in tips.TIP_STATUSES:
-        raise web.HTTPBadRequest(text="unknown status")
+    status = choice(request, "status", tips.TIP_STATUSES)
     for tip in await tip_queue.by_references(request["db"], form.getall("tip", [])[:200]):
         tips.mark(request["db"], request["user"].id, tip, status)
     raise web.HTTPSeeOther(safe_back(form, "/console/tips"))
@@ -86,9 +84,7 @@ async def reply(request: web.Request) -> web.Response:
 
 async def mark(request: web.Request) -> web.Response:
     tip = await _tip(request)
-    status = request["form"].get("status")
-    if status not in tips.TIP_STATUSES:
-        raise web.HTTPBadRequest(text="unknown status")
+    status = choice(request, "status", tips.TIP_STATUSES)
     tips.mark(request["db"], request["user"].id, tip, status)
     raise web.HTTPSeeOther(f"/console/tips/{tip.reference}")
 

@@ -79,11 +79,8 @@ async def case_command(update: Update, context: ReuniteContext) -> None:
     lines = [t(language, "case_header", code=case.code, status=_status(context, case),
                created=case.created_at.astimezone(settings.tz).strftime("%Y-%m-%d %H:%M"), tips=tip_count,
                photos=len(photos))]
-    columns = case_fields.case_columns(case)
-    for field in case_fields.FIELDS:
-        value = case_fields.display(field, columns, language, settings.tz)
-        if value is not None:
-            lines.append(f"{t(language, 'field_' + field.key)}: {value}")
+    lines += [f"{t(language, 'field_' + key)}: {value}"
+              for key, value in case_fields.particulars(case, language, settings.tz)]
     if case.status in cases.OPEN_STATUSES:
         lines.append(t(language, f"case_hint_{case.status}", code=case.code))
     chat_id = update.effective_chat.id
