@@ -104,6 +104,7 @@ async def test_a_coordinator_works_through_every_page_and_loses_it_when_revoked(
         await expect(page.get_by_role("link", name="PDF (bi)")).to_be_visible()
         await page.get_by_role("navigation").get_by_role("link", name="Map").click()
         await expect(page.locator("svg.map circle.tip-point")).to_have_count(1)
+        await page.screenshot(path=tmp_path / "console-map.png")
         await page.get_by_role("navigation").get_by_role("link", name="Statistics").click()
         await expect(page.locator("#cases-by-status")).to_contain_text("1 public")
         await expect(page.get_by_role("navigation").get_by_role("link", name="Audit log")).to_have_count(0)

@@ -34,7 +34,8 @@ class ConsoleSite:
     PREFIX = "/console"
 
     def __init__(self) -> None:
-        from bot.console import routes
+        from bot.console import routes  # here: the routes' modules import this package
+
 
         self.backend: ConsoleBackend | None = None
         self.app = routes.build_app(self)

@@ -28,6 +28,7 @@ PAGE_PREFIX = "page:"
 SITE = web.AppKey("console_site", object)
 LOGIN_ATTEMPTS = 10
 LOGIN_WINDOW_SECONDS = 300.0
+MAX_ADDRESSES = 10_000
 
 
 def tile_origin(tiles_url: str | None) -> str | None:
@@ -59,6 +60,9 @@ class LoginLimiter:
 
     def allow(self, address: str) -> bool:
         now = time.monotonic()
+        if len(self._times) > MAX_ADDRESSES:  # many addresses (a spread attack): forget the quiet ones
+            for quiet in [key for key, times in self._times.items() if now - times[-1] > LOGIN_WINDOW_SECONDS]:
+                del self._times[quiet]
         times = self._times[address]
         while times and now - times[0] > LOGIN_WINDOW_SECONDS:
             times.popleft()
