@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from bot.console.keys import BACKEND, CSRF, DB, FORM, NOW, SESSION_ID, USER
 from bot.console.render import page
 from bot.services import console_auth
 
@@ -101,7 +102,7 @@ def _refuse(request: web.Request) -> web.HTTPException:
 
 def _csrf_ok(request: web.Request, form) -> bool:
     sent = request.headers.get("X-CSRF-Token") or (form.get("csrf") if form else None) or ""
-    return hmac.compare_digest(str(sent), console_auth.csrf_token(request["session_id"]))
+    return hmac.compare_digest(str(sent), console_auth.csrf_token(request[SESSION_ID]))
 
 
 @web.middleware
@@ -110,10 +111,10 @@ async def gate(request: web.Request, handler):
     backend = request.app[SITE].backend
     if backend is None:
         raise web.HTTPServiceUnavailable(text="The bot is starting")
-    request["backend"] = backend
-    request["now"] = now = datetime.now(timezone.utc)
+    request[BACKEND] = backend
+    request[NOW] = now = datetime.now(timezone.utc)
     async with backend.sessionmaker() as db:
-        request["db"] = db
+        request[DB] = db
         if request.match_info.route.name not in PUBLIC_ROUTES:
             session_id = request.cookies.get(SESSION_COOKIE)
             user = await console_auth.current_user(db, session_id, now,
@@ -121,10 +122,10 @@ async def gate(request: web.Request, handler):
             if user is None:
                 await db.commit()  # an idle or revoked session is ended for good
                 raise _refuse(request)
-            request["user"], request["session_id"] = user, session_id
-            request["csrf"] = console_auth.csrf_token(session_id)
+            request[USER], request[SESSION_ID] = user, session_id
+            request[CSRF] = console_auth.csrf_token(session_id)
             if request.method != "GET":
-                request["form"] = form = await request.post()
+                request[FORM] = form = await request.post()
                 if not _csrf_ok(request, form):
                     raise web.HTTPForbidden(text="This form is out of date: reload the page and try again")
         redirect = None
@@ -169,10 +170,10 @@ async def login_open(request: web.Request) -> web.Response:
     if not request.app[LOGIN_LIMITER].allow(client_address(request)):
         return page(request, "ask.html", status=429, reason="console_login_too_many")
     form = await request.post()
-    opened = await console_auth.redeem(request["db"], str(form.get("token", "")), request["now"])
+    opened = await console_auth.redeem(request[DB], str(form.get("token", "")), request[NOW])
     if opened is None:
         return page(request, "ask.html", status=403, reason="console_login_spent")
-    secure = (request["backend"].settings.console_origin or "").startswith("https:") or request.secure
+    secure = (request[BACKEND].settings.console_origin or "").startswith("https:") or request.secure
     response = web.HTTPFound("/console/tips")
     response.set_cookie(SESSION_COOKIE, opened.session_id, path=COOKIE_PATH, httponly=True, samesite="Strict",
                         secure=secure)
@@ -180,7 +181,7 @@ async def login_open(request: web.Request) -> web.Response:
 
 
 async def logout(request: web.Request) -> web.Response:
-    await console_auth.end(request["db"], request["session_id"], request["now"])
+    await console_auth.end(request[DB], request[SESSION_ID], request[NOW])
     response = web.HTTPFound("/console/ask")
     response.del_cookie(SESSION_COOKIE, path=COOKIE_PATH)
     raise response

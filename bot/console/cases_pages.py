@@ -6,6 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from bot.console.forms import case_in_path, choice
+from bot.console.keys import BACKEND, DB, NOW, USER
 from bot.console.render import page
 from bot.services import audit, case_actions, case_fields, cases, flyer_service, matching
 from bot.services.media import media_path
@@ -16,21 +17,21 @@ FLYER_TYPES = {flyer_service.POSTER_JPG: "image/jpeg", flyer_service.POSTER_PDF:
 
 
 async def list_page(request: web.Request) -> web.Response:
-    db = request["db"]
+    db = request[DB]
     word = request.query.get("status", cases.DEFAULT_LISTING)
     if word not in cases.LISTINGS:
         word = cases.DEFAULT_LISTING
     listing = await cases.page(db, cases.LISTINGS[word], offset=0, limit=CASES_PAGE_SIZE * 8)
     counts = await cases.tip_counts(db, [case.id for case in listing.cases])
-    audit.record(db, request["user"].id, "cases.list", word)
+    audit.record(db, request[USER].id, "cases.list", word)
     return page(request, "cases.html", listing=listing, counts=counts, word=word, words=list(cases.LISTINGS))
 
 
 async def case_page(request: web.Request) -> web.Response:
     """Every particular, the photos (with the age in each), the tips and leads, the flyer, the actions."""
-    db, language, settings = request["db"], request["user"].language, request["backend"].settings
+    db, language, settings = request[DB], request[USER].language, request[BACKEND].settings
     case = await case_in_path(request)
-    audit.record(db, request["user"].id, "case.view", case.code)
+    audit.record(db, request[USER].id, "case.view", case.code)
     return page(request, "case.html", case=case, particulars=case_fields.particulars(case, language, settings.tz),
                 photos=await cases.photos_of(db, case.id),
                 tip_count=(await cases.tip_counts(db, [case.id])).get(case.id, 0),
@@ -42,15 +43,15 @@ async def case_page(request: web.Request) -> web.Response:
 
 async def verify(request: web.Request) -> web.Response:
     case = await case_in_path(request)
-    done = await case_actions.verify_case(request["db"], case, request["user"].id, request["now"])
+    done = await case_actions.verify_case(request[DB], case, request[USER].id, request[NOW])
     raise web.HTTPSeeOther(f"/console/cases/{case.code}?done={'verified' if done else 'unchanged'}")
 
 
 async def close(request: web.Request) -> web.Response:
     case = await case_in_path(request)
     status = choice(request, "status", cases.CLOSED_STATUSES)
-    done = await case_actions.close_case(request["db"], case, request["user"].id, status, request["now"],
-                                         request["backend"].settings.media_dir)
+    done = await case_actions.close_case(request[DB], case, request[USER].id, status, request[NOW],
+                                         request[BACKEND].settings.media_dir)
     raise web.HTTPSeeOther(f"/console/cases/{case.code}?done={'closed' if done else 'unchanged'}")
 
 
@@ -62,11 +63,11 @@ async def flyer(request: web.Request) -> web.Response:
         raise web.HTTPNotFound()
     if case.status != cases.STATUS_ACTIVE:  # privacy rule 3: nothing before verification or after closing
         raise web.HTTPNotFound(text="Only an active case has a flyer")
-    backend = request["backend"]
-    files = await flyer_service.current_flyers(request["db"], case, lang, media_dir=backend.settings.media_dir,
+    backend = request[BACKEND]
+    files = await flyer_service.current_flyers(request[DB], case, lang, media_dir=backend.settings.media_dir,
                                                bot_username=backend.bot_username, tz=backend.settings.tz,
-                                               now=request["now"])
-    audit.record(request["db"], request["user"].id, "case.flyer", case.code)
+                                               now=request[NOW])
+    audit.record(request[DB], request[USER].id, "case.flyer", case.code)
     extension = "pdf" if design == flyer_service.POSTER_PDF else "jpg"
     disposition = "attachment" if request.query.get("download") == "1" else "inline"
     return web.FileResponse(media_path(backend.settings.media_dir, files[design].sha256), headers={

@@ -6,6 +6,7 @@ from datetime import date, datetime, timedelta
 
 from aiohttp import web
 
+from bot.console.keys import BACKEND, DB, FORM
 from bot.services import cases
 
 
@@ -18,7 +19,7 @@ def _day(text: str | None) -> date | None:
 
 def day_range(request: web.Request) -> tuple[datetime | None, datetime | None, dict]:
     """The ?from= and ?to= days (inclusive, in the organisation's zone) as times, and as typed."""
-    tz = request["backend"].settings.tz
+    tz = request[BACKEND].settings.tz
     first, last = _day(request.query.get("from")), _day(request.query.get("to"))
     since = datetime.combine(first, datetime.min.time(), tz) if first else None
     until = datetime.combine(last + timedelta(days=1), datetime.min.time(), tz) if last else None
@@ -28,7 +29,7 @@ def day_range(request: web.Request) -> tuple[datetime | None, datetime | None, d
 async def case_from_query(request: web.Request):
     """The ?case= case (None if absent or unknown), and the code as typed."""
     typed = request.query.get("case", "").strip()[:20]
-    return (await cases.by_code(request["db"], typed) if typed else None), typed
+    return (await cases.by_code(request[DB], typed) if typed else None), typed
 
 
 def safe_back(form, fallback: str) -> str:
@@ -39,7 +40,7 @@ def safe_back(form, fallback: str) -> str:
 
 def choice(request: web.Request, name: str, allowed) -> str:
     """The form's ``name`` if it is one of ``allowed``; a 400 otherwise (no page offers anything else)."""
-    value = request["form"].get(name)
+    value = request[FORM].get(name)
     if value not in allowed:
         raise web.HTTPBadRequest(text=f"unknown {name}")
     return value
@@ -47,7 +48,7 @@ def choice(request: web.Request, name: str, allowed) -> str:
 
 async def case_in_path(request: web.Request) -> cases.Case:
     """The case the address names ({code}); a 404 if there is none."""
-    case = await cases.by_code(request["db"], request.match_info["code"])
+    case = await cases.by_code(request[DB], request.match_info["code"])
     if case is None:
         raise web.HTTPNotFound(text="No such case")
     return case

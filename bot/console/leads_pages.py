@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from bot.console.forms import case_from_query, choice, safe_back
+from bot.console.keys import DB, FORM, NOW, USER
 from bot.console.render import page
 from bot.console.tips_pages import strength_labeller
-from bot.console.forms import case_from_query, choice, safe_back
 from bot.db.models import MATCH_CONFIRMED, MATCH_REJECTED
 from bot.services import audit, lead_views, matching
 
@@ -17,13 +18,13 @@ DECISIONS = {"confirm": MATCH_CONFIRMED, "reject": MATCH_REJECTED}
 
 async def leads_page(request: web.Request) -> web.Response:
     """Pending leads of active cases (or of one case), strongest first."""
-    db = request["db"]
+    db = request[DB]
     case, typed_case = await case_from_query(request)
     pending = await matching.pending_leads(db, offset=0, limit=LEADS_PAGE_SIZE, case_id=case.id if case else None)
     shown = await lead_views.leads(db, candidate_ids=[lead.candidate_id for lead in pending.leads])
-    audit.record(db, request["user"].id, "matches.list", case.code if case else None)
+    audit.record(db, request[USER].id, "matches.list", case.code if case else None)
     return page(request, "leads.html", leads=shown, total=pending.total, case=case, typed_case=typed_case,
-                strength=strength_labeller(request["user"].language))
+                strength=strength_labeller(request[USER].language))
 
 
 async def review(request: web.Request) -> web.Response:
@@ -32,8 +33,8 @@ async def review(request: web.Request) -> web.Response:
     candidate_id = request.match_info["candidate_id"]
     if not candidate_id.isdigit():
         raise web.HTTPNotFound()
-    await matching.review(request["db"], request["user"].id, int(candidate_id), decision, request["now"])
-    raise web.HTTPSeeOther(safe_back(request["form"], "/console/leads"))
+    await matching.review(request[DB], request[USER].id, int(candidate_id), decision, request[NOW])
+    raise web.HTTPSeeOther(safe_back(request[FORM], "/console/leads"))
 
 
 def add_routes(router: web.UrlDispatcher) -> None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from bot.console.forms import case_from_query, day_range
+from bot.console.keys import BACKEND, DB, NOW, USER
 from bot.console.render import page
 from bot.services import audit, cases, console_stats, tip_queue, users
 
@@ -64,36 +65,36 @@ def fit(points: list[tuple[float, float]]) -> MapView:
 
 
 async def map_page(request: web.Request) -> web.Response:
-    db, settings = request["db"], request["backend"].settings
+    db, settings = request[DB], request[BACKEND].settings
     case, typed_case = await case_from_query(request)
     since, until, days = day_range(request)
     case_id = case.id if case else None
     places = await console_stats.last_seen_places(db, case_id)
     tip_places = await tip_queue.places(db, case_id=case_id, since=since, until=until)
     view = fit([(p.latitude, p.longitude) for p in places] + [(p.latitude, p.longitude) for p in tip_places])
-    audit.record(db, request["user"].id, "console.map", case.code if case else None)
+    audit.record(db, request[USER].id, "console.map", case.code if case else None)
     return page(request, "map.html", view=view, width=MAP_WIDTH, height=MAP_HEIGHT, places=places,
                 tip_places=tip_places, typed_case=typed_case, days=days,
                 tiles=view.tiles(settings.map_tiles_url) if settings.map_tiles_url else [])
 
 
 async def stats_page(request: web.Request) -> web.Response:
-    db, settings, now = request["db"], request["backend"].settings, request["now"]
+    db, settings, now = request[DB], request[BACKEND].settings, request[NOW]
     counts = await cases.stats(db, settings.tz, now, STATS_DAYS)
-    audit.record(db, request["user"].id, "stats.view")
+    audit.record(db, request[USER].id, "stats.view")
     return page(request, "stats.html", counts=counts, case_statuses=cases.STATUSES,
                 recent_days=counts.tips_by_day[-30:], weeks=console_stats.by_week(counts.tips_by_day),
                 leads=await console_stats.confirmed_leads_by_week(db, settings.tz, now, STATS_DAYS // 7))
 
 
 async def audit_page(request: web.Request) -> web.Response:
-    if not users.is_admin(request["user"]):
+    if not users.is_admin(request[USER]):
         raise web.HTTPForbidden(text="For admins only")
     number = request.query.get("page", "1")
     number = max(1, int(number)) if number.isdigit() else 1
-    found = await console_stats.audit_page(request["db"], offset=(number - 1) * AUDIT_PAGE_SIZE,
+    found = await console_stats.audit_page(request[DB], offset=(number - 1) * AUDIT_PAGE_SIZE,
                                            limit=AUDIT_PAGE_SIZE)
-    audit.record(request["db"], request["user"].id, "audit.view")
+    audit.record(request[DB], request[USER].id, "audit.view")
     return page(request, "audit.html", found=found, number=number, page_size=AUDIT_PAGE_SIZE)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import jinja2
 from aiohttp import web
 
+from bot.console.keys import BACKEND, CSRF, USER
 from bot.i18n import DEFAULT_LANGUAGE, language_from_telegram, t
 from bot.services import users
 
@@ -26,7 +27,7 @@ ENV = jinja2.Environment(
 
 def language_of(request: web.Request) -> str:
     """The coordinator's language (their user row); before login, the browser's."""
-    user = request.get("user")
+    user = request.get(USER)
     if user is not None:
         return user.language
     accepted = request.headers.get("Accept-Language", "")
@@ -41,11 +42,11 @@ def _when(tz, moment: datetime | None, with_time: bool = True) -> str:
 
 def render(request: web.Request, template: str, **values) -> str:
     language = language_of(request)
-    user = request.get("user")
+    user = request.get(USER)
     return ENV.get_template(template).render(
         _=functools.partial(t, language), lang=language, html_lang=HTML_LANG.get(language, "en"),
-        user=user, is_admin=user is not None and users.is_admin(user), csrf=request.get("csrf", ""),
-        when=functools.partial(_when, request["backend"].settings.tz), path=request.path, **values)
+        user=user, is_admin=user is not None and users.is_admin(user), csrf=request.get(CSRF, ""),
+        when=functools.partial(_when, request[BACKEND].settings.tz), path=request.path, **values)
 
 
 def page(request: web.Request, template: str, *, status: int = 200, **values) -> web.Response:
