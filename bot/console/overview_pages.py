@@ -16,7 +16,8 @@ from bot.services import audit, cases, console_stats, tip_queue, users
 MAP_WIDTH, MAP_HEIGHT = 960, 600
 TILE = 256
 MAX_ZOOM = 16
-STATS_DAYS = 84  # twelve weeks
+STATS_WEEKS = 12
+STATS_DAYS = 7 * STATS_WEEKS  # the weeks, the last partly
 AUDIT_PAGE_SIZE = 50
 
 
@@ -83,8 +84,9 @@ async def stats_page(request: web.Request) -> web.Response:
     counts = await cases.stats(db, settings.tz, now, STATS_DAYS)
     audit.record(db, request[USER].id, "stats.view")
     return page(request, "stats.html", counts=counts, case_statuses=cases.STATUSES,
-                recent_days=counts.tips_by_day[-30:], weeks=console_stats.by_week(counts.tips_by_day),
-                leads=await console_stats.confirmed_leads_by_week(db, settings.tz, now, STATS_DAYS // 7))
+                recent_days=counts.tips_by_day[-30:],
+                weeks=console_stats.by_week(counts.tips_by_day)[-STATS_WEEKS:],
+                leads=await console_stats.confirmed_leads_by_week(db, settings.tz, now, STATS_WEEKS))
 
 
 async def audit_page(request: web.Request) -> web.Response:
