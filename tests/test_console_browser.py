@@ -27,7 +27,8 @@ async def chromium():
     """Headless Chromium; every page it opened must have raised no script error and broken no
     Content-Security-Policy rule (a blocked inline script or style shows as a console error)."""
     if shutil.which(CHROMIUM) is None:
-        pytest.fail(f"{CHROMIUM} is missing: `make test` installs it (scripts/system-deps.sh), or apt-get install chromium")
+        pytest.fail(f"{CHROMIUM} is missing: `make test` installs it (scripts/system-deps.sh), "
+                    "or apt-get install chromium")
     problems: list[str] = []
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
