@@ -15,13 +15,14 @@ import flyers
 from bot import handlers
 from bot.child_process import start_flyer_worker
 from bot.config import Settings
+from bot.console import ConsoleBackend, ConsoleSite
 from bot.db.migrate import upgrade_to_head_async
 from bot.db.session import create_engine, create_sessionmaker
 from bot.faces.models import return_freed_memory_promptly
 from bot.faces.worker_pool import FacePool
 from bot.handlers import matches
 from bot.handlers.common import ReuniteContext
-from bot.services import users
+from bot.services import broadcasts, outbox, users
 from bot.services.face_worker import FaceWorker
 from bot.transport.http import AiohttpRequest
 from bot.transport.polling import POLL_TIMEOUT, poll_forever
@@ -86,14 +87,18 @@ class Reunite:
     face_worker: FaceWorker | None = None
     face_pool: FacePool | None = None
     owns_face_pool: bool = True  # stop() shuts the pool down
+    console: ConsoleSite | None = None
 
     @classmethod
-    async def start(cls, settings: Settings, *, migrate: bool = True, face_pool: FacePool | None = None
-                    ) -> "Reunite":
+    async def start(cls, settings: Settings, *, migrate: bool = True, face_pool: FacePool | None = None,
+                    console: ConsoleSite | None = None) -> "Reunite":
         """Migrate, connect, and start receiving and sending.
 
         ``face_pool``: the face worker processes to use; by default the bot starts its own
-        (``REUNITE_FACE_WORKERS`` of them) and :meth:`stop` stops them. Tests share one among bots."""
+        (``REUNITE_FACE_WORKERS`` of them) and :meth:`stop` stops them. Tests share one among bots.
+        ``console``: the coordinators' console mounted on another web server (the sandbox's); by
+        default, when the console is on (see :attr:`Settings.console_origin`), the bot serves it on
+        its own server on PORT, beside the webhook if there is one."""
         # glibc: freed large blocks (index chunks, decoded photos) go back to the system. This came with
         # loading the face models into this process; the face worker processes load them now.
         return_freed_memory_promptly()
@@ -130,6 +135,11 @@ class Reunite:
         processor = UpdateProcessor(application, sessionmaker, settings, on_committed=on_committed)
         self = cls(settings, engine, sessionmaker, application, processor, sender, face_worker=face_worker,
                    face_pool=face_pool, owns_face_pool=owns_face_pool)
+        if settings.console_origin is not None:
+            self.console = console or ConsoleSite()
+            self.console.attach(ConsoleBackend(settings, sessionmaker, application.bot.username,
+                                               lambda session: on_committed(outbox.committed_rows(session), False,
+                                                                            broadcasts.lane_may_change(session))))
         # the flyer worker process starts in the background, so the first /flyer renders at warm speed
         self.flyer_warm_up = asyncio.create_task(start_flyer_worker(), name="flyer warm-up")
         # watched with the others: if it failed, polling would wait for it forever
@@ -139,8 +149,10 @@ class Reunite:
             log.info("resuming %d stored updates", recovered)
         tasks += [asyncio.create_task(sender.run(), name="sender"),
                   asyncio.create_task(face_worker.run(), name="faces")]
+        if settings.webhook_url or (self.console is not None and console is None):
+            await self._start_web_server()
         if settings.webhook_url:
-            await self._start_webhook()
+            await self._set_webhook()
         else:
             tasks.append(asyncio.create_task(poll_forever(application.bot, processor.deliver, self.stopping),
                                              name="polling"))
@@ -148,15 +160,22 @@ class Reunite:
         log.info("Reunite is running as @%s", application.bot.username)
         return self
 
-    async def _start_webhook(self) -> None:
+    async def _start_web_server(self) -> None:
+        """The webhook and the console (whichever are on) on PORT."""
         settings = self.settings
         web_app = web.Application()
-        add_webhook_route(web_app, webhook_path(settings.webhook_url), settings.webhook_secret,
-                          self.sessionmaker, self.processor.submit)
+        if settings.webhook_url:
+            add_webhook_route(web_app, webhook_path(settings.webhook_url), settings.webhook_secret,
+                              self.sessionmaker, self.processor.submit)
+        if self.console is not None:
+            self.console.mount_on(web_app)
         web_app.router.add_get("/healthz", _healthy)
         self.web_runner = web.AppRunner(web_app)
         await self.web_runner.setup()
         await web.TCPSite(self.web_runner, "0.0.0.0", settings.port).start()
+
+    async def _set_webhook(self) -> None:
+        settings = self.settings
         await self.application.bot.set_webhook(settings.webhook_url, secret_token=settings.webhook_secret,
                                                allowed_updates=["message", "edited_message", "callback_query",
                                                                 "my_chat_member", "channel_post"])

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Mapping, overload
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bot.faces.thresholds import DEFAULT_MATCH_THRESHOLD
@@ -60,6 +61,25 @@ class Settings:
     webhook_url: str | None = None
     webhook_secret: str | None = None
     port: int = 8080
+    # the coordinators' console (bot/console): its public origin, else the webhook's; "off" disables it
+    console_url: str | None = None
+    console_enabled: bool = True
+    console_idle_minutes: int = 30
+    # a tile server for the console's map ({z}/{x}/{y}); without one, points on a plain background
+    map_tiles_url: str | None = None
+
+    @property
+    def console_origin(self) -> str | None:
+        """Where /console is reached from outside: REUNITE_CONSOLE_URL, else the webhook's origin;
+        None when the console is off or has neither."""
+        if not self.console_enabled:
+            return None
+        if self.console_url:
+            return self.console_url
+        if self.webhook_url:
+            parts = urlsplit(self.webhook_url)
+            return f"{parts.scheme}://{parts.netloc}"
+        return None
 
     @property
     def media_dir(self) -> Path:
@@ -165,6 +185,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     webhook_secret = env.get("WEBHOOK_SECRET", "").strip() or None
     if webhook_secret and not all(c.isalnum() or c in "_-" for c in webhook_secret):
         raise SettingsError("WEBHOOK_SECRET may contain only A-Z, a-z, 0-9, _ and - (Telegram's rule)")
+    console = env.get("REUNITE_CONSOLE", "").strip().lower()
+    if console not in ("", "on", "off"):
+        raise SettingsError(f"REUNITE_CONSOLE must be on or off, got {console!r}")
+    console_url = (env.get("REUNITE_CONSOLE_URL", "").strip().rstrip("/")) or None
+    if console_url and urlsplit(console_url).scheme not in ("http", "https"):
+        raise SettingsError(f"REUNITE_CONSOLE_URL must start with https:// (or http://), got {console_url!r}")
     username = (env.get("REUNITE_BOT_USERNAME", "").strip().lstrip("@")) or None
     return Settings(
         telegram_bot_token=env.get("TELEGRAM_BOT_TOKEN", "").strip() or None,
@@ -185,4 +211,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         webhook_url=webhook_url,
         webhook_secret=webhook_secret,
         port=_int(env, "PORT", 8080, minimum=0),
+        console_url=console_url,
+        console_enabled=console != "off",
+        console_idle_minutes=_int(env, "REUNITE_CONSOLE_IDLE_MINUTES", 30, minimum=1),
+        map_tiles_url=env.get("REUNITE_MAP_TILES_URL", "").strip() or None,
     )

@@ -465,6 +465,33 @@ class Delivery(Base):
     )
 
 
+
+class ConsoleLoginToken(Base):
+    """A one-time link to the coordinators' console, asked for with /console: only its SHA-256 is
+    kept, so a copy of the database opens no session."""
+
+    __tablename__ = "console_login_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+class ConsoleSession(Base):
+    """A coordinator's browser session: the cookie's SHA-256, who, and when it was last used."""
+
+    __tablename__ = "console_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    session_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    last_seen_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
 # The rows a round of tips writes many of (a new tipster, their tip, its entry, the answer), each
 # table in one Core INSERT instead of through the unit of work: bot/db/batch_insert.py
 BATCH_INSERTED = (User, Tip, TipEntry, OutboxMessage)

@@ -6,6 +6,7 @@ from bot.handlers import (
     broadcasts,
     case_flyers,
     cases_console,
+    console_link,
     coordinator,
     family,
     matches,
@@ -19,6 +20,7 @@ from bot.handlers import (
 def register(application: Application, user_rate_limit: int) -> None:
     rate_limit.register(application, user_rate_limit)
     coordinator.register(application)
+    console_link.register(application)
     # before public.py, whose catch-alls answer unknown commands and buttons
     family.register(application)
     cases_console.register(application)

@@ -12,22 +12,14 @@ from telegram.ext import Application, CallbackQueryHandler, CommandHandler
 from bot.db.models import PHOTO_AGE_PROGRESSED, PRIORITY_ACK, PRIORITY_ALERT, Case
 from bot.handlers.common import ReuniteContext, coordinators_only, inline_keyboard, pressed_button, say, sign_callback
 from bot.i18n import t
-from bot.services import audit, broadcasts, case_fields, case_notices, cases, flyer_service, matching, outbox, tips
+from bot.services import audit, case_actions, case_fields, cases, outbox, tips
 
 CASES_PAGE_SIZE = 10
 STATS_DAYS = 7
 STATS_BAR_MAX = 20
 # what /cases accepts, and the statuses each word lists
-CASE_FILTERS = {
-    "open": cases.OPEN_STATUSES,
-    "pending": (cases.STATUS_PENDING,),
-    "active": (cases.STATUS_ACTIVE,),
-    "found": (cases.STATUS_FOUND,),
-    "withdrawn": (cases.STATUS_WITHDRAWN,),
-    "closed": cases.CLOSED_STATUSES,
-    "all": cases.STATUSES,
-}
-DEFAULT_FILTER = "open"
+CASE_FILTERS = cases.LISTINGS
+DEFAULT_FILTER = cases.DEFAULT_LISTING
 
 
 def _status(context: ReuniteContext, case: Case) -> str:
@@ -50,12 +42,10 @@ async def verify(update: Update, context: ReuniteContext) -> None:
     case = await _case_from_args(update, context, "verify_usage")
     if case is None:
         return
-    if case.status != cases.STATUS_PENDING:
+    if not await case_actions.verify_case(context.session, case, context.user.id, context.scope.now):
         say(context, update, "verify_not_pending", code=case.code, status=_status(context, case), force=True)
         return
-    cases.verify(context.session, case, context.user.id, context.scope.now)
     say(context, update, "verify_done", code=case.code, name=case.name, force=True)
-    await case_notices.tell_family(context.session, case, "family_case_verified")
 
 
 @coordinators_only
@@ -70,15 +60,10 @@ async def close(update: Update, context: ReuniteContext) -> None:
     if status not in cases.CLOSED_STATUSES:
         say(context, update, "close_usage", force=True)
         return
-    if case.status in cases.CLOSED_STATUSES:
+    if not await case_actions.close_case(context.session, case, context.user.id, status, context.scope.now,
+                                         context.scope.settings.media_dir):
         say(context, update, "case_is_closed", code=case.code, status=_status(context, case), force=True)
         return
-    cases.close(context.session, case, context.user.id, status, context.scope.now)
-    # the family reads that the appeal closed before what that stops (their broadcasts)
-    await case_notices.tell_family(context.session, case, f"family_case_closed_{status}")
-    await matching.purge_case_biometrics(context.session, case.id)
-    await flyer_service.withdraw(context.session, case, context.scope.settings.media_dir)
-    await broadcasts.withdraw_case(context.session, case, context.scope.now)
     say(context, update, "close_done", code=case.code, name=case.name, status=_status(context, case), force=True)
 
 
@@ -94,11 +79,8 @@ async def case_command(update: Update, context: ReuniteContext) -> None:
     lines = [t(language, "case_header", code=case.code, status=_status(context, case),
                created=case.created_at.astimezone(settings.tz).strftime("%Y-%m-%d %H:%M"), tips=tip_count,
                photos=len(photos))]
-    columns = case_fields.case_columns(case)
-    for field in case_fields.FIELDS:
-        value = case_fields.display(field, columns, language, settings.tz)
-        if value is not None:
-            lines.append(f"{t(language, 'field_' + field.key)}: {value}")
+    lines += [f"{t(language, 'field_' + key)}: {value}"
+              for key, value in case_fields.particulars(case, language, settings.tz)]
     if case.status in cases.OPEN_STATUSES:
         lines.append(t(language, f"case_hint_{case.status}", code=case.code))
     chat_id = update.effective_chat.id

@@ -167,13 +167,7 @@ async def reply(update: Update, context: ReuniteContext) -> None:
     if len(text) < 3 or not text[2].strip():
         say(context, update, "reply_usage", force=True)
         return
-    message = text[2].strip()
-    session = context.session
-    tips.add_team_reply(session, context.user.id, tip, message, context.scope.now)
-    tipster = await session.get(users.User, tip.tipster_id)
-    outbox.enqueue_text(session, tip.tipster_id,
-                        t(tipster.language, "team_reply", reference=tip.reference, message=message),
-                        priority=PRIORITY_ACK, tip=tip)
+    await tips.reply_to_tipster(context.session, context.user.id, tip, text[2].strip(), context.scope.now)
     say(context, update, "reply_sent", reference=tip.reference, force=True)
 
 

@@ -341,3 +341,17 @@ def auto_entities(text: str) -> list[dict] | None:
     if m and (m.end() == len(text) or not text[m.end()].isalnum()):
         return [{"type": "bot_command", "offset": 0, "length": utf16_len(m.group(0))}]
     return None
+
+
+_URL_RE = re.compile(r"https?://[^\s<>\"']+")
+
+
+def with_links(text: str, entities: list[dict] | None) -> list[dict] | None:
+    """Telegram marks the web addresses in a message as url entities (where nothing else is marked)."""
+    taken = [(e["offset"], e["offset"] + e["length"]) for e in entities or []]
+    found = list(entities or [])
+    for m in _URL_RE.finditer(text):
+        start, length = utf16_len(text[: m.start()]), utf16_len(m.group(0))
+        if not any(start < end and begin < start + length for begin, end in taken):
+            found.append({"type": "url", "offset": start, "length": length})
+    return sorted(found, key=lambda e: e["offset"]) or None

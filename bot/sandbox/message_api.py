@@ -10,7 +10,7 @@ import re
 import time
 from typing import TYPE_CHECKING, Any
 
-from bot.sandbox.formatting import formatted
+from bot.sandbox.formatting import formatted, with_links
 from bot.sandbox.images import encode_photo
 from bot.sandbox.wire import (
     BLOCKED_DESCRIPTION,
@@ -109,6 +109,7 @@ class MessageMethods:
         if utf16_len(text) > limit:
             raise bad_request("message is too long" if text_key == "text" else "message caption is too long")
         out: dict[str, Any] = {text_key: text}
+        entities = with_links(text, entities)
         if entities:
             out[ents_key] = entities
         return out

@@ -13,6 +13,7 @@ import signal
 import time
 
 from bot.config import load_settings
+from bot.console import ConsoleSite
 from bot.sandbox.standin import StandIn
 
 log = logging.getLogger(__name__)
@@ -37,10 +38,14 @@ async def run_sandbox(port: int) -> None:
     stand_in = StandIn(SANDBOX_TOKEN, bot_username=base.bot_username or "reunite_sandbox_bot",
                        first_update_id=int(time.time() * 1000))
     stand_in.preset_users = PRESET_USERS
+    # the coordinators' console beside the chat page, at /console on the stand-in's server
+    console = ConsoleSite()
+    console.mount_on(stand_in.app)
     await stand_in.start("127.0.0.1", port)
     settings = base.with_overrides(telegram_bot_token=SANDBOX_TOKEN, telegram_api_url=stand_in.api_url,
-                                   admins=base.admins | {COORDINATOR_ID}, webhook_url=None)
-    reunite = await Reunite.start(settings)
+                                   admins=base.admins | {COORDINATOR_ID}, webhook_url=None,
+                                   console_url=stand_in.url, console_enabled=True)
+    reunite = await Reunite.start(settings, console=console)
     print(f"\nReunite sandbox is ready: open {stand_in.url} in your browser (Ctrl+C stops it)\n", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -300,3 +300,9 @@ def display(field: Field, columns: dict, language: str, tz: tzinfo) -> str | Non
 def case_columns(case) -> dict:
     """A case's particulars by column name, the shape :func:`display` reads."""
     return {column: getattr(case, column) for field in FIELDS for column in field.targets}
+
+
+def particulars(case, language: str, tz: tzinfo) -> list[tuple[str, str]]:
+    """(field key, how its value reads) for every field of ``case`` that has a value, in order."""
+    columns = case_columns(case)
+    return [(field.key, value) for field in FIELDS if (value := display(field, columns, language, tz)) is not None]

@@ -26,6 +26,17 @@ STATUS_WITHDRAWN = "withdrawn"
 STATUSES = (STATUS_PENDING, STATUS_ACTIVE, STATUS_FOUND, STATUS_WITHDRAWN)
 CLOSED_STATUSES = (STATUS_FOUND, STATUS_WITHDRAWN)
 OPEN_STATUSES = (STATUS_PENDING, STATUS_ACTIVE)
+# the listings /cases and the console offer, and the statuses each lists
+LISTINGS = {
+    "open": OPEN_STATUSES,
+    "pending": (STATUS_PENDING,),
+    "active": (STATUS_ACTIVE,),
+    "found": (STATUS_FOUND,),
+    "withdrawn": (STATUS_WITHDRAWN,),
+    "closed": CLOSED_STATUSES,
+    "all": STATUSES,
+}
+DEFAULT_LISTING = "open"
 
 
 async def create_case(session: AsyncSession, *, name: str, status: str = STATUS_PENDING, language: str = "en",

@@ -17,6 +17,7 @@ from sqlalchemy.orm import selectinload
 from bot.db.models import (
     AUTHOR_TEAM,
     AUTHOR_TIPSTER,
+    PRIORITY_ACK,
     TIP_DISMISSED,
     TIP_NEW,
     TIP_USEFUL,
@@ -24,9 +25,11 @@ from bot.db.models import (
     Tip,
     TipEntry,
     TipMedia,
+    User,
 )
 from bot.db.session_state import state_of
-from bot.services import audit
+from bot.i18n import t
+from bot.services import audit, outbox
 from bot.services.media import StoredImage
 from bot.services.references import new_alias, new_tip_reference, parse_reference
 
@@ -161,7 +164,12 @@ class TipPage:
 
 async def recent(session: AsyncSession, *, offset: int = 0, limit: int = 10, case: Case | None = None) -> TipPage:
     """Newest first, paged; with ``case``, only that case's tips."""
-    where = [Tip.case_id == case.id] if case is not None else []
+    return await page_where(session, [Tip.case_id == case.id] if case is not None else [], offset=offset,
+                            limit=limit)
+
+
+async def page_where(session: AsyncSession, where: list, *, offset: int, limit: int) -> TipPage:
+    """The tips meeting every condition in ``where``, newest first, paged (with their entries and images)."""
     total = await session.scalar(select(func.count()).select_from(Tip).where(*where))
     rows = await session.execute(
         select(Tip, Case.code).outerjoin(Case, Case.id == Tip.case_id).where(*where)
@@ -181,6 +189,14 @@ def add_team_reply(session: AsyncSession, actor_id: int, tip: Tip, text: str, no
     tip.last_team_reply_at = now
     session.add(TipEntry(tip_id=tip.id, author=AUTHOR_TEAM, kind="text", text=text, created_at=now))
     audit.record(session, actor_id, "tip.reply", tip.reference)
+
+
+async def reply_to_tipster(session: AsyncSession, actor_id: int, tip: Tip, message: str, now: datetime) -> None:
+    """The tipster gets ``message`` from "the Reunite team", never from the coordinator by name."""
+    add_team_reply(session, actor_id, tip, message, now)
+    tipster = await session.get(User, tip.tipster_id)
+    outbox.enqueue_text(session, tip.tipster_id, t(tipster.language, "team_reply", reference=tip.reference,
+                                                   message=message), priority=PRIORITY_ACK, tip=tip)
 
 
 def first_text(tip: Tip) -> str:
