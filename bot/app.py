@@ -26,7 +26,7 @@ from bot.transport.http import AiohttpRequest
 from bot.transport.polling import POLL_TIMEOUT, poll_forever
 from bot.transport.processor import UpdateProcessor, collect_handler_error
 from bot.transport.sender import MAX_IN_FLIGHT, Sender
-from bot.transport.webhook import add_webhook_route, webhook_path
+from bot.transport.webhook import add_webhook_route, secret_from_token, webhook_path
 
 log = logging.getLogger(__name__)
 
@@ -149,14 +149,15 @@ class Reunite:
 
     async def _start_webhook(self) -> None:
         settings = self.settings
+        secret = settings.webhook_secret or secret_from_token(settings.telegram_bot_token)
         web_app = web.Application()
-        add_webhook_route(web_app, webhook_path(settings.webhook_url), settings.webhook_secret,
-                          self.sessionmaker, self.processor.submit)
+        add_webhook_route(web_app, webhook_path(settings.webhook_url), secret, self.sessionmaker,
+                          self.processor.submit)
         web_app.router.add_get("/healthz", _healthy)
         self.web_runner = web.AppRunner(web_app)
         await self.web_runner.setup()
         await web.TCPSite(self.web_runner, "0.0.0.0", settings.port).start()
-        await self.application.bot.set_webhook(settings.webhook_url, secret_token=settings.webhook_secret,
+        await self.application.bot.set_webhook(settings.webhook_url, secret_token=secret,
                                                allowed_updates=["message", "edited_message", "callback_query",
                                                                 "my_chat_member", "channel_post"])
 

@@ -159,8 +159,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(f"REUNITE_TIMEZONE is not a known time zone: {timezone!r}") from None
     webhook_url = env.get("WEBHOOK_URL", "").strip() or None
     webhook_secret = env.get("WEBHOOK_SECRET", "").strip() or None
-    if webhook_secret and not all(c.isalnum() or c in "_-" for c in webhook_secret):
-        raise SettingsError("WEBHOOK_SECRET may contain only A-Z, a-z, 0-9, _ and - (Telegram's rule)")
+    if webhook_secret and (len(webhook_secret) > 256
+                           or not all(c.isascii() and (c.isalnum() or c in "_-") for c in webhook_secret)):
+        raise SettingsError("WEBHOOK_SECRET may be 1-256 characters of A-Z, a-z, 0-9, _ and - (Telegram's rule)")
     username = (env.get("REUNITE_BOT_USERNAME", "").strip().lstrip("@")) or None
     return Settings(
         telegram_bot_token=env.get("TELEGRAM_BOT_TOKEN", "").strip() or None,
