@@ -2,10 +2,21 @@
 
 from telegram.ext import Application
 
-from bot.handlers import broadcasts, case_flyers, cases_console, coordinator, family, matches, public, subscriptions
+from bot.handlers import (
+    broadcasts,
+    case_flyers,
+    cases_console,
+    chats,
+    coordinator,
+    family,
+    matches,
+    public,
+    subscriptions,
+)
 
 
 def register(application: Application) -> None:
+    chats.register(application)  # first: updates from groups other than the coordinators' go no further
     coordinator.register(application)
     # before public.py, whose catch-alls answer unknown commands and buttons
     family.register(application)

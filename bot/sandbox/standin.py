@@ -71,6 +71,7 @@ _MAX_DOC_UPLOAD = 50 * 1024 * 1024
 _MAX_DOWNLOAD = 20 * 1024 * 1024
 _USER_PHOTO_MAX_SIDE = 1280
 _BLOCKED = "Forbidden: bot was blocked by the user"
+_NOT_A_MEMBER = "Forbidden: bot is not a member of the group chat"
 
 _DUMPS = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
 
@@ -684,6 +685,15 @@ class SimGroup:
             fields["entities"] = ents
         return self._s._user_message(user, self.chat, fields, reply_to_message_id)
 
+    @property
+    def bot_is_member(self) -> bool:
+        return self.id not in self._s._left_groups
+
+    def add_bot(self, by: SimUser) -> dict:
+        """``by`` adds the bot to this group (again): a my_chat_member update, left -> member."""
+        self._s._left_groups.discard(self.id)
+        return self._s._group_member_update(self, by.user, "left", "member")
+
 
 # --------------------------------------------------------------------------------------------
 # The server
@@ -730,6 +740,7 @@ class StandIn:
         self._groups: dict[int, SimGroup] = {}
         self._chats: dict[int, dict] = {}
         self._blocked: set[int] = set()
+        self._left_groups: set[int] = set()  # groups the bot left (leaveChat): nothing more arrives from them
         self._next_mid: dict[int, int] = {}
         self._log: dict[int, list[dict]] = {}  # chat -> all messages (both directions) in order
         self._sent: dict[int, list[dict]] = {}  # chat -> messages the bot sent
@@ -766,7 +777,7 @@ class StandIn:
             "getChatMenuButton", "setMyDefaultAdministratorRights", "sendChatAction", "getFile",
             "sendMessage", "sendPhoto", "sendDocument", "sendMediaGroup", "sendLocation", "editMessageText",
             "editMessageCaption", "editMessageReplyMarkup", "deleteMessage", "deleteMessages",
-            "answerCallbackQuery", "getChat",
+            "answerCallbackQuery", "getChat", "leaveChat",
         ):
             self._methods[name.lower()] = (name, getattr(self, "_m_" + name))
 
@@ -927,6 +938,15 @@ class StandIn:
             return
         self._blocked.discard(chat_id)
         self._member_update(u, "kicked", "member")
+
+    def _group_member_update(self, group: SimGroup, by: dict, old: str, new: str) -> dict:
+        update = self._enqueue("my_chat_member", {
+            "chat": group.chat, "from": by, "date": int(time.time()),
+            "old_chat_member": {"status": old, "user": self.bot_user},
+            "new_chat_member": {"status": new, "user": self.bot_user},
+        })
+        self._notify_any()
+        return update
 
     def _member_update(self, u: SimUser, old: str, new: str) -> None:
         def member(status: str) -> dict:
@@ -1093,7 +1113,8 @@ class StandIn:
             msg["reply_to_message"] = _quoted(target)
         msg.update(fields)
         self._record(chat_id, dict(msg, _dir="in"))
-        self._enqueue("message", msg)
+        if chat_id not in self._left_groups:  # a bot that left a group hears nothing more from it
+            self._enqueue("message", msg)
         return msg
 
     def _user_edit(self, user: SimUser, chat_id: int, message_id: int, text: str) -> dict:
@@ -1304,6 +1325,8 @@ class StandIn:
             raise _bad("chat not found")
         if chat_id in self._blocked:
             raise ApiError(403, _BLOCKED)
+        if chat_id in self._left_groups:
+            raise ApiError(403, _NOT_A_MEMBER)
         return chat
 
     def _flood(self, chat_id: int | None, n: int = 1) -> None:
@@ -1870,6 +1893,18 @@ class StandIn:
         if entry is not None and text:
             entry["_callback_answer"] = dict(answer, at=time.time())
             self._touch(cb["chat_id"], entry)
+        return True
+
+    def _m_leaveChat(self, p: dict, f: dict) -> bool:
+        """The bot leaves a group; Telegram then sends a my_chat_member update (member -> left)."""
+        chat_id = self._chat_id(p)
+        group = self._groups.get(chat_id)
+        if group is None:
+            raise _bad("chat not found")
+        if chat_id in self._left_groups:
+            raise ApiError(403, _NOT_A_MEMBER)
+        self._left_groups.add(chat_id)
+        self._group_member_update(group, self.bot_user, "member", "left")
         return True
 
     def _m_getChat(self, p: dict, f: dict) -> dict:
