@@ -4,6 +4,7 @@ from telegram.ext import Application
 
 from bot.handlers import (
     broadcasts,
+    case_changes,
     case_flyers,
     cases_console,
     chats,
@@ -21,6 +22,7 @@ def register(application: Application) -> None:
     # before public.py, whose catch-alls answer unknown commands and buttons
     family.register(application)
     cases_console.register(application)
+    case_changes.register(application)
     case_flyers.register(application)
     matches.register(application)
     broadcasts.register(application)

@@ -12,7 +12,18 @@ from telegram.ext import Application, CallbackQueryHandler, CommandHandler
 from bot.db.models import PHOTO_AGE_PROGRESSED, PRIORITY_ACK, PRIORITY_ALERT, Case
 from bot.handlers.common import ReuniteContext, coordinators_only, inline_keyboard, pressed_button, say, sign_callback
 from bot.i18n import t
-from bot.services import audit, broadcasts, case_fields, case_notices, cases, flyer_service, matching, outbox, tips
+from bot.services import (
+    audit,
+    broadcasts,
+    case_changes,
+    case_fields,
+    case_notices,
+    cases,
+    flyer_service,
+    matching,
+    outbox,
+    tips,
+)
 
 CASES_PAGE_SIZE = 10
 STATS_DAYS = 7
@@ -78,6 +89,7 @@ async def close(update: Update, context: ReuniteContext) -> None:
     await case_notices.tell_family(context.session, case, f"family_case_closed_{status}")
     await matching.purge_case_biometrics(context.session, case.id)
     await flyer_service.withdraw(context.session, case, context.scope.settings.media_dir)
+    await case_changes.withdraw_pending(context.session, case, context.scope.settings.media_dir)
     await broadcasts.withdraw_case(context.session, case, context.scope.now)
     say(context, update, "close_done", code=case.code, name=case.name, status=_status(context, case), force=True)
 
