@@ -39,7 +39,7 @@ async def flyer_text(person, stand_in, code: str) -> str:
 
 async def alert_about(person, pattern: str, nth: int = 1) -> dict:
     """The ``nth`` message ``person`` got (or gets) whose text matches ``pattern``."""
-    wanted = re.compile(pattern, re.S)
+    wanted = re.compile(pattern, re.DOTALL)
     return (await person.wait(nth, predicate=lambda m: bool(wanted.search(m.get("text") or ""))))[nth - 1]
 
 

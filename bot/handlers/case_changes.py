@@ -30,6 +30,8 @@ APPROVE = "cha"
 REJECT = "chr"
 CHANGES_SHOWN = 10
 EMPTY = "—"
+# a long particular (what happened: up to 3,000 characters) twice would not fit one message
+VALUE_SHOWN = 1000
 
 
 # -- the family's side ----------------------------------------------------------------------------
@@ -81,7 +83,8 @@ def _describe(context: ReuniteContext, language: str, change: CaseChange, case: 
                  count=len(case_changes.proposed_photos(change)))
     old, new = case_changes.old_and_new(change, case, language, context.scope.settings.tz)
     return t(language, "change_particular", number=change.id, code=case.code, name=case.name,
-             field=case_changes.field_label(language, change), old=old or EMPTY, new=new or EMPTY)
+             field=case_changes.field_label(language, change), old=outbox.clip(old or EMPTY, VALUE_SHOWN),
+             new=outbox.clip(new or EMPTY, VALUE_SHOWN))
 
 
 async def _alert_coordinators(context: ReuniteContext, case: Case, change: CaseChange) -> None:
@@ -132,29 +135,25 @@ async def _decide(update: Update, context: ReuniteContext, approving: bool, chan
     say(context, update, key, force=True, **values)
 
 
-def _change_number(context: ReuniteContext) -> int | None:
-    return int(context.args[0]) if context.args and context.args[0].isdigit() else None
+async def _decide_by_command(update: Update, context: ReuniteContext, approving: bool) -> None:
+    words = (update.effective_message.text or "").split(None, 2)
+    if len(words) < 2 or not words[1].isdigit():
+        say(context, update, "approve_change_usage" if approving else "reject_change_usage", force=True)
+        return
+    reason = words[2].strip() if len(words) > 2 and not approving else None
+    await _decide(update, context, approving, int(words[1]), reason or None)
 
 
 @coordinators_only
 async def approve_change(update: Update, context: ReuniteContext) -> None:
     """/approve_change N: the change goes onto the case (and its next flyer); the family is told."""
-    number = _change_number(context)
-    if number is None:
-        say(context, update, "approve_change_usage", force=True)
-        return
-    await _decide(update, context, True, number)
+    await _decide_by_command(update, context, True)
 
 
 @coordinators_only
 async def reject_change(update: Update, context: ReuniteContext) -> None:
     """/reject_change N [reason]: the case stays as it is; the family is told, with the reason."""
-    number = _change_number(context)
-    if number is None:
-        say(context, update, "reject_change_usage", force=True)
-        return
-    words = (update.effective_message.text or "").split(None, 2)
-    await _decide(update, context, False, number, words[2].strip() if len(words) > 2 else None)
+    await _decide_by_command(update, context, False)
 
 
 @coordinators_only
