@@ -85,3 +85,14 @@ async def test_a_webhook_without_a_secret_setting_is_still_closed_to_forged_upda
             assert list(await session.scalars(select(InboxUpdate).where(InboxUpdate.update_id >= 900_000))) == []
     finally:
         await running.stop()
+
+
+def test_a_webhook_secret_telegram_would_refuse_stops_the_start():
+    import pytest
+
+    from bot.config import SettingsError, load_settings
+
+    assert load_settings({"WEBHOOK_SECRET": "Ab_-9" * 51 + "X"}).webhook_secret  # 256 characters
+    for refused in ("sécret", "with space", "x" * 257):
+        with pytest.raises(SettingsError, match="WEBHOOK_SECRET"):
+            load_settings({"WEBHOOK_SECRET": refused})
