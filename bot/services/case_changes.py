@@ -118,26 +118,28 @@ class Review:
     case: Case | None = None
 
 
-async def _reviewable(session: AsyncSession, change_id: int) -> Review:
+async def _claim(session: AsyncSession, change_id: int, status: str, reviewer_id: int, now: datetime) -> Review:
+    """Decide a waiting change once: a conditional UPDATE, so two coordinators (or two workers) who
+    press at the same moment cannot both apply it."""
     change = await session.get(CaseChange, change_id)
     if change is None:
         return Review("gone")
     case = await session.get(Case, change.case_id)
-    if change.status != CHANGE_PENDING:
-        return Review("already", change, case)
-    if case.status in cases.CLOSED_STATUSES:
+    if change.status == CHANGE_PENDING and case.status in cases.CLOSED_STATUSES:
         return Review("closed", change, case)
+    claimed = await session.execute(
+        update(CaseChange).where(CaseChange.id == change_id, CaseChange.status == CHANGE_PENDING)
+        .values(status=status, reviewed_by=reviewer_id, reviewed_at=now))
+    if claimed.rowcount == 0:
+        await session.refresh(change)  # decided by someone else meanwhile: say how
+        return Review("already", change, case)
     return Review("done", change, case)
-
-
-def _decide(change: CaseChange, status: str, reviewer_id: int, now: datetime) -> None:
-    change.status, change.reviewed_by, change.reviewed_at = status, reviewer_id, now
 
 
 async def approve(session: AsyncSession, change_id: int, reviewer_id: int, now: datetime) -> Review:
     """Apply the change as its family asked (the flyer re-renders with it; new photos go to face
     matching as any case photo does); the family is told. Decided once, whoever comes first."""
-    review = await _reviewable(session, change_id)
+    review = await _claim(session, change_id, CHANGE_APPROVED, reviewer_id, now)
     if review.result != "done":
         return review
     change, case = review.change, review.case
@@ -147,7 +149,6 @@ async def approve(session: AsyncSession, change_id: int, reviewer_id: int, now: 
     else:
         cases.update_particulars(session, case, case_fields.to_columns(json.loads(change.proposed)),
                                  change.requested_by, now)
-    _decide(change, CHANGE_APPROVED, reviewer_id, now)
     audit.record(session, reviewer_id, "case.change.approve", case.code)
     await _tell_family(session, case, change, "family_change_approved")
     return review
@@ -157,11 +158,10 @@ async def reject(session: AsyncSession, change_id: int, reviewer_id: int, now: d
                  reason: str | None = None) -> Review:
     """Nothing changes on the case; the family is told (with ``reason`` if given); rejected photos
     leave the media store."""
-    review = await _reviewable(session, change_id)
+    review = await _claim(session, change_id, CHANGE_REJECTED, reviewer_id, now)
     if review.result != "done":
         return review
     change, case = review.change, review.case
-    _decide(change, CHANGE_REJECTED, reviewer_id, now)
     audit.record(session, reviewer_id, "case.change.reject", case.code)
     await _forget_photos(session, [change], media_dir)
     if reason:
