@@ -78,18 +78,18 @@ async def test_a_familys_change_to_a_public_case_waits_for_a_coordinator(
     alert = await alert_about(coordinator, rf"{case.code}.*Agency phone")
     assert f"Now: {OLD_PHONE}" in alert["text"] and f"Asked: {NEW_PHONE}" in alert["text"]
     phone_change = change_number(alert)
+    assert "changes waiting for your review: 1" in await coordinator.say(f"/case {case.code}")
 
     # nobody but a coordinator may decide it
     assert "for coordinators" in await stranger.say(f"/approve_change {phone_change}")
     assert "for coordinators" in await family.say(f"/approve_change {phone_change}")
-    coordinator.cursor = len(coordinator.received())
     coordinator.user.press(alert, "Approve ✓")
-    assert "approved" in await coordinator.next_text()
+    await alert_about(coordinator, rf"Change {phone_change} to {case.code} is approved")
     assert "Agency phone" in (await alert_about(family, "on the appeal now"))["text"]
     assert (await case_now(reunite, case.id)).agency_phone == NEW_PHONE
     assert squash(NEW_PHONE) in await flyer_text(family, stand_in, case.code)  # the flyer re-rendered
     coordinator.user.press(alert, "Reject ✗")  # a second press changes nothing
-    assert "decided already: approved" in await coordinator.next_text()
+    await alert_about(coordinator, rf"Change {phone_change} to {case.code} was decided already: approved")
 
     # new photos: shown to coordinators, kept off the case (and face matching) until approved
     await family.say(f"/addphoto {case.code}")

@@ -111,6 +111,9 @@ async def case_command(update: Update, context: ReuniteContext) -> None:
         value = case_fields.display(field, columns, language, settings.tz)
         if value is not None:
             lines.append(f"{t(language, 'field_' + field.key)}: {value}")
+    waiting = await case_changes.waiting_count(session, case.id)
+    if waiting:
+        lines.append(t(language, "case_changes_waiting", count=waiting))
     if case.status in cases.OPEN_STATUSES:
         lines.append(t(language, f"case_hint_{case.status}", code=case.code))
     chat_id = update.effective_chat.id

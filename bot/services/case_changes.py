@@ -108,6 +108,12 @@ async def pending(session: AsyncSession, *, offset: int = 0, limit: int = 10) ->
     return ChangePage([(change, case) for change, case in rows.all()], total or 0)
 
 
+async def waiting_count(session: AsyncSession, case_id: int) -> int:
+    """How many of the case's changes wait for review."""
+    return await session.scalar(select(func.count()).select_from(CaseChange).where(
+        CaseChange.case_id == case_id, CaseChange.status == CHANGE_PENDING)) or 0
+
+
 @dataclass(frozen=True)
 class Review:
     """What a coordinator's approval or rejection did: ``result`` is done | already (decided before:
