@@ -28,7 +28,7 @@ from bot.transport.http import AiohttpRequest
 from bot.transport.polling import POLL_TIMEOUT, poll_forever
 from bot.transport.processor import UpdateProcessor, collect_handler_error
 from bot.transport.sender import MAX_IN_FLIGHT, Sender
-from bot.transport.webhook import add_webhook_route, webhook_path
+from bot.transport.webhook import add_webhook_route, secret_from_token, webhook_path
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ class Reunite:
         settings = self.settings
         web_app = web.Application()
         if settings.webhook_url:
-            add_webhook_route(web_app, webhook_path(settings.webhook_url), settings.webhook_secret,
+            add_webhook_route(web_app, webhook_path(settings.webhook_url), self._webhook_secret(),
                               self.sessionmaker, self.processor.submit)
         if self.console is not None:
             self.console.mount_on(web_app)
@@ -174,9 +174,13 @@ class Reunite:
         await self.web_runner.setup()
         await web.TCPSite(self.web_runner, "0.0.0.0", settings.port).start()
 
+    def _webhook_secret(self) -> str:
+        """WEBHOOK_SECRET, or one derived from the token: a webhook never runs without a secret."""
+        return self.settings.webhook_secret or secret_from_token(self.settings.telegram_bot_token)
+
     async def _set_webhook(self) -> None:
         settings = self.settings
-        await self.application.bot.set_webhook(settings.webhook_url, secret_token=settings.webhook_secret,
+        await self.application.bot.set_webhook(settings.webhook_url, secret_token=self._webhook_secret(),
                                                allowed_updates=["message", "edited_message", "callback_query",
                                                                 "my_chat_member", "channel_post"])
 

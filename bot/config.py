@@ -183,8 +183,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(f"REUNITE_TIMEZONE is not a known time zone: {timezone!r}") from None
     webhook_url = env.get("WEBHOOK_URL", "").strip() or None
     webhook_secret = env.get("WEBHOOK_SECRET", "").strip() or None
-    if webhook_secret and not all(c.isalnum() or c in "_-" for c in webhook_secret):
-        raise SettingsError("WEBHOOK_SECRET may contain only A-Z, a-z, 0-9, _ and - (Telegram's rule)")
+    if webhook_secret and (len(webhook_secret) > 256
+                           or not all(c.isascii() and (c.isalnum() or c in "_-") for c in webhook_secret)):
+        raise SettingsError("WEBHOOK_SECRET may be 1-256 characters of A-Z, a-z, 0-9, _ and - (Telegram's rule)")
     console = env.get("REUNITE_CONSOLE", "").strip().lower()
     if console not in ("", "on", "off"):
         raise SettingsError(f"REUNITE_CONSOLE must be on or off, got {console!r}")

@@ -319,6 +319,34 @@ class CasePhoto(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
+# What became of a family's change to a public case
+CHANGE_PENDING = "pending"
+CHANGE_APPROVED = "approved"
+CHANGE_REJECTED = "rejected"
+CHANGE_WITHDRAWN = "withdrawn"  # its case was closed before anyone reviewed it
+
+
+class CaseChange(Base):
+    """A family's change to what the public sees of an active case, held until a coordinator approves
+    it (privacy rule 3: nothing is published before a coordinator checked it)."""
+
+    __tablename__ = "case_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    requested_by: Mapped[int] = mapped_column(BigInteger)
+    # a particular's key (bot.services.case_fields), or "photos"
+    field: Mapped[str] = mapped_column(String(32))
+    # JSON: the particular's new column values as case_fields gives them, or the new photos
+    proposed: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(10), default=CHANGE_PENDING)
+    reviewed_by: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    reviewed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+    __table_args__ = (Index("ix_case_changes_status_id", "status", "id"),)
+
+
 class Face(Base):
     """One detected face in a case photo or a tip image, with its L2-normalised embedding."""
 

@@ -12,7 +12,7 @@ from telegram.ext import Application, CallbackQueryHandler, CommandHandler
 from bot.db.models import PHOTO_AGE_PROGRESSED, PRIORITY_ACK, PRIORITY_ALERT, Case
 from bot.handlers.common import ReuniteContext, coordinators_only, inline_keyboard, pressed_button, say, sign_callback
 from bot.i18n import t
-from bot.services import audit, case_actions, case_fields, cases, outbox, tips
+from bot.services import audit, case_actions, case_changes, case_fields, cases, outbox, tips
 
 CASES_PAGE_SIZE = 10
 STATS_DAYS = 7
@@ -81,6 +81,9 @@ async def case_command(update: Update, context: ReuniteContext) -> None:
                photos=len(photos))]
     lines += [f"{t(language, 'field_' + key)}: {value}"
               for key, value in case_fields.particulars(case, language, settings.tz)]
+    waiting = await case_changes.waiting_count(session, case.id)
+    if waiting:
+        lines.append(t(language, "case_changes_waiting", count=waiting))
     if case.status in cases.OPEN_STATUSES:
         lines.append(t(language, f"case_hint_{case.status}", code=case.code))
     chat_id = update.effective_chat.id

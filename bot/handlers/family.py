@@ -21,9 +21,10 @@ from telegram.ext import (
 )
 
 from bot.db.models import PRIORITY_ACK, Case
+from bot.handlers import case_changes
 from bot.handlers.common import ReuniteContext, inline_keyboard, pressed_button, say, sign_callback
 from bot.i18n import t
-from bot.services import audit, case_fields, case_notices, cases, conversation, outbox, reporting, users
+from bot.services import audit, case_fields, case_notices, cases, conversation, outbox, reporting
 from bot.services.case_fields import CHOICE, FieldError
 from bot.services.media import MAX_IMAGE_BYTES, ImageRejected
 from bot.services.reporting import STEP_DONE, STEP_PHOTO_AGE, STEP_PHOTOS, Draft
@@ -279,30 +280,9 @@ async def _file_report(update: Update, context: ReuniteContext, draft: Draft, _c
         place=case.last_seen_place, photos=len(draft.photos))
 
 
-async def _tell_coordinators_of_family_change(context: ReuniteContext, case: Case, key: str, **values) -> None:
-    """A public case changed by its family (not by a coordinator) is shown to coordinators to check."""
-    if case.status == cases.STATUS_ACTIVE and not users.is_coordinator(context.user):
-        await case_notices.alert_coordinators(context.session, context.scope.settings.coordinator_chat_id, case,
-                                              key, **values)
-
-
-async def _save_edit(update: Update, context: ReuniteContext, draft: Draft, case: Case) -> None:
-    cases.update_particulars(context.session, case, case_fields.to_columns(draft.values), context.user.id,
-                             context.scope.now)
-    _tell(context, update, "edit_saved", code=case.code,
-          field=t(context.language, f"field_{draft.answered_field.key}"))
-    await _tell_coordinators_of_family_change(context, case, "alert_case_changed")
-
-
-async def _save_photos(update: Update, context: ReuniteContext, draft: Draft, case: Case) -> None:
-    await cases.add_photos(context.session, case, draft.new_photos(), context.user.id, context.scope.now)
-    audit.record(context.session, context.user.id, "case.photo.add", case.code)
-    _tell(context, update, "addphoto_saved", code=case.code, count=len(draft.photos))
-    await _tell_coordinators_of_family_change(context, case, "alert_case_photos_added", count=len(draft.photos))
-
-
-_FINISH = {reporting.FLOW_REPORT: _file_report, reporting.FLOW_EDIT: _save_edit,
-           reporting.FLOW_ADD_PHOTOS: _save_photos}
+# a family's change to a public case waits for review: bot/handlers/case_changes.py
+_FINISH = {reporting.FLOW_REPORT: _file_report, reporting.FLOW_EDIT: case_changes.save_edit,
+           reporting.FLOW_ADD_PHOTOS: case_changes.save_photos}
 
 
 # -- commands about one's cases -----------------------------------------------------------------

@@ -106,3 +106,12 @@ class SimGroup:
         if ents:
             fields["entities"] = ents
         return self._s._user_message(user, self.chat, fields, reply_to_message_id)
+
+    @property
+    def bot_is_member(self) -> bool:
+        return self.id not in self._s._left_groups
+
+    def add_bot(self, by: SimUser) -> dict:
+        """``by`` adds the bot to this group (again): a my_chat_member update, left -> member."""
+        self._s._left_groups.discard(self.id)
+        return self._s._group_member_update(self, by.user, "left", "member")

@@ -19,6 +19,7 @@ from bot.sandbox.wire import (
     MAX_DOWNLOAD,
     MAX_PHOTO_UPLOAD,
     MAX_TEXT,
+    NOT_A_MEMBER,
     USER_PHOTO_MAX_SIDE,
     ApiError,
     FloodBucket,
@@ -40,7 +41,7 @@ class MessageMethods:
     METHODS = (
         "sendChatAction", "getFile", "sendMessage", "sendPhoto", "sendDocument", "sendMediaGroup",
         "sendLocation", "editMessageText", "editMessageCaption", "editMessageReplyMarkup", "deleteMessage",
-        "deleteMessages", "answerCallbackQuery", "getChat",
+        "deleteMessages", "answerCallbackQuery", "getChat", "leaveChat",
     )
 
     def __init__(self, standin: StandIn) -> None:
@@ -63,6 +64,8 @@ class MessageMethods:
             raise bad_request("chat not found")
         if chat_id in self.s._blocked:
             raise ApiError(403, BLOCKED_DESCRIPTION)
+        if chat_id in self.s._left_groups:
+            raise ApiError(403, NOT_A_MEMBER)
         return chat
 
     def _flood(self, chat_id: int | None, n: int = 1) -> None:
@@ -436,6 +439,18 @@ class MessageMethods:
         if entry is not None and text:
             entry["_callback_answer"] = dict(answer, at=time.time())
             self.s._touch(cb["chat_id"], entry)
+        return True
+
+    def _m_leaveChat(self, p: dict, f: dict) -> bool:
+        """The bot leaves a group; Telegram then sends a my_chat_member update (member -> left)."""
+        chat_id = self._chat_id(p)
+        group = self.s._groups.get(chat_id)
+        if group is None:
+            raise bad_request("chat not found")
+        if chat_id in self.s._left_groups:
+            raise ApiError(403, NOT_A_MEMBER)
+        self.s._left_groups.add(chat_id)
+        self.s._group_member_update(group, self.s.bot_user, "member", "left")
         return True
 
     def _m_getChat(self, p: dict, f: dict) -> dict:

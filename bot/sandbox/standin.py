@@ -108,6 +108,7 @@ class StandIn:
         self._groups: dict[int, SimGroup] = {}
         self._chats: dict[int, dict] = {}
         self._blocked: set[int] = set()
+        self._left_groups: set[int] = set()  # groups the bot left (leaveChat): nothing more arrives from them
         self._next_mid: dict[int, int] = {}
         self._log: dict[int, list[dict]] = {}  # chat -> all messages (both directions) in order
         self._sent: dict[int, list[dict]] = {}  # chat -> messages the bot sent
@@ -289,6 +290,15 @@ class StandIn:
         self._blocked.discard(chat_id)
         self._member_update(u, "kicked", "member")
 
+    def _group_member_update(self, group: SimGroup, by: dict, old: str, new: str) -> dict:
+        update = self._enqueue("my_chat_member", {
+            "chat": group.chat, "from": by, "date": int(time.time()),
+            "old_chat_member": {"status": old, "user": self.bot_user},
+            "new_chat_member": {"status": new, "user": self.bot_user},
+        })
+        self._notify_any()
+        return update
+
     def _member_update(self, u: SimUser, old: str, new: str) -> None:
         def member(status: str) -> dict:
             d: dict[str, Any] = {"status": status, "user": self.bot_user}
@@ -454,7 +464,8 @@ class StandIn:
             msg["reply_to_message"] = as_quoted(target)
         msg.update(fields)
         self._record(chat_id, dict(msg, _dir="in"))
-        self._enqueue("message", msg)
+        if chat_id not in self._left_groups:  # a bot that left a group hears nothing more from it
+            self._enqueue("message", msg)
         return msg
 
     def _user_edit(self, user: SimUser, chat_id: int, message_id: int, text: str) -> dict:

@@ -32,6 +32,7 @@ MAX_DOC_UPLOAD = 50 * 1024 * 1024
 MAX_DOWNLOAD = 20 * 1024 * 1024
 USER_PHOTO_MAX_SIDE = 1280
 BLOCKED_DESCRIPTION = "Forbidden: bot was blocked by the user"
+NOT_A_MEMBER = "Forbidden: bot is not a member of the group chat"
 
 dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
 

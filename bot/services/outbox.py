@@ -31,6 +31,7 @@ from bot.db.session_state import state_of
 
 TEXT_LIMIT = 4096
 CAPTION_LIMIT = 1024
+LEAVE_CHAT = "leaveChat"
 
 
 def utf16_length(text: str) -> int:
@@ -178,6 +179,13 @@ async def uploaded_file_ids(session: AsyncSession, hashes: list[str]) -> dict[st
         .where(FlyerFile.sha256.in_(hashes), FlyerFile.telegram_file_id.is_not(None))
     )
     return {sha: file_id for sha, file_id in [*tip_images, *flyers]}
+
+
+async def leaving(session: AsyncSession, chat_id: int) -> bool:
+    """The bot is about to leave ``chat_id``: a leaveChat to it is queued and not sent yet."""
+    return await session.scalar(
+        select(OutboxMessage.id).where(OutboxMessage.chat_id == chat_id, OutboxMessage.method == LEAVE_CHAT,
+                                       OutboxMessage.status == OUT_PENDING).limit(1)) is not None
 
 
 async def tip_of_message(session: AsyncSession, chat_id: int, message_id: int) -> int | None:
