@@ -1,4 +1,5 @@
-"""Wiring: database, PTB Application, update processor, sender, face worker, and polling or webhook."""
+"""Wiring: database, PTB Application, update processor, sender, face worker, retention, and polling or
+webhook."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from bot.faces.models import return_freed_memory_promptly
 from bot.faces.worker_pool import FacePool
 from bot.handlers import matches
 from bot.handlers.common import ReuniteContext
-from bot.services import users
+from bot.services import retention, users
 from bot.services.face_worker import FaceWorker
 from bot.transport.http import AiohttpRequest
 from bot.transport.polling import POLL_TIMEOUT, poll_forever
@@ -137,7 +138,9 @@ class Reunite:
         if recovered:
             log.info("resuming %d stored updates", recovered)
         tasks += [asyncio.create_task(sender.run(), name="sender"),
-                  asyncio.create_task(face_worker.run(), name="faces")]
+                  asyncio.create_task(face_worker.run(), name="faces"),
+                  # what is past its time goes, now and daily (privacy rule 4)
+                  asyncio.create_task(retention.run_daily(sessionmaker, settings), name="retention")]
         if settings.webhook_url:
             await self._start_webhook()
         else:

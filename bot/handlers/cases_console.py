@@ -12,7 +12,7 @@ from telegram.ext import Application, CallbackQueryHandler, CommandHandler
 from bot.db.models import PHOTO_AGE_PROGRESSED, PRIORITY_ACK, PRIORITY_ALERT, Case
 from bot.handlers.common import ReuniteContext, coordinators_only, inline_keyboard, pressed_button, say, sign_callback
 from bot.i18n import t
-from bot.services import audit, broadcasts, case_fields, case_notices, cases, flyer_service, matching, outbox, tips
+from bot.services import audit, broadcasts, case_fields, case_notices, cases, outbox, retention, tips
 
 CASES_PAGE_SIZE = 10
 STATS_DAYS = 7
@@ -61,8 +61,8 @@ async def verify(update: Update, context: ReuniteContext) -> None:
 @coordinators_only
 async def close(update: Update, context: ReuniteContext) -> None:
     """/close C-XXXXXX found|withdrawn: the appeal ends everywhere (deep link, flyers, broadcasts:
-    they stop and their messages of the last 48 hours are deleted, face matching: its biometrics are
-    purged); its family is told."""
+    they stop and their messages of the last 48 hours are deleted, face matching: its biometrics and
+    leads are purged, and its photos); its family is told."""
     case = await _case_from_args(update, context, "close_usage")
     if case is None:
         return
@@ -76,8 +76,7 @@ async def close(update: Update, context: ReuniteContext) -> None:
     cases.close(context.session, case, context.user.id, status, context.scope.now)
     # the family reads that the appeal closed before what that stops (their broadcasts)
     await case_notices.tell_family(context.session, case, f"family_case_closed_{status}")
-    await matching.purge_case_biometrics(context.session, case.id)
-    await flyer_service.withdraw(context.session, case, context.scope.settings.media_dir)
+    await retention.purge_closed_case(context.session, case.id, context.scope.settings.media_dir)
     await broadcasts.withdraw_case(context.session, case, context.scope.now)
     say(context, update, "close_done", code=case.code, name=case.name, status=_status(context, case), force=True)
 
