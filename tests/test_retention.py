@@ -120,8 +120,8 @@ async def test_nothing_of_a_tipster_outlives_the_retention_period(reunite, peopl
 
     stored = await every_stored_value(reunite)
     assert traces(stored, needles, places) == []
-    # the tipster's Telegram id is left only as a user of the bot (id, role, language)
-    assert {(table, column) for table, column, value in stored if value == tipster.id} == {("users", "id")}
+    # not even the tipster's Telegram id: with their tips gone, they are not a user of ours any more
+    assert [(table, column) for table, column, value in stored if value == tipster.id] == []
     assert media_files(reunite.settings.media_dir) == case_photos
     # the case and what came later stay
     async with reunite.sessionmaker() as session:
@@ -192,3 +192,8 @@ async def test_closing_a_case_leaves_none_of_its_files_even_after_a_restart(stan
         await until(only_the_tip_image_left, timeout=15, what="the case's files deleted")
     finally:
         await bot.stop()
+
+
+async def test_privacy_says_how_long_a_tip_is_kept(reunite, people):
+    assert "deleted 1825 days after its last message" in await people(7305, "Ana").say("/privacy")
+    assert "1825 天后删除" in await people(7306, "李", language_code="zh").say("/privacy")

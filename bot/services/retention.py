@@ -4,7 +4,8 @@
   face-match leads, the composite images of its match alerts) is deleted whole once its last message
   and the team's last reply are older than ``REUNITE_TIP_RETENTION_DAYS``; a photo or message older
   than that goes on its own, even from a tip still going on. Nothing of it is kept: the audit rows
-  keep the reference (ids only, as always).
+  keep the reference (ids only, as always). A member of the public with nothing left (no tip, no
+  subscription, no case) after that long is forgotten too: their user row (Telegram id, language).
 - A message the bot sent keeps no words, captions or files once sent or given up
   (:func:`bot.services.outbox.apply_results`): only its chat and message id, so a Telegram reply to
   an acknowledgement still joins its tip. The row itself goes after the retention period.
@@ -36,7 +37,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterable
 
-from sqlalchemy import delete, event, or_, select, update
+from sqlalchemy import delete, event, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
@@ -44,6 +45,7 @@ from bot.config import Settings
 from bot.db.models import (
     BROADCAST_SENDING,
     OUT_PENDING,
+    ROLE_PUBLIC,
     Broadcast,
     Case,
     CasePhoto,
@@ -53,9 +55,11 @@ from bot.db.models import (
     InboxUpdate,
     MatchCandidate,
     OutboxMessage,
+    Subscriber,
     Tip,
     TipEntry,
     TipMedia,
+    User,
 )
 from bot.services.cases import CLOSED_STATUSES, STATUS_ACTIVE
 from bot.services.inbox import MAX_ATTEMPTS
@@ -319,23 +323,36 @@ async def purge_messages(session: AsyncSession, retention_days: int, now: dateti
     return messages.rowcount, handled.rowcount + set_aside.rowcount
 
 
+async def purge_idle_users(session: AsyncSession, retention_days: int, now: datetime) -> int:
+    """Members of the public who first wrote longer ago than the retention period and have nothing
+    left with us (no tip, subscription, case or conversation under way); how many. Commits."""
+    owns = [exists().where(Tip.tipster_id == User.id), exists().where(Subscriber.chat_id == User.id),
+            exists().where(Case.reported_by == User.id), exists().where(Case.verified_by == User.id),
+            exists().where(ConversationState.user_id == User.id)]
+    forgotten = await session.execute(delete(User).where(
+        User.role == ROLE_PUBLIC, User.created_at < now - timedelta(days=retention_days), *(~owned for owned in owns)))
+    await session.commit()
+    return forgotten.rowcount
+
+
 # -- the job --------------------------------------------------------------------------------------
 
 
 async def run(sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, now: datetime) -> None:
-    """Everything past its time goes: tips, sent messages, raw updates, what closed cases left, and
-    files nobody needs."""
+    """Everything past its time goes: tips, sent messages, raw updates, idle users, what closed cases
+    left, and files nobody needs."""
     media_dir = settings.media_dir
     async with sessionmaker() as session:
         tips = await purge_expired_tips(session, media_dir, settings.tip_retention_days, now)
         closed = await purge_closed_cases(session, media_dir)
         await session.commit()
         messages, updates = await purge_messages(session, settings.tip_retention_days, now)
+        users = await purge_idle_users(session, settings.tip_retention_days, now)
         composites = await release_sent_composites(session, media_dir)
         files = await sweep_media(session, media_dir, now)
     log.info("retention: %d tips, %d tip images, %d tip messages, %d closed cases, %d sent messages, "
-             "%d updates, %d composites, %d stray files purged", tips.tips, tips.images, tips.entries,
-             len(closed), messages, updates, composites, files)
+             "%d updates, %d users, %d composites, %d stray files purged", tips.tips, tips.images, tips.entries,
+             len(closed), messages, updates, users, composites, files)
 
 
 async def run_daily(sessionmaker: async_sessionmaker[AsyncSession], settings: Settings) -> None:
