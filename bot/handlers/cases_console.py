@@ -76,8 +76,9 @@ async def close(update: Update, context: ReuniteContext) -> None:
     cases.close(context.session, case, context.user.id, status, context.scope.now)
     # the family reads that the appeal closed before what that stops (their broadcasts)
     await case_notices.tell_family(context.session, case, f"family_case_closed_{status}")
-    await retention.purge_closed_case(context.session, case.id, context.scope.settings.media_dir)
     await broadcasts.withdraw_case(context.session, case, context.scope.now)
+    # once its broadcasts stopped, so their cards go with the flyers
+    await retention.purge_closed_case(context.session, case.id, context.scope.settings.media_dir)
     say(context, update, "close_done", code=case.code, name=case.name, status=_status(context, case), force=True)
 
 

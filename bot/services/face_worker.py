@@ -140,7 +140,7 @@ class FaceWorker:
             async with self.sessionmaker() as session:
                 await self.search.reconcile(session)
         if self._is_due("cleanup", CLEANUP_INTERVAL):
-            await self.release_sent_composites()
+            await self._release_sent_composites()
 
     # -- case photos ------------------------------------------------------------------------------
 
@@ -277,7 +277,7 @@ class FaceWorker:
         if composite is not None:
             media_path(self.settings.media_dir, composite).unlink(missing_ok=True)
 
-    async def release_sent_composites(self) -> None:
+    async def _release_sent_composites(self) -> None:
         """Composite images are needed until their alerts are sent, then deleted."""
         async with self.sessionmaker() as session:
             await retention.release_sent_composites(session, self.settings.media_dir)
@@ -288,7 +288,7 @@ class FaceWorker:
         purged = await retention.purge_closed_cases(session, self.settings.media_dir)
         await session.commit()
         if purged:
-            log.info("purged the faces and candidates of %d closed cases", len(purged))
+            log.info("purged what %d closed cases left (faces, leads, photos, flyers)", len(purged))
 
     # -- reference faces ----------------------------------------------------------------------------
 
