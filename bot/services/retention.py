@@ -130,6 +130,9 @@ def _unlink_unless_stored_since(path: Path, since: float) -> bool:
         return True
     except FileNotFoundError:
         return False
+    except OSError:  # after a commit that went through: never fail it; the daily sweep tries again
+        log.exception("could not delete %s", path.name)
+        return False
 
 
 @event.listens_for(Session, "after_commit")
