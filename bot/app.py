@@ -1,4 +1,5 @@
-"""Wiring: database, PTB Application, update processor, sender, face worker, and polling or webhook."""
+"""Wiring: database, PTB Application, update processor, sender, face worker, retention, and polling or
+webhook."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from bot.faces.models import return_freed_memory_promptly
 from bot.faces.worker_pool import FacePool
 from bot.handlers import matches
 from bot.handlers.common import ReuniteContext
-from bot.services import broadcasts, outbox, users
+from bot.services import broadcasts, outbox, retention, users
 from bot.services.face_worker import FaceWorker
 from bot.transport.http import AiohttpRequest
 from bot.transport.polling import POLL_TIMEOUT, poll_forever
@@ -148,7 +149,9 @@ class Reunite:
         if recovered:
             log.info("resuming %d stored updates", recovered)
         tasks += [asyncio.create_task(sender.run(), name="sender"),
-                  asyncio.create_task(face_worker.run(), name="faces")]
+                  asyncio.create_task(face_worker.run(), name="faces"),
+                  # what is past its time goes, now and daily (privacy rule 4)
+                  asyncio.create_task(retention.run_daily(sessionmaker, settings), name="retention")]
         if settings.webhook_url or (self.console is not None and console is None):
             await self._start_web_server()
         if settings.webhook_url:

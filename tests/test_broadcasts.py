@@ -5,6 +5,7 @@ with no 429s, blocked and failing chats, cancel, and closing a case mid-broadcas
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from datetime import datetime, timedelta, timezone
@@ -14,6 +15,7 @@ from sqlalchemy import select, update
 
 from bot.config import Region
 from bot.db.models import Broadcast, Delivery, Subscriber, User
+from bot.services.media import media_path
 from tests.conftest import settle, start_worker
 from tests.helpers import press, seed_case
 
@@ -312,6 +314,11 @@ async def test_closing_a_case_stops_its_broadcast_and_takes_its_messages_down(re
         await session.commit()
     assert "is closed" in await coordinator.say(f"/close {case.code} found")
     assert (await wait_until_finished(reunite)).status == "withdrawn"
+    # the card's file goes with the case's flyers
+    async with reunite.sessionmaker() as session:
+        cards = json.loads(await session.scalar(select(Broadcast.cards).where(Broadcast.case_id == case.id)))
+    assert cards and not any(media_path(reunite.settings.media_dir, card["photo_sha256"]).exists()
+                             for card in cards.values())
     deadline = time.monotonic() + 30
     while True:
         received = [m for chat in subscribers[1:] for m in cards_to(stand_in, chat)]

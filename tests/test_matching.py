@@ -29,7 +29,7 @@ from bot.db.models import (
     TipMedia,
 )
 from bot.faces import get_face_engine
-from bot.services import cases, match_alerts, matching, media, users
+from bot.services import cases, match_alerts, matching, media, retention, users
 from bot.services.match_alerts import GAP_PX, NUMBER_COLUMN_PX, TILE_PX
 from bot.services.matching import FaceCrop
 from tests.conftest import COORDINATOR_ID, packaged_image, settle
@@ -434,7 +434,7 @@ async def test_closing_a_case_purges_its_biometrics_but_keeps_tip_faces_another_
     assert await scalar(reunite, select(func.count()).select_from(Face).where(Face.case_id.is_not(None))) == 0
 
 
-async def test_tip_faces_and_images_past_retention_are_purged_with_their_files(reunite, people, coordinator):
+async def test_tip_images_past_retention_are_purged_with_their_faces_and_files(reunite, people, coordinator):
     old, recent = people(7060, "Olga"), people(7061, "Rita")
     old.user.send_photo(image_bytes("players.jpg"), caption="long ago")
     reference_in(await old.next_text())
@@ -442,19 +442,20 @@ async def test_tip_faces_and_images_past_retention_are_purged_with_their_files(r
     reference_in(await recent.next_text())
     await faces_done(reunite)
     images = await rows(reunite, select(TipMedia).order_by(TipMedia.id))
+    now = datetime.now(timezone.utc)
     async with reunite.sessionmaker() as session:
+        # the old photo is past the period, its tip is not (the tipster wrote again lately)
         await session.execute(update(TipMedia).where(TipMedia.id == images[0].id)
-                              .values(created_at=datetime.now(timezone.utc) - timedelta(days=31)))
+                              .values(created_at=now - timedelta(days=31)))
         await session.commit()
-        purged = await matching.purge_expired_tip_media(session, reunite.settings.media_dir, 30,
-                                                        datetime.now(timezone.utc))
-    assert purged == 1
+        purged = await retention.purge_expired_tips(session, reunite.settings.media_dir, 30, now)
+    assert (purged.tips, purged.images) == (0, 1)
     assert [m.id for m in await rows(reunite, select(TipMedia))] == [images[1].id]
     assert not media.media_path(reunite.settings.media_dir, images[0].sha256).exists()
     assert media.media_path(reunite.settings.media_dir, images[1].sha256).exists()
     face_images = await rows(reunite, select(Face.tip_media_id).where(Face.tip_media_id.is_not(None)).distinct())
     assert face_images == [images[1].id]
-    # the tip itself (its words) stays
+    # the message that came with it is younger: it stays with its tip
     assert "long ago" in await coordinator.say(f"/tip {reference_in(old.texts()[0])}")
 
 

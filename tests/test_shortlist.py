@@ -16,7 +16,7 @@ from sqlalchemy import func, select, update
 
 from bot.db.models import (MATCH_CONFIRMED, MATCH_REJECTED, OUT_PENDING, AuditEvent, Case, CasePhoto, Face, MatchCandidate,
                            OutboxMessage, Tip, TipMedia)
-from bot.services import cases, matching, media, shortlist
+from bot.services import cases, media, retention, shortlist
 from tests.conftest import COORDINATOR_ID, packaged_image, settle
 from tests.helpers import reference_in
 from tests.test_matching import (
@@ -191,8 +191,9 @@ async def test_a_rejected_face_leaves_the_shortlist_for_good_and_never_becomes_a
         await session.execute(update(TipMedia).where(TipMedia.tip_id == select(Tip.id).where(
             Tip.reference == players).scalar_subquery()).values(created_at=datetime(2000, 1, 1, tzinfo=timezone.utc)))
         await session.commit()
-        assert await matching.purge_expired_tip_media(session, reunite.settings.media_dir, 30,
-                                                      datetime.now(timezone.utc)) == 1
+        purged = await retention.purge_expired_tips(session, reunite.settings.media_dir, 30,
+                                                    datetime.now(timezone.utc))
+        assert purged.images == 1
     assert await rows(reunite, select(MatchCandidate).where(MatchCandidate.status == MATCH_REJECTED)) == []
     assert total_of((await open_shortlist(coordinator, case.code))["caption"]) == await tip_faces(reunite)
 

@@ -307,7 +307,8 @@ class CasePhoto(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
-    sha256: Mapped[str] = mapped_column(String(64))
+    # indexed: whether a file is still needed is asked by its SHA-256 (bot.services.retention)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)
     age_years: Mapped[float | None] = mapped_column(Float)
@@ -388,6 +389,8 @@ class MatchCandidate(Base):
     status: Mapped[str] = mapped_column(String(16), default=MATCH_PENDING, index=True)
     reviewer_id: Mapped[int | None] = mapped_column(BigInteger)
     reviewed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # the composite image of its match alert, until the alert is sent (then the file is deleted)
+    composite_sha256: Mapped[str | None] = mapped_column(String(64), index=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
     __table_args__ = (UniqueConstraint("tip_face_id", "case_id", name="uq_match_tip_face_case"),)
@@ -404,7 +407,7 @@ class FlyerFile(Base):
     language: Mapped[str] = mapped_column(String(4))  # en | zh | bi
     design: Mapped[str] = mapped_column(String(16))  # poster_jpg | poster_pdf | card_jpg
     fingerprint: Mapped[str] = mapped_column(String(64))
-    sha256: Mapped[str] = mapped_column(String(64))  # the file in the media store
+    sha256: Mapped[str] = mapped_column(String(64), index=True)  # the file in the media store
     telegram_file_id: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 

@@ -51,8 +51,8 @@ async def verify(update: Update, context: ReuniteContext) -> None:
 @coordinators_only
 async def close(update: Update, context: ReuniteContext) -> None:
     """/close C-XXXXXX found|withdrawn: the appeal ends everywhere (deep link, flyers, broadcasts:
-    they stop and their messages of the last 48 hours are deleted, face matching: its biometrics are
-    purged); its family is told."""
+    they stop and their messages of the last 48 hours are deleted, face matching: its biometrics and
+    leads are purged, and its photos); its family is told."""
     case = await _case_from_args(update, context, "close_usage")
     if case is None:
         return

@@ -109,8 +109,8 @@ async def help_command(update: Update, context: ReuniteContext) -> None:
 
 
 async def privacy(update: Update, context: ReuniteContext) -> None:
-    """What we keep, who sees it, and that tipsters stay anonymous."""
-    say(context, update, "privacy", emergency=emergency_text(context))
+    """What we keep, who sees it, for how long, and that tipsters stay anonymous."""
+    say(context, update, "privacy", days=context.scope.settings.tip_retention_days, emergency=emergency_text(context))
 
 
 async def language(update: Update, context: ReuniteContext) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.db.models import Case
-from bot.services import broadcasts, case_changes, case_notices, cases, flyer_service, matching
+from bot.services import broadcasts, case_changes, case_notices, cases, retention
 
 
 async def verify_case(session: AsyncSession, case: Case, actor_id: int, now: datetime) -> bool:
@@ -33,8 +33,8 @@ async def close_case(session: AsyncSession, case: Case, actor_id: int, status: s
     cases.close(session, case, actor_id, status, now)
     # the family reads that the appeal closed before what that stops (their broadcasts)
     await case_notices.tell_family(session, case, f"family_case_closed_{status}")
-    await matching.purge_case_biometrics(session, case.id)
-    await flyer_service.withdraw(session, case, media_dir)
-    await case_changes.withdraw_pending(session, case, media_dir)
     await broadcasts.withdraw_case(session, case, now)
+    # once its broadcasts stopped, so their cards go with the flyers
+    await retention.purge_closed_case(session, case.id, media_dir)
+    await case_changes.withdraw_pending(session, case, media_dir)
     return True

@@ -7,9 +7,10 @@ Each round it
    alert per tip to coordinators (nothing ever goes to the tipster: privacy rule 1);
 3. every second or so, looks at what changed among the reference faces (a case became active or
    closed, a photo was added, here or by another process) and retro-matches against old tips;
-4. now and then: checks the in-process index against the database, deletes composite images of
-   alerts (and of case shortlists) already sent, and once a day purges tip faces and images past
-   the retention period.
+4. now and then: checks the in-process index against the database, and deletes composite images of
+   alerts and of case shortlists already sent (tracked in the database, so a restart forgets none).
+
+What a closed case or an expired tip leaves is purged by :mod:`bot.services.retention`.
 
 Rows are found in the database (``face_status = 'pending'``), so work written by other processes is
 picked up within a second, and a restart resumes where it stopped. The update processor wakes the
@@ -31,14 +32,13 @@ from datetime import datetime, timezone
 from typing import Callable
 
 import numpy as np
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
-from bot.db.models import OUT_PENDING, Case, OutboxMessage, Tip, TipMedia
+from bot.db.models import Case, Tip, TipMedia
 from bot.faces.models import EMBEDDING_SIZE
 from bot.faces.worker_pool import FacePool
-from bot.services import alerts, match_alerts, matching, outbox, shortlist
+from bot.services import alerts, match_alerts, matching, outbox, retention, shortlist
 from bot.services.face_search import FaceSearch, face_search_for
 from bot.services.match_alerts import MarkupBuilder
 from bot.services.matching import FaceCrop, MatchAlert
@@ -52,7 +52,6 @@ WATCH_INTERVAL = 1.0  # seconds between looks for changed reference faces
 # face's row (the model id sits after the embedding): 140 ms over 100,000 faces, so not every 5 s.
 RECONCILE_INTERVAL = 60.0
 CLEANUP_INTERVAL = 10.0
-RETENTION_INTERVAL = 24 * 3600.0
 # cases retro-matched in one pass over the stored tip faces (a big import comes in slices)
 RETRO_CASES_PER_PLAN = 500
 # tips claimed ahead: their images are analysed while the tip before them is stored
@@ -76,8 +75,7 @@ class FaceWorker:
         self.watcher: matching.ReferenceWatcher | None = None
         self._wake = asyncio.Event()
         self._scanned_at = 0.0
-        self._due = {"watch": 0.0, "reconcile": 0.0, "cleanup": 0.0, "retention": 0.0}
-        self._composites: dict[str, list[int]] = {}  # composite image -> outbox rows still to send it
+        self._due = {"watch": 0.0, "reconcile": 0.0, "cleanup": 0.0}
         self._shortlist_pages_checked = 0  # outbox row id up to which shortlist pages' images are handled
 
     async def start(self) -> None:
@@ -94,8 +92,7 @@ class FaceWorker:
             await self.watcher.prime(session, _now())
             await self._purge_closed_cases(session)
         now = time.monotonic()
-        self._due = {"watch": now, "reconcile": now + RECONCILE_INTERVAL, "cleanup": now + CLEANUP_INTERVAL,
-                     "retention": now}
+        self._due = {"watch": now, "reconcile": now + RECONCILE_INTERVAL, "cleanup": now}
 
     def wake(self) -> None:
         """Something was committed (a photo tip, perhaps): look for pending work now."""
@@ -144,16 +141,10 @@ class FaceWorker:
             async with self.sessionmaker() as session:
                 await self.search.reconcile(session)
         if self._is_due("cleanup", CLEANUP_INTERVAL):
-            await self._delete_sent_composites()
+            await self._release_sent_composites()
             async with self.sessionmaker() as session:
                 self._shortlist_pages_checked = await shortlist.discard_sent_composites(
                     session, self.settings.media_dir, self._shortlist_pages_checked)
-        if self._is_due("retention", RETENTION_INTERVAL):
-            async with self.sessionmaker() as session:
-                purged = await matching.purge_expired_tip_media(
-                    session, self.settings.media_dir, self.settings.tip_retention_days, _now())
-            if purged:
-                log.info("retention: purged %d tip images and their faces", purged)
 
     # -- case photos ------------------------------------------------------------------------------
 
@@ -245,7 +236,7 @@ class FaceWorker:
         # from here on, writes (and on SQLite the write lock) until the commit
         if not await matching.still_pending(session, claimed.images):
             await session.rollback()
-            self._track(composite, [])
+            self._discard(composite)
             return
         now = _now()
         tip_faces = []
@@ -257,10 +248,12 @@ class FaceWorker:
         ids = await matching.record_tip_matches(session, tip, tip_faces, planned, now)
         alert = matching.with_candidate_ids(draft, ids) if draft else None
         if alert is not None and len(alert.candidates) < len(draft.candidates):
+            self._discard(composite)
             composite = await self._composite(alert)  # rare: another worker stored some first
-        queued = self._queue_alert(session, recipients, alert, composite) if alert else []
+        await self._queue_alert(session, recipients, alert, composite)
         await self._commit(session)
-        self._track(composite, queued)
+        if alert is None:
+            self._discard(composite)
         log.info("tip %s: %d images, %d faces compared, %d skipped, %d candidates", tip.reference,
                  len(reports), len(probes), skipped, len(alert.candidates) if alert else 0)
 
@@ -273,38 +266,33 @@ class FaceWorker:
     async def _composite(self, alert: MatchAlert) -> str:
         return await asyncio.to_thread(match_alerts.store_composite, self.settings.media_dir, alert)
 
-    def _queue_alert(self, session: AsyncSession, recipients: list[alerts.Recipient], alert: MatchAlert,
-                     composite: str) -> list[OutboxMessage]:
-        return match_alerts.enqueue(session, recipients, composite, alert, self.markup, self.settings.tz)
-
-    def _track(self, composite: str | None, queued: list[OutboxMessage]) -> None:
-        """Composite images are needed until their alerts are sent; one nobody will get goes now."""
-        if composite is None:
+    async def _queue_alert(self, session: AsyncSession, recipients: list[alerts.Recipient], alert: MatchAlert | None,
+                           composite: str | None) -> None:
+        """Queue the alert (if any candidate of it was stored) with its composite image, which is
+        tracked with its candidates until it is sent."""
+        if alert is None:
             return
-        if queued:
-            self._composites.setdefault(composite, []).extend(row.id for row in queued)
-        else:
+        await retention.track_composite(session, [candidate.candidate_id for candidate in alert.candidates],
+                                        composite)
+        match_alerts.enqueue(session, recipients, composite, alert, self.markup, self.settings.tz)
+
+    def _discard(self, composite: str | None) -> None:
+        """A composite image no alert will show."""
+        if composite is not None:
             media_path(self.settings.media_dir, composite).unlink(missing_ok=True)
 
-    async def _delete_sent_composites(self) -> None:
-        if not self._composites:
-            return
-        rows = [row_id for row_ids in self._composites.values() for row_id in row_ids]
+    async def _release_sent_composites(self) -> None:
+        """Composite images are needed until their alerts are sent, then deleted."""
         async with self.sessionmaker() as session:
-            waiting = set(await session.scalars(
-                select(OutboxMessage.id).where(OutboxMessage.id.in_(rows), OutboxMessage.status == OUT_PENDING)))
-        for composite, row_ids in list(self._composites.items()):
-            if not waiting.intersection(row_ids):
-                media_path(self.settings.media_dir, composite).unlink(missing_ok=True)
-                del self._composites[composite]
+            await retention.release_sent_composites(session, self.settings.media_dir)
 
     async def _purge_closed_cases(self, session: AsyncSession) -> None:
-        """However a case was closed (the console, another process, while this one was down), its
-        biometrics go (flow 8); committed at once."""
-        purged = await matching.purge_closed_cases(session)
+        """However a case was closed (the console, another process, while this one was down), what it
+        leaves goes (flow 8); committed at once."""
+        purged = await retention.purge_closed_cases(session, self.settings.media_dir)
         await session.commit()
         if purged:
-            log.info("purged the faces and candidates of %d closed cases", len(purged))
+            log.info("purged what %d closed cases left (faces, leads, photos, flyers)", len(purged))
 
     # -- reference faces ----------------------------------------------------------------------------
 
@@ -330,15 +318,17 @@ class FaceWorker:
             drafts = [(plan, await self._composite(plan.alert())) for plan in plans]
             recipients = await alerts.recipients(session, self.settings.coordinator_chat_id)
             now = _now()
-            queued = []
+            unshown = []
             for plan, composite in drafts:
                 candidate_id = await matching.record_retro_match(session, plan, now)
                 alert = matching.with_candidate_ids(plan.alert(), [candidate_id])
-                queued.append((composite, self._queue_alert(session, recipients, alert, composite) if alert else []))
+                await self._queue_alert(session, recipients, alert, composite)
+                if alert is None:
+                    unshown.append(composite)
             await self._commit(session)
         self.watcher.confirm()
-        for composite, rows in queued:
-            self._track(composite, rows)
+        for composite in unshown:
+            self._discard(composite)
         if plans:
             log.info("retro-matching: %d old tips became candidates", len(plans))
 

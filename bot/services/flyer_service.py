@@ -13,15 +13,15 @@ import tempfile
 from datetime import date, datetime, timezone, tzinfo
 from pathlib import Path
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import Settings
 from bot.db.models import Case, CasePhoto, FlyerFile
 from bot.db.session import create_engine, create_sessionmaker
-from bot.services import cases
+from bot.services import cases, retention
 from bot.services.case_fields import CASE_LANGUAGES
-from bot.services.media import media_path
+from bot.services.media import media_path, renewed
 from flyers import FlyerCase, FlyerFiles, FlyerPhoto, fingerprint, render_flyers, render_flyers_async
 
 POSTER_JPG = "poster_jpg"
@@ -70,7 +70,7 @@ def store_file(data: bytes, media_dir: Path) -> str:
     """Keep a rendered file in the media store under its SHA-256 (write, then rename)."""
     digest = hashlib.sha256(data).hexdigest()
     path = media_path(media_dir, digest)
-    if not path.exists():
+    if not renewed(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".tmp-", delete=False) as handle:
             handle.write(data)
@@ -96,6 +96,7 @@ async def current_flyers(session: AsyncSession, case: Case, lang: str, *, media_
     if len(stored) == len(DESIGNS) and all(row.fingerprint == key for row in stored.values()):
         return stored
     files = await render_flyers_async(content, lang)
+    replaced = {row.sha256 for row in stored.values()}
     for design, data in ((POSTER_JPG, files.poster_jpg), (POSTER_PDF, files.poster_pdf), (CARD_JPG, files.card_jpg)):
         row = stored.get(design)
         if row is None:
@@ -104,15 +105,9 @@ async def current_flyers(session: AsyncSession, case: Case, lang: str, *, media_
         row.fingerprint, row.telegram_file_id, row.created_at = key, None, now
         row.sha256 = await asyncio.to_thread(store_file, data, media_dir)
     await session.flush()
+    # the flyers they replace (an old phone number, say) go, unless a message still to be sent needs one
+    await retention.release_files(session, media_dir, replaced)
     return stored
-
-
-async def withdraw(session: AsyncSession, case: Case, media_dir: Path) -> None:
-    """A closed case's flyers are taken down: their rows and files go (each file shows only this case)."""
-    rows = list(await session.scalars(select(FlyerFile).where(FlyerFile.case_id == case.id)))
-    await session.execute(delete(FlyerFile).where(FlyerFile.case_id == case.id))
-    for row in rows:
-        media_path(media_dir, row.sha256).unlink(missing_ok=True)
 
 
 class NotPrintable(Exception):

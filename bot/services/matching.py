@@ -6,9 +6,7 @@ What a match becomes: a ``MatchCandidate`` per (tip, case) pair, at most
 confirms or rejects. A case scores as its best photo (``best_per_owner``). Nobody outside the
 coordinators ever learns of a match (privacy rule 1): nothing here answers a tipster.
 
-Closing a case purges its biometrics (flow 8, privacy rule 4): :func:`purge_case_biometrics`.
-Tip faces and images are purged :data:`~bot.config.Settings.tip_retention_days` after they arrived:
-:func:`purge_expired_tip_media`.
+What a closed case or an expired tip leaves is purged by :mod:`bot.services.retention`.
 
 The face worker (:mod:`bot.services.face_worker`) drives this; searches go through a
 :class:`~bot.services.face_search.FaceSearch` backend.
@@ -46,7 +44,7 @@ from bot.faces.worker_pool import FacePool, FaceWorkerDied
 from bot.i18n import t
 from bot.services import audit, outbox
 from bot.services.alerts import ALBUM_GATHER_SECONDS
-from bot.services.cases import CLOSED_STATUSES, STATUS_ACTIVE
+from bot.services.cases import STATUS_ACTIVE
 from bot.services.face_search import FaceSearch, ReferenceChanges, TipFaceMatch
 from bot.services.media import media_path
 
@@ -586,64 +584,3 @@ async def pending_leads(session: AsyncSession, *, offset: int = 0, limit: int = 
         .offset(offset).limit(limit)
     )
     return LeadPage([Lead(*row) for row in rows], total or 0, offset)
-
-
-# -- purging -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PurgeCounts:
-    case_faces: int
-    candidates: int
-    tip_faces: int
-
-
-async def purge_case_biometrics(session: AsyncSession, case_id: int) -> PurgeCounts:
-    """A closed case (flow 8): delete its reference faces and its candidates, and the tip faces that
-    were candidates of it, unless a tip face is still a candidate of another active case. The case's
-    photos stay (they are not biometric templates); the caller commits."""
-    tip_face_ids = set(await session.scalars(
-        select(MatchCandidate.tip_face_id).where(MatchCandidate.case_id == case_id)))
-    candidates = await session.execute(delete(MatchCandidate).where(MatchCandidate.case_id == case_id))
-    still_needed = set(await session.scalars(
-        select(MatchCandidate.tip_face_id).join(Case, Case.id == MatchCandidate.case_id)
-        .where(MatchCandidate.tip_face_id.in_(tip_face_ids), Case.status == STATUS_ACTIVE)))
-    tip_faces = await session.execute(delete(Face).where(Face.id.in_(tip_face_ids - still_needed)))
-    case_faces = await session.execute(delete(Face).where(Face.case_id == case_id))
-    return PurgeCounts(case_faces.rowcount, candidates.rowcount, tip_faces.rowcount)
-
-
-async def purge_closed_cases(session: AsyncSession) -> list[int]:
-    """Purge the biometrics of every closed case that still has faces or candidates; their ids.
-    The caller commits."""
-    closed = select(Case.id).where(Case.status.in_(CLOSED_STATUSES))
-    case_ids = set(await session.scalars(select(Face.case_id).where(Face.case_id.in_(closed)).distinct()))
-    case_ids |= set(await session.scalars(
-        select(MatchCandidate.case_id).where(MatchCandidate.case_id.in_(closed)).distinct()))
-    for case_id in sorted(case_ids):
-        await purge_case_biometrics(session, case_id)
-    return sorted(case_ids)
-
-
-async def purge_expired_tip_media(session: AsyncSession, media_dir: Path, retention_days: int,
-                                  now: datetime, batch: int = 500) -> int:
-    """Delete the faces and images of tips older than the retention period, with their files
-    (privacy rule 4; their candidates go with the faces). The tips' text stays. Commits each batch;
-    a file is deleted once no stored image refers to it any more. Returns the images purged."""
-    cutoff = now - timedelta(days=retention_days)
-    purged = 0
-    while True:
-        expired = (await session.execute(
-            select(TipMedia.id, TipMedia.sha256).where(TipMedia.created_at < cutoff).limit(batch))).all()
-        if not expired:
-            return purged
-        ids = [media_id for media_id, _ in expired]
-        await session.execute(delete(Face).where(Face.tip_media_id.in_(ids)))
-        await session.execute(delete(TipMedia).where(TipMedia.id.in_(ids)))
-        await session.commit()
-        hashes = {sha for _, sha in expired}
-        kept = set(await session.scalars(select(TipMedia.sha256).where(TipMedia.sha256.in_(hashes))))
-        kept |= set(await session.scalars(select(CasePhoto.sha256).where(CasePhoto.sha256.in_(hashes))))
-        for sha in hashes - kept:
-            media_path(media_dir, sha).unlink(missing_ok=True)
-        purged += len(ids)

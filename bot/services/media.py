@@ -220,7 +220,7 @@ def store_own_jpeg(data: bytes, media_dir: Path) -> tuple[str, Path]:
     its SHA-256 and path. What users send goes through :func:`store_image` instead."""
     digest = hashlib.sha256(data).hexdigest()
     path = media_path(media_dir, digest)
-    if not path.exists():
+    if not renewed(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         # write-then-rename: a crash never leaves a half file under a valid name
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
@@ -228,6 +228,16 @@ def store_own_jpeg(data: bytes, media_dir: Path) -> tuple[str, Path]:
             handle.write(data)
         os.replace(tmp, path)
     return digest, path
+
+
+def renewed(path: Path) -> bool:
+    """Whether the file is stored already; if so its time is renewed, so that retention, which may
+    have just found it unneeded, leaves it to the row about to need it (bot.services.retention)."""
+    try:
+        os.utime(path)
+        return True
+    except FileNotFoundError:
+        return False
 
 
 def media_path(media_dir: Path, sha256: str) -> Path:

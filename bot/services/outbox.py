@@ -127,11 +127,17 @@ class SendResult:
     uploaded: tuple[tuple[str, str], ...] = ()  # (sha256, file_id) of files uploaded by this send
 
 
+# What a message keeps once sent or given up: no words, captions or files (a tipster's words and
+# places are in alerts and answers), only its chat and message id (bot.services.retention).
+SPENT = {"payload": "{}", "digest_line": None}
+
+
 async def apply_results(session: AsyncSession, results: list[SendResult]) -> None:
     """Write a batch of send results in one transaction."""
     now = datetime.now(timezone.utc)
     # the common case, sent messages, as one executemany; the rest one statement each
-    sent = [{"id": row_id, "status": OUT_SENT, "error": None, "message_id": result.message_id, "sent_at": now}
+    sent = [{"id": row_id, "status": OUT_SENT, "error": None, "message_id": result.message_id, "sent_at": now,
+             **SPENT}
             for result in results if result.status == OUT_SENT and not result.uploaded
             for row_id in result.row_ids]
     if sent:
@@ -140,6 +146,8 @@ async def apply_results(session: AsyncSession, results: list[SendResult]) -> Non
         if result.status == OUT_SENT and not result.uploaded:
             continue
         values: dict = {"status": result.status, "error": result.error}
+        if result.status != OUT_PENDING:
+            values.update(SPENT)
         if result.status == OUT_SENT:
             values.update(message_id=result.message_id, sent_at=now)
         if result.status in (OUT_PENDING, OUT_FAILED):
@@ -162,7 +170,7 @@ async def fail_pending_for_chat(session: AsyncSession, chat_id: int, error: str)
     """The chat blocked us: nothing queued for it can be delivered."""
     await session.execute(
         update(OutboxMessage).where(OutboxMessage.chat_id == chat_id, OutboxMessage.status == OUT_PENDING)
-        .values(status=OUT_FAILED, error=error)
+        .values(status=OUT_FAILED, error=error, **SPENT)
     )
 
 
