@@ -8,15 +8,27 @@ alert); the others do not, and are on the shortlist all the same.
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import datetime, timezone
 
 from PIL import Image
 from sqlalchemy import func, select, update
 
-from bot.db.models import (MATCH_CONFIRMED, MATCH_REJECTED, OUT_PENDING, AuditEvent, Case, CasePhoto, Face, MatchCandidate,
-                           OutboxMessage, Tip, TipMedia)
-from bot.services import cases, media, retention, shortlist
+from bot.db.models import (
+    MATCH_CONFIRMED,
+    MATCH_REJECTED,
+    OUT_PENDING,
+    AuditEvent,
+    Case,
+    CasePhoto,
+    Face,
+    MatchCandidate,
+    OutboxMessage,
+    Tip,
+    TipMedia,
+)
+from bot.services import cases, media, retention
 from tests.conftest import COORDINATOR_ID, packaged_image, settle
 from tests.helpers import reference_in
 from tests.test_matching import (
@@ -253,7 +265,7 @@ async def test_the_shortlist_says_so_plainly_when_there_is_nothing_to_show(reuni
     assert "not verified yet" in await coordinator.say(f"/shortlist {pending.code}")
 
 
-async def test_composite_images_of_sent_shortlist_pages_are_deleted(reunite, people, coordinator):
+async def test_composite_images_of_sent_shortlist_pages_go_with_the_daily_sweep(reunite, people, coordinator):
     case = await yao_ming_case(reunite)
     await faces_done(reunite)
     await send_tip(people(7131, "Xia"), "t1.jpg")
@@ -266,8 +278,11 @@ async def test_composite_images_of_sent_shortlist_pages_are_deleted(reunite, peo
                             .where(OutboxMessage.status == OUT_PENDING)) == 0
 
     await until(all_sent, what="the page sent")
+    # the daily sweep takes files no row needs once they are older than its grace period
+    for path in media_dir.rglob("*"):
+        os.utime(path, (0, 0))
     async with reunite.sessionmaker() as session:
-        assert await shortlist.discard_sent_composites(session, media_dir, 0) > 0
+        assert await retention.sweep_media(session, media_dir, datetime.now(timezone.utc)) == 1
     # left: the case photo and the tip's image (t1.jpg shows nobody of the case: no match alert)
     kept = {path.name for path in media_dir.rglob("*") if path.is_file()}
     photos = await rows(reunite, select(CasePhoto.sha256)) + await rows(reunite, select(TipMedia.sha256))

@@ -8,7 +8,8 @@ Each round it
 3. every second or so, looks at what changed among the reference faces (a case became active or
    closed, a photo was added, here or by another process) and retro-matches against old tips;
 4. now and then: checks the in-process index against the database, and deletes composite images of
-   alerts and of case shortlists already sent (tracked in the database, so a restart forgets none).
+   alerts already sent (tracked in the database, so a restart forgets none); a shortlist page's goes
+   with retention's daily sweep of files no row needs.
 
 What a closed case or an expired tip leaves is purged by :mod:`bot.services.retention`.
 
@@ -38,7 +39,7 @@ from bot.config import Settings
 from bot.db.models import Case, Tip, TipMedia
 from bot.faces.models import EMBEDDING_SIZE
 from bot.faces.worker_pool import FacePool
-from bot.services import alerts, match_alerts, matching, outbox, retention, shortlist
+from bot.services import alerts, match_alerts, matching, outbox, retention
 from bot.services.face_search import FaceSearch, face_search_for
 from bot.services.match_alerts import MarkupBuilder
 from bot.services.matching import FaceCrop, MatchAlert
@@ -76,7 +77,6 @@ class FaceWorker:
         self._wake = asyncio.Event()
         self._scanned_at = 0.0
         self._due = {"watch": 0.0, "reconcile": 0.0, "cleanup": 0.0}
-        self._shortlist_pages_checked = 0  # outbox row id up to which shortlist pages' images are handled
 
     async def start(self) -> None:
         """Start the face worker processes (they load the models) and load the reference faces."""
@@ -142,9 +142,6 @@ class FaceWorker:
                 await self.search.reconcile(session)
         if self._is_due("cleanup", CLEANUP_INTERVAL):
             await self._release_sent_composites()
-            async with self.sessionmaker() as session:
-                self._shortlist_pages_checked = await shortlist.discard_sent_composites(
-                    session, self.settings.media_dir, self._shortlist_pages_checked)
 
     # -- case photos ------------------------------------------------------------------------------
 

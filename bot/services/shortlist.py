@@ -21,20 +21,18 @@ Nothing here is ever shown to a tipster, a family or the public (privacy rule 1)
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.db.models import (
     MATCH_CONFIRMED,
     MATCH_REJECTED,
-    OUT_PENDING,
     PRIORITY_ACK,
     Case,
     CasePhoto,
@@ -51,14 +49,11 @@ from bot.services.cases import STATUS_ACTIVE
 from bot.services.face_search import face_search_for
 from bot.services.match_alerts import CompositeRow, store_rows
 from bot.services.matching import FaceCrop, ReviewOutcome
-from bot.services.media import media_path
 
 #: How far down a shortlist goes: a list for people to read, not an export.
 SHORTLIST_LENGTH = 50
 #: ``rank`` of a candidate that a coordinator decided from a shortlist rather than from a match alert.
 SHORTLIST_RANK = 0
-#: Marks the outbox row of a shortlist page: its composite image is deleted once sent.
-DISCARD_AFTER_SEND = "discard_after_send"
 
 
 @dataclass(frozen=True)
@@ -226,28 +221,10 @@ def caption(language: str, shortlist: ShortlistPage, floor: float) -> str:
 
 def enqueue_page(session: AsyncSession, chat_id: int, composite_sha: str, text: str,
                  markup: dict | None) -> OutboxMessage:
-    """Queue a shortlist page; its composite image is deleted once sent (:func:`discard_sent_composites`)."""
+    """Queue a shortlist page. Its composite image is needed only until it is sent (the sent message
+    keeps no payload): retention's daily sweep of files no row needs takes it then."""
     return outbox.enqueue(session, chat_id, "sendPhoto", {"photo_sha256": composite_sha, "caption": text,
-                                                          "reply_markup": markup, DISCARD_AFTER_SEND: True},
-                          priority=PRIORITY_ACK)
-
-
-async def discard_sent_composites(session: AsyncSession, media_dir: Path, after_id: int) -> int:
-    """Delete the composite images of shortlist pages queued after outbox row ``after_id`` and sent
-    (or given up) since, unless a page still waiting shows the same image. Returns the outbox row id
-    to look after next time: the last one read, or the row before the first page still waiting."""
-    newest = await session.scalar(select(func.max(OutboxMessage.id))) or 0
-    rows = (await session.execute(
-        select(OutboxMessage.id, OutboxMessage.status, OutboxMessage.payload)
-        .where(OutboxMessage.id > after_id, OutboxMessage.id <= newest,
-               OutboxMessage.payload.contains(f'"{DISCARD_AFTER_SEND}": true'))
-        .order_by(OutboxMessage.id))).all()
-    waiting = [(row_id, payload) for row_id, status, payload in rows if status == OUT_PENDING]
-    for row_id, status, payload in rows:
-        sha = json.loads(payload)["photo_sha256"]
-        if status != OUT_PENDING and not any(sha in still_waiting for _, still_waiting in waiting):
-            media_path(media_dir, sha).unlink(missing_ok=True)
-    return waiting[0][0] - 1 if waiting else newest
+                                                          "reply_markup": markup}, priority=PRIORITY_ACK)
 
 
 # -- decisions ------------------------------------------------------------------------------------

@@ -102,6 +102,7 @@ class Sender:
         self._flush_soon = asyncio.Event()
         self._progress = ProgressReporter()
         self._sending = False  # this worker is the one sender (on SQLite, from the start of run())
+        self._flushing = 0  # results taken out of the lists above and being written
 
     @property
     def sent_count(self) -> int:
@@ -494,6 +495,7 @@ class Sender:
         results, self._results = self._results, []
         blocked, self._blocked_chats = self._blocked_chats, []
         delivered, self._delivery_results = self._delivery_results, []
+        self._flushing += 1
         try:
             async with self.sessionmaker() as session:
                 for chat_id in blocked:
@@ -507,6 +509,8 @@ class Sender:
             self._blocked_chats[:0] = blocked
             self._delivery_results[:0] = delivered
             raise
+        finally:
+            self._flushing -= 1
         # only now that the database no longer says "pending" may a rescan see these rows without
         # taking them for unsent ones
         for result in results:
@@ -518,7 +522,7 @@ class Sender:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not any(c.queue or c.busy for c in self._chats.values()) and not self._in_flight \
-                    and not self._results and not self._delivery_results:
+                    and not self._results and not self._delivery_results and not self._flushing:
                 return
             await asyncio.sleep(0.05)
         raise TimeoutError("outbox not drained")
