@@ -12,6 +12,19 @@ The int8 scores are approximate, so each comes with a bound on its error:
 (Cauchy-Schwarz on ``(v - v~).q + v~.(q - q~)``). The index then computes exact scores only for
 rows whose upper bound could still reach the result, so the final answer is the exact one.
 
+The bound assumes the integer products are exact, and on some CPUs they are only for small enough
+codes. Rows are stored as int8 codes in [-127, 127]; probes are quantised to [-64, 64] (7 bits) and
+handed over as uint8 ``code + 64``, in [0, 128], since onnxruntime's fast kernels take uint8 x int8.
+x86 CPUs with AVX2 or AVX-512 but without VNNI multiply those with ``vpmaddubsw``, which adds each
+two neighbouring products into 16 bits *with saturation*: with 8-bit probes (up to 255) and rows
+(up to 127), 2 x 255 x 127 = 64,770 > 32,767 and sums were clipped (the bound then failed on an
+AVX2 EPYC, issue 13). Now 2 x 128 x 127 = 32,512 always fits; VNNI, AMX, ARM and the older SSE
+kernels add in 32 bits anyway. The bit is taken from the probe, not the rows: measured at
+100,000 faces, 7-bit probes left 181 rows (median) to score exactly, 7-bit rows 288, full 8 bits
+91, at the same search time (bench/RESULTS.md). tests/test_face_index.py checks the codes against
+a NumPy model of the saturating kernel, so any CPU catches a change that breaks this; the README
+says how to run the tests on an emulated AVX2 CPU (``scripts/check-avx2.sh``).
+
 Rows are stored as columns of ``(dim, block)`` int8 blocks: onnxruntime needs a contiguous matrix,
 and fixed blocks grow without copying what is already there. Every column of a block is scored
 (a block's first columns are not contiguous on their own), so blocks are sized to what is stored:
@@ -100,8 +113,9 @@ class Int8Screen:
 
     #: stored rows' codes are in [-row_limit, row_limit]
     row_limit = 127
-    #: probes' codes are in [-probe_limit, probe_limit], shifted by probe_limit into uint8
-    probe_limit = 127
+    #: probes' codes are in [-probe_limit, probe_limit], shifted by probe_limit into uint8: any two
+    #: products then add up to at most 2 * (2 * probe_limit) * row_limit <= 32,767 (module docstring)
+    probe_limit = 64
 
     def __init__(self, dim: int) -> None:
         self.dim = dim
