@@ -14,7 +14,7 @@ from bot.db.migrate import upgrade_to_head_async
 from bot.db.models import Case, CasePhoto, Face, Tip, TipMedia
 from bot.db.session import create_engine, create_sessionmaker
 from bot.faces.index import InProcessIndex
-from bot.faces.screen import Int8Screen
+from bot.faces.screen import Int8Screen, integer_products
 from bot.services import cases, users
 from bot.services.face_search import InProcessSearch, ReferenceChanges, face_search_for
 
@@ -48,6 +48,54 @@ def test_int8_screen_bounds_hold_and_the_index_stays_exact():
         assert np.allclose([hit.score for hit in hits], np.sort(truth)[::-1][:10], atol=1e-3)
         if number < 5:  # a near-duplicate of row ``number`` finds it first
             assert hits[0].face_id == number
+
+
+def adversarial_faces(rng: np.random.Generator) -> np.ndarray:
+    """Unit vectors that drive the int8 codes to their extremes: all weight on one, two neighbouring
+    (same and opposite signs) or four dimensions, weight spread evenly with every code maximal, and
+    some ordinary ones."""
+    dim = 512
+    eye = np.eye(dim, dtype=np.float32)
+    few = [eye[0], eye[7], eye[0] + eye[1], eye[2] - eye[3], eye[510] + eye[511], eye[0] + eye[1] + eye[2] + eye[3]]
+    even = [np.ones(dim), np.resize([1.0, -1.0], dim), np.resize([1.0, 1.0, -1.0, -1.0], dim)]
+    signs = list(rng.choice([-1.0, 1.0], (6, dim)))
+    faces = np.array(few + even + signs, dtype=np.float32)
+    return unit(np.vstack([faces, -faces, rng.standard_normal((40, dim))]))
+
+
+def pairwise_saturating_products(probe_codes: np.ndarray, block: np.ndarray) -> np.ndarray:
+    """uint8 x int8 products as x86 CPUs without VNNI compute them (vpmaddubsw, AVX2 and AVX-512BW):
+    neighbouring products summed in pairs, each pair sum saturated to int16, then added in int32."""
+    probes, rows = probe_codes.astype(np.int32), block.astype(np.int32)
+    pairs = probes[:, 0::2, None] * rows[None, 0::2, :] + probes[:, 1::2, None] * rows[None, 1::2, :]
+    return np.clip(pairs, -2**15, 2**15 - 1).sum(axis=1)
+
+
+def test_the_int8_screen_is_exact_on_cpus_that_add_products_in_16_bits():
+    """On x86 CPUs without VNNI, onnxruntime adds pairs of uint8 x int8 products in 16 bits with
+    saturation; the screen's codes must never reach that, or its bound fails (issue 13: AVX2 EPYC)."""
+    rng = np.random.default_rng(13)
+    faces = adversarial_faces(rng)
+    screen = Int8Screen(512)
+    screen.reserve(len(faces))
+    screen.set_rows(np.arange(len(faces)), faces)
+    probe = screen.probe_codes(faces)
+    [block] = screen.blocks
+    exact = probe.shifted.astype(np.int64) @ block.astype(np.int64)
+    clipped = np.count_nonzero(pairwise_saturating_products(probe.shifted, block) != exact)
+    assert clipped == 0
+    # nor could any other pairing of two products reach int16's limit
+    largest_pair_sum = 2 * int(probe.shifted.max()) * int(np.abs(block).max())
+    assert largest_pair_sum <= 2**15 - 1
+    wrong_here = np.count_nonzero(integer_products(probe.shifted, block) != exact)  # this CPU's kernel
+    assert wrong_here == 0
+
+    approximate, bound = screen.scores(faces, len(faces))
+    assert np.all(np.abs(faces @ faces.T - approximate) <= bound[:, None])
+    index = InProcessIndex()
+    index.add(np.arange(len(faces)), 0, faces)
+    for face, truth in zip(faces, faces @ faces.T):
+        assert np.allclose([hit.score for hit in index.search(face, 10)], np.sort(truth)[::-1][:10], atol=1e-6)
 
 
 def test_the_int8_screen_scans_little_more_than_the_faces_it_holds():

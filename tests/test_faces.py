@@ -38,7 +38,7 @@ from bot.faces.thresholds import (
     match_strength,
 )
 from bot.child_process import BACKGROUND_NICE
-from bot.faces.worker_pool import FacePool
+from bot.faces.worker_pool import FacePool, FaceWorkerDied
 from bot.services import matching
 from tests.conftest import shared_face_pool
 
@@ -377,6 +377,37 @@ async def test_a_worker_killed_while_analysing_costs_that_image_only(tmp_path, c
     finally:
         pool.shutdown()
     assert not psutil.pid_exists(second_pid)
+
+
+async def test_photos_waiting_behind_a_killed_worker_are_all_analysed(tmp_path):
+    """A worker killed while photos wait behind it (a busy tip line): each waiting photo is analysed by
+    the new worker. Every call the broken pool fails replaces it at the same moment, and they once
+    raced each other shutting it down ("Bad file descriptor", issue 13): looped for a few seconds."""
+    blank = tmp_path / "blank.jpg"
+    Image.new("RGB", (320, 240), (128, 128, 128)).save(blank)
+    pool = FacePool(workers=1)
+    try:
+        await pool.start()
+        deadline = asyncio.get_running_loop().time() + 6
+        rounds = 0
+        while rounds < 3 or asyncio.get_running_loop().time() < deadline:
+            rounds += 1
+            stuck = tmp_path / f"stuck{rounds}.jpg"
+            os.mkfifo(stuck)
+            killed = asyncio.create_task(pool.analyse_tip_image(stuck))
+            waiting = [asyncio.create_task(pool.analyse_tip_image(blank)) for _ in range(6)]
+            writer = await _open_for_writing(stuck)
+            try:
+                [pid] = pool.worker_pids()
+                os.kill(pid, signal.SIGKILL)
+                with pytest.raises(FaceWorkerDied):
+                    await asyncio.wait_for(killed, 60)
+            finally:
+                os.close(writer)
+            reports = await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), 60)
+            assert [type(report).__name__ for report in reports] == ["FaceReport"] * len(waiting)
+    finally:
+        pool.shutdown()
 
 
 def test_face_workers_exit_with_the_process_that_started_them(tmp_path):

@@ -12,6 +12,19 @@ The int8 scores are approximate, so each comes with a bound on its error:
 (Cauchy-Schwarz on ``(v - v~).q + v~.(q - q~)``). The index then computes exact scores only for
 rows whose upper bound could still reach the result, so the final answer is the exact one.
 
+The bound assumes the integer products are exact, and on some CPUs they are only for small enough
+codes. Rows are stored as int8 codes in [-127, 127]; probes are quantised to [-64, 64] (7 bits) and
+handed over as uint8 ``code + 64``, in [0, 128], since onnxruntime's fast kernels take uint8 x int8.
+x86 CPUs with AVX2 or AVX-512 but without VNNI multiply those with ``vpmaddubsw``, which adds each
+two neighbouring products into 16 bits *with saturation*: with 8-bit probes (up to 255) and rows
+(up to 127), 2 x 255 x 127 = 64,770 > 32,767 and sums were clipped (the bound then failed on an
+AVX2 EPYC, issue 13). Now 2 x 128 x 127 = 32,512 always fits; VNNI, AMX, ARM and the older SSE
+kernels add in 32 bits anyway. The bit is taken from the probe, not the rows: measured at
+100,000 faces, 7-bit probes left 181 rows (median) to score exactly, 7-bit rows 288, full 8 bits
+91, at the same search time (bench/RESULTS.md). tests/test_face_index.py checks the codes against
+a NumPy model of the saturating kernel, so any CPU catches a change that breaks this; the README
+says how to run the tests on an emulated AVX2 CPU (``scripts/check-avx2.sh``).
+
 Rows are stored as columns of ``(dim, block)`` int8 blocks: onnxruntime needs a contiguous matrix,
 and fixed blocks grow without copying what is already there. Every column of a block is scored
 (a block's first columns are not contiguous on their own), so blocks are sized to what is stored:
@@ -26,6 +39,7 @@ from __future__ import annotations
 
 import os
 import threading
+from typing import NamedTuple
 
 import numpy as np
 
@@ -33,9 +47,7 @@ from bot.faces.models import make_session_options
 
 FIRST_BLOCK_COLUMNS = 1024
 MAX_BLOCK_COLUMNS = 65536
-# uint8 probes: q8 + 128 (onnxruntime's fast kernels take uint8 x int8 without a zero point)
-_PROBE_OFFSET = 128
-# float32 arithmetic on the scores themselves (products of exact int32 values and scales)
+# float32 arithmetic on the scores themselves (exact integer products times two scales)
 _ROUNDING_SLACK = 1e-5
 
 _session = None
@@ -67,15 +79,28 @@ def _integer_matmul_session():
     return _session
 
 
-def quantise(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """int8 codes, scale, ``||v - v~||`` and ``||v~||`` of each row (float32 input)."""
-    scale = np.abs(rows).max(axis=1) / 127.0
+def integer_products(probe_codes: np.ndarray, block: np.ndarray) -> np.ndarray:
+    """``probe_codes @ block`` (uint8 (m, dim) x int8 (dim, n) -> int32 (m, n)) by onnxruntime."""
+    return _integer_matmul_session().run(None, {"probes": probe_codes, "rows": block})[0]
+
+
+def quantise(rows: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Codes in ``[-limit, limit]`` (int8), scale, ``||v - v~||`` and ``||v~||`` of each row (float32 input)."""
+    scale = np.abs(rows).max(axis=1) / float(limit)
     scale[scale == 0] = 1.0
-    codes = np.clip(np.rint(rows / scale[:, None]), -127, 127).astype(np.int8)
+    codes = np.clip(np.rint(rows / scale[:, None]), -limit, limit).astype(np.int8)
     approximation = codes.astype(np.float32) * scale[:, None]
     residual = np.linalg.norm(rows - approximation, axis=1)
     length = np.linalg.norm(approximation, axis=1)
     return codes, scale.astype(np.float32), residual.astype(np.float32), length.astype(np.float32)
+
+
+class ProbeCodes(NamedTuple):
+    """Probes as :meth:`Int8Screen.scores` hands them to onnxruntime, with what the bound needs."""
+
+    shifted: np.ndarray  # uint8 (m, dim): code + probe_limit, in [0, 2 * probe_limit]
+    scale: np.ndarray  # float32 (m,)
+    residual: np.ndarray  # float32 (m,): ||q - q~||
 
 
 class Int8Screen:
@@ -86,18 +111,29 @@ class Int8Screen:
     Not thread-safe on its own: :class:`~bot.faces.index.InProcessIndex` holds its lock around it.
     """
 
+    #: stored rows' codes are in [-row_limit, row_limit]
+    row_limit = 127
+    #: probes' codes are in [-probe_limit, probe_limit], shifted by probe_limit into uint8: any two
+    #: products then add up to at most 2 * (2 * probe_limit) * row_limit <= 32,767 (module docstring)
+    probe_limit = 64
+
     def __init__(self, dim: int) -> None:
         self.dim = dim
         self._blocks: list[np.ndarray] = []  # (dim, columns) int8
         self._starts = np.zeros(1, dtype=np.int64)  # first position of each block, plus the end
         self._scale = np.empty(0, dtype=np.float32)
-        self._offset = np.empty(0, dtype=np.float32)  # what the probe offset adds to a row's score
+        self._offset = np.empty(0, dtype=np.int32)  # what the probes' shift adds to a row's product
         self._max_residual = 0.0  # largest ||v - v~|| stored
         self._max_length = 0.0  # largest ||v~|| stored
 
     @property
     def capacity(self) -> int:
         return int(self._starts[-1])
+
+    @property
+    def blocks(self) -> tuple[np.ndarray, ...]:
+        """The int8 blocks (dim, columns) of row codes that :meth:`scores` hands to onnxruntime."""
+        return tuple(self._blocks)
 
     @property
     def nbytes(self) -> int:
@@ -118,9 +154,9 @@ class Int8Screen:
         self._blocks.append(np.zeros((self.dim, columns), dtype=np.int8))
         self._starts = np.append(self._starts, self.capacity + columns)
         if len(self._scale) < self.capacity:
-            grow = np.zeros(self.capacity - len(self._scale), dtype=np.float32)
-            self._scale = np.concatenate([self._scale, grow])
-            self._offset = np.concatenate([self._offset, grow])
+            grow = self.capacity - len(self._scale)
+            self._scale = np.concatenate([self._scale, np.zeros(grow, dtype=np.float32)])
+            self._offset = np.concatenate([self._offset, np.zeros(grow, dtype=np.int32)])
 
     def _by_block(self, positions: np.ndarray):
         """(block, columns in it, which of ``positions`` they are) for each block ``positions`` touch."""
@@ -133,9 +169,9 @@ class Int8Screen:
         """Store the rows (float32, as the index keeps them) at ``positions``."""
         if len(positions):
             self._grow_to(int(positions.max()) + 1)
-        codes, scale, residual, length = quantise(rows)
+        codes, scale, residual, length = quantise(rows, self.row_limit)
         self._scale[positions] = scale
-        self._offset[positions] = _PROBE_OFFSET * codes.sum(axis=1, dtype=np.int32) * scale
+        self._offset[positions] = self.probe_limit * codes.sum(axis=1, dtype=np.int32)
         self._max_residual = max(self._max_residual, float(residual.max(initial=0.0)))
         self._max_length = max(self._max_length, float(length.max(initial=0.0)))
         for block, columns, which in self._by_block(positions):
@@ -151,21 +187,24 @@ class Int8Screen:
         for values in (self._scale, self._offset):
             values[destinations] = values[sources]
 
+    def probe_codes(self, probes: np.ndarray) -> ProbeCodes:
+        """``probes`` (m, dim) quantised as :meth:`scores` hands them to onnxruntime."""
+        codes, scale, residual, _ = quantise(probes, self.probe_limit)
+        return ProbeCodes((codes.astype(np.int16) + self.probe_limit).astype(np.uint8), scale, residual)
+
     def scores(self, probes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
         """Approximate scores (m, size) of the first ``size`` rows against unit ``probes`` (m, dim),
         and for each probe a bound (m,): ``|exact - approximate| <= bound`` for every row."""
-        codes, probe_scale, probe_residual, _ = quantise(probes)
-        shifted = (codes.astype(np.int16) + _PROBE_OFFSET).astype(np.uint8)
+        probe = self.probe_codes(probes)
         approximate = np.empty((len(probes), size), dtype=np.float32)
-        session = _integer_matmul_session()
         for block, start in zip(self._blocks, self._starts[:-1].tolist()):
             if start >= size:
                 break
             end = min(size, start + block.shape[1])
-            scored = session.run(None, {"probes": shifted, "rows": block})[0]
-            approximate[:, start:end] = scored[:, : end - start]  # int32 -> float32, exact below 2**24
+            products = integer_products(probe.shifted, block)[:, : end - start]
+            # the shift's share, taken off in integers: the codes' own product, exact in float32
+            approximate[:, start:end] = products - self._offset[start:end]
         approximate *= self._scale[:size]
-        approximate -= self._offset[:size]
-        approximate *= probe_scale[:, None]
-        bound = self._max_residual + self._max_length * probe_residual + _ROUNDING_SLACK
+        approximate *= probe.scale[:, None]
+        bound = self._max_residual + self._max_length * probe.residual + _ROUNDING_SLACK
         return approximate, bound.astype(np.float32)

@@ -44,7 +44,7 @@ import sys
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bot.child_process import exit_with_parent, run_in_background
@@ -146,6 +146,18 @@ class _Generation:
     executor: ProcessPoolExecutor
     running: Any  # call id per worker slot, 0 when idle
     pids: Any  # process id per worker slot
+    _shutdown_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        """Shut the executor down, one caller at a time; a later call returns once it is done.
+
+        ``ProcessPoolExecutor.shutdown`` is not safe to run twice at once, and every call a broken
+        pool fails asks for it (:meth:`FacePool._discard`): two at once each close the pool's result
+        pipe, and the second closes a descriptor already closed (``OSError: [Errno 9] Bad file
+        descriptor``) or, worse, one the process was given again meanwhile.
+        """
+        with self._shutdown_lock:
+            self.executor.shutdown(wait=wait, cancel_futures=cancel_futures)
 
 
 _call_ids = itertools.count(1)
@@ -196,7 +208,7 @@ class FacePool:
         with self._lock:
             generation, self._generation = self._generation, None
         if generation is not None:
-            generation.executor.shutdown(wait=wait, cancel_futures=True)
+            generation.shutdown(wait=wait, cancel_futures=True)
 
     # -- internals --------------------------------------------------------------------------------
 
@@ -235,5 +247,5 @@ class FacePool:
             if self._generation is broken:
                 self._generation = None
                 log.error("a face worker process died (killed, or out of memory?): starting a new pool")
-        await asyncio.to_thread(broken.executor.shutdown, wait=True)
+        await asyncio.to_thread(broken.shutdown)
         return {call_id for call_id in broken.running[:] if call_id}
