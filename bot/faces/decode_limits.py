@@ -118,23 +118,28 @@ def decode_cost(image: Image.Image) -> int:
     return image.width * image.height * (_BYTES_PER_PIXEL.get(image.mode, 4) + 4)
 
 
-def read_image_file(path: Path, max_bytes: int) -> bytes:
-    """The bytes of the regular file at ``path``, if it has at most ``max_bytes``. Anything else is
-    refused before it is read: a device (``/dev/zero`` never ends), a FIFO (blocks until someone
-    writes), a directory. Opened without blocking, then checked on the open file itself, so a path
-    swapped in between changes nothing. Raises OSError (a missing file...), UnreadableImage or
-    ImageTooLarge."""
+def read_regular_file(path: Path, max_bytes: int) -> bytes:
+    """The bytes of the regular file at ``path`` (a path someone gave: an image, an import file), if it
+    has at most ``max_bytes``. Anything else is refused before it is read: a device (``/dev/zero``
+    never ends), a FIFO (blocks until someone writes), a directory. Opened without blocking, then
+    checked on the open file itself, so a path swapped in between changes nothing. Raises OSError (a
+    missing file...), UnreadableImage or ImageTooLarge."""
     descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    with os.fdopen(descriptor, "rb") as handle:
-        facts = os.fstat(handle.fileno())
+    try:
+        facts = os.fstat(descriptor)
         if not stat.S_ISREG(facts.st_mode):
             raise UnreadableImage("not a regular file")
         if facts.st_size > max_bytes:
             raise ImageTooLarge(f"file is {facts.st_size} bytes, more than {max_bytes}")
-        data = handle.read(max_bytes + 1)  # a file growing meanwhile is cut short, and refused
-    if len(data) > max_bytes:
-        raise ImageTooLarge(f"file is more than {max_bytes} bytes")
-    return data
+        chunks, total = [], 0
+        while chunk := os.read(descriptor, max_bytes + 1 - total):  # a file growing meanwhile is cut short
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > max_bytes:
+                raise ImageTooLarge(f"file is more than {max_bytes} bytes")
+        return b"".join(chunks)
+    finally:
+        os.close(descriptor)
 
 
 class DecodeBudget:

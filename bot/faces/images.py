@@ -145,7 +145,7 @@ def decode_plain_jpeg(image: Image.Image, data: bytes) -> np.ndarray | None:
 
 def _read_file(path: Path) -> bytes:
     try:
-        return decode_limits.read_image_file(path, MAX_INPUT_BYTES)
+        return decode_limits.read_regular_file(path, MAX_INPUT_BYTES)
     except FileNotFoundError as exc:
         raise UnreadableImage(f"no such file: {path}") from exc
     except OSError as exc:

@@ -9,7 +9,10 @@ stored like any image, and their faces are embedded here, by the same service co
 face worker (:func:`bot.services.matching.analyse_case_photo`: small old photos are padded until the
 face is found; every face row records its model), so the worker never embeds them again. A running
 bot notices the new faces within seconds (its ReferenceWatcher), indexes them and retro-matches old
-tips. A photo with no usable face is kept, and its case's result line says so:
+tips. A photo must be a regular file (not a device, a FIFO or a folder) of at most the bot's image size
+limit, inside the import file's folder or a folder given with ``--photos-from`` (after following
+symbolic links: a link cannot lead out); anything else fails its line before it is read. A photo with
+no usable face is kept, and its case's result line says so:
 ``{"line", "code", "no_usable_face": [photo paths]}``. ``skip_faces`` leaves the photos pending for
 the bot's face worker instead (for a machine without the face models).
 
@@ -43,6 +46,7 @@ from bot.config import Settings
 from bot.db.migrate import upgrade_to_head_async
 from bot.db.models import PHOTO_AGE_PROGRESSED, PHOTO_ORIGINAL, Case
 from bot.db.session import create_engine, create_sessionmaker
+from bot.faces import decode_limits
 from bot.faces.engine import DetectedFace
 from bot.faces.models import ModelPackError
 from bot.faces.worker_pool import FacePool
@@ -65,6 +69,7 @@ BATCHES_AHEAD = 2
 LOOKUP_CHUNK = 500
 PROGRESS_WIDTH = 30
 PROGRESS_INTERVAL = 0.1  # seconds between redraws of the progress bar
+MAX_FILE_BYTES = 512 * 1024 * 1024  # a million cases fit; /dev/zero or a mistyped path does not
 
 # what a shared check's refusal means, said to the person running the import
 _REASONS = {
@@ -81,7 +86,8 @@ class LineError(ValueError):
 
 @dataclass(frozen=True)
 class PhotoSource:
-    path: Path
+    path: Path  # as given (relative ones joined to the import file's folder), for messages
+    real_path: Path  # every symbolic link followed: what is checked and read
     age: float | None
     kind: str
 
@@ -132,7 +138,7 @@ def _is_csv(path: Path, text: str) -> bool:
 
 def read_lines(path: Path) -> list[tuple[int, dict | LineError]]:
     """(data line number, the line's keys and values, or what is unreadable about it)."""
-    text = path.read_text(encoding="utf-8-sig")
+    text = decode_limits.read_regular_file(path, MAX_FILE_BYTES).decode("utf-8-sig")
     lines: list[tuple[int, dict | LineError]] = []
     if _is_csv(path, text):
         for row in csv.DictReader(io.StringIO(text, newline="")):
@@ -250,6 +256,27 @@ def _choice(record: dict, key: str, allowed: tuple[str, ...]) -> str | None:
     return value.strip().lower()
 
 
+class PhotoFolders:
+    """The folders photos may come from (resolved: symbolic links followed), by default only the import
+    file's own."""
+
+    def __init__(self, import_file: Path, extra: list[Path] = ()):
+        self.base = import_file.parent  # relative photo paths start here
+        self.roots = [folder.resolve() for folder in (import_file.parent, *extra)]
+
+    def checked(self, path: Path) -> Path:
+        """``path`` with every symbolic link followed, if that is inside one of the folders; else
+        LineError."""
+        try:
+            real = path.resolve(strict=True)
+        except (OSError, RuntimeError) as error:  # missing, or a loop of links
+            raise LineError(f"cannot read photo {path}: {getattr(error, 'strerror', None) or error}") from None
+        if not any(real.is_relative_to(root) for root in self.roots):
+            raise LineError(f"photo {path} is outside the import file's folder "
+                            f"(allow its folder with --photos-from DIR)")
+        return real
+
+
 def _photo_entries(value) -> list[dict]:
     """JSON: a list of objects; CSV: ``path|age|kind;...``."""
     if isinstance(value, str):
@@ -265,7 +292,7 @@ def _photo_entries(value) -> list[dict]:
     return value
 
 
-def _photos(value, base_dir: Path) -> list[PhotoSource]:
+def _photos(value, folders: PhotoFolders) -> list[PhotoSource]:
     photos = []
     for number, entry in enumerate(_photo_entries(value), start=1):
         unknown = sorted(set(entry) - PHOTO_KEYS)
@@ -278,13 +305,14 @@ def _photos(value, base_dir: Path) -> list[PhotoSource]:
         if age is not None:
             age = _checked(f"photo {number}: age", case_fields.check_age, _number(age, f"photo {number}: age"))
         kind = _choice(entry, "kind", PHOTO_KINDS) or PHOTO_ORIGINAL
-        photos.append(PhotoSource(base_dir / Path(path).expanduser(), age, kind))
+        given = folders.base / Path(path).expanduser()
+        photos.append(PhotoSource(given, folders.checked(given), age, kind))
     if not photos:
         raise LineError("photos: at least one photo is required")
     return photos
 
 
-def check_line(record: dict, base_dir: Path, tz: tzinfo, now: datetime) -> CaseRecord:
+def check_line(record: dict, folders: PhotoFolders, tz: tzinfo, now: datetime) -> CaseRecord:
     """One line as a case, or LineError saying what is wrong with it."""
     unknown = sorted(set(record) - KEYS)
     if unknown:
@@ -308,16 +336,24 @@ def check_line(record: dict, base_dir: Path, tz: tzinfo, now: datetime) -> CaseR
         external_id = str(external_id).strip()
         if len(external_id) > EXTERNAL_ID_LENGTH:
             raise LineError(f"external_id is longer than {EXTERNAL_ID_LENGTH} characters")
-    return CaseRecord(columns, external_id, _photos(record["photos"], base_dir))
+    return CaseRecord(columns, external_id, _photos(record["photos"], folders))
 
 
 # -- importing ----------------------------------------------------------------------------------
 
-def _store_photo(source: PhotoSource, media_dir: Path) -> cases.NewPhoto:
+def _read_photo(path: Path, real_path: Path) -> bytes:
     try:
-        data = source.path.read_bytes()
+        return decode_limits.read_regular_file(real_path, media.MAX_IMAGE_BYTES)
+    except decode_limits.ImageTooLarge:
+        raise LineError(f"photo {path}: too large (more than {media.MAX_IMAGE_BYTES // 2**20} MB)") from None
+    except decode_limits.UnreadableImage as error:
+        raise LineError(f"photo {path}: {error}") from None
     except OSError as error:
-        raise LineError(f"cannot read photo {source.path}: {error.strerror or error}") from None
+        raise LineError(f"cannot read photo {path}: {error.strerror or error}") from None
+
+
+def _store_photo(source: PhotoSource, media_dir: Path) -> cases.NewPhoto:
+    data = _read_photo(source.path, source.real_path)
     try:
         stored = media.store_image(data, media_dir)
     except media.ImageRejected as rejected:
@@ -449,21 +485,23 @@ class ProgressBar:
 
 
 async def import_cases(path: Path, settings: Settings, out: TextIO = sys.stdout, err: TextIO = sys.stderr,
-                       *, skip_faces: bool = False) -> int:
+                       *, skip_faces: bool = False, photo_folders: list[Path] = ()) -> int:
     """Import ``path``; one result line per data line on ``out``. The exit status: 0 unless every
     line failed (2 if the file cannot be read at all, or the face models cannot be loaded).
-    ``skip_faces``: leave the photos' faces to the running bot's face worker."""
+    ``skip_faces``: leave the photos' faces to the running bot's face worker. ``photo_folders``:
+    where photos may come from besides the file's own folder."""
     try:
         lines = read_lines(path)
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
+    except (OSError, UnicodeDecodeError, csv.Error, decode_limits.UnreadableImage) as error:
         err.write(f"cannot read {path}: {error}\n")
         return 2
+    folders = PhotoFolders(path, photo_folders)
     now = datetime.now(timezone.utc)
     checked: list[tuple[int, CaseRecord | LineError]] = []
     for number, record in lines:
         if not isinstance(record, LineError):
             try:
-                record = check_line(record, path.parent, settings.tz, now)
+                record = check_line(record, folders, settings.tz, now)
             except LineError as error:
                 record = error
         checked.append((number, record))
