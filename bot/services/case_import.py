@@ -50,10 +50,10 @@ from bot.faces import decode_limits
 from bot.faces.engine import DetectedFace
 from bot.faces.models import ModelPackError
 from bot.faces.worker_pool import FacePool
-from bot.services import audit, case_fields, cases, matching, media
+from bot.services import audit, case_fields, cases, matching, media, text_input
 from bot.services.case_fields import FieldError
 
-TEXT_FIELDS = {field.key: field for field in case_fields.FIELDS if field.kind == case_fields.TEXT}
+TEXT_FIELDS = {field.key: field for field in case_fields.FIELDS if field.kind in (case_fields.TEXT, case_fields.PHONE)}
 KEYS = {*TEXT_FIELDS, "sex", "date_of_birth", "birth_year", "missing_since", "last_seen_lat", "last_seen_lon",
         "height_cm", "language", "external_id", "photos"}
 REQUIRED = ("name", "missing_since", "last_seen_place", "photos")
@@ -77,6 +77,8 @@ _REASONS = {
     "field_bad_height": "is not a height between 30 and 272 cm",
     "field_bad_age": "is not an age between 0 and 130 years",
     "field_bad_pin": "is not a position on Earth",
+    "field_bad_phone": "is not a phone number (digits, spaces and + ( ) - only)",
+    "field_too_long": "is longer than {limit} characters",
 }
 
 
@@ -173,18 +175,18 @@ def _given(record: dict, key: str):
     return None if value is None or (isinstance(value, str) and not value.strip()) else value
 
 
-def _text(record: dict, key: str, limit: int) -> str | None:
-    value = _given(record, key)
+def _text(record: dict, field: case_fields.Field) -> str | None:
+    """A text field, cleaned as everything people type is (bot/services/text_input.py), then checked
+    as /report checks it."""
+    value = _given(record, field.key)
     if value is None:
         return None
     if not isinstance(value, str):
-        raise LineError(f"{key} must be text, got {json.dumps(value)}")
-    value = value.strip()
-    if len(value) > limit:
-        raise LineError(f"{key} is longer than {limit} characters")
+        raise LineError(f"{field.key} must be text, got {json.dumps(value)}")
     if "\x00" in value:  # PostgreSQL cannot store it
-        raise LineError(f"{key} contains a NUL character")
-    return value
+        raise LineError(f"{field.key} contains a NUL character")
+    value = text_input.clean_text(value)
+    return None if not value.strip() else _checked(field.key, case_fields.text_value, field, value)
 
 
 def _number(value, what: str) -> float:
@@ -201,7 +203,7 @@ def _checked(what: str, check, *args):
     try:
         return check(*args)
     except FieldError as refusal:
-        raise LineError(f"{what} {_REASONS[refusal.key]}") from None
+        raise LineError(f"{what} {_REASONS[refusal.key].format(**refusal.values)}") from None
 
 
 def _missing_since(value, tz: tzinfo, now: datetime) -> dict:
@@ -320,8 +322,7 @@ def check_line(record: dict, folders: PhotoFolders, tz: tzinfo, now: datetime) -
     missing = [key for key in REQUIRED if _given(record, key) is None]
     if missing:
         raise LineError(f"{missing[0]} is required")
-    columns = {key: value for key, field in TEXT_FIELDS.items()
-               if (value := _text(record, key, field.max_length)) is not None}
+    columns = {key: value for key, field in TEXT_FIELDS.items() if (value := _text(record, field)) is not None}
     columns.update(_missing_since(record["missing_since"], tz, now), **_birth(record, now.astimezone(tz).date()),
                    **_pin(record))
     columns = case_fields.to_columns(columns)
@@ -333,7 +334,7 @@ def check_line(record: dict, folders: PhotoFolders, tz: tzinfo, now: datetime) -
     if external_id is not None:
         if isinstance(external_id, bool) or not isinstance(external_id, (str, int)):
             raise LineError("external_id must be text or a whole number")
-        external_id = str(external_id).strip()
+        external_id = text_input.clean_text(str(external_id)).strip()
         if len(external_id) > EXTERNAL_ID_LENGTH:
             raise LineError(f"external_id is longer than {EXTERNAL_ID_LENGTH} characters")
     return CaseRecord(columns, external_id, _photos(record["photos"], folders))
