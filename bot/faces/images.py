@@ -165,8 +165,8 @@ def _from_pil(image: Image.Image, *, max_pixels: int, max_side: int | None) -> D
         if getattr(image, "is_animated", False):  # (n_frames would read every frame to count them)
             image.seek(0)  # animations and multi-page TIFFs: the first frame
         # libjpeg decodes at 1/2, 1/4 or 1/8 scale: much faster and smaller than
-        # decoding in full and resizing. Never below the requested size, so the
-        # exact resize happens further down.
+        # decoding in full and resizing. Not below max_side (unless that would
+        # decode too many pixels), so the exact resize happens further down.
         decode_limits.reduce_on_decode(image, max_side or decode_limits.MAX_KEPT_SIDE)
         with decode_limits.DECODES.reserve(decode_limits.decode_cost(image)):
             load_all_pixels(image)
