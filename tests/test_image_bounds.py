@@ -17,7 +17,6 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image
-from sqlalchemy import select
 
 from bot.db.models import MediaQuota, TipEntry, TipMedia, User
 from bot.faces import decode_limits

@@ -52,6 +52,7 @@ from bot.faces.models import ModelPackError
 from bot.faces.worker_pool import FacePool
 from bot.services import audit, case_fields, cases, matching, media, text_input
 from bot.services.case_fields import FieldError
+from bot.services.import_files import LineError, PhotoFolders, read_import_file, read_photo
 
 TEXT_FIELDS = {field.key: field for field in case_fields.FIELDS if field.kind in (case_fields.TEXT, case_fields.PHONE)}
 KEYS = {*TEXT_FIELDS, "sex", "date_of_birth", "birth_year", "missing_since", "last_seen_lat", "last_seen_lon",
@@ -69,7 +70,6 @@ BATCHES_AHEAD = 2
 LOOKUP_CHUNK = 500
 PROGRESS_WIDTH = 30
 PROGRESS_INTERVAL = 0.1  # seconds between redraws of the progress bar
-MAX_FILE_BYTES = 512 * 1024 * 1024  # a million cases fit; /dev/zero or a mistyped path does not
 
 # what a shared check's refusal means, said to the person running the import
 _REASONS = {
@@ -80,10 +80,6 @@ _REASONS = {
     "field_bad_phone": "is not a phone number (digits, spaces and + ( ) - only)",
     "field_too_long": "is longer than {limit} characters",
 }
-
-
-class LineError(ValueError):
-    """What is wrong with one line, in words for the person running the import."""
 
 
 @dataclass(frozen=True)
@@ -140,7 +136,7 @@ def _is_csv(path: Path, text: str) -> bool:
 
 def read_lines(path: Path) -> list[tuple[int, dict | LineError]]:
     """(data line number, the line's keys and values, or what is unreadable about it)."""
-    text = decode_limits.read_regular_file(path, MAX_FILE_BYTES).decode("utf-8-sig")
+    text = read_import_file(path)
     lines: list[tuple[int, dict | LineError]] = []
     if _is_csv(path, text):
         for row in csv.DictReader(io.StringIO(text, newline="")):
@@ -258,27 +254,6 @@ def _choice(record: dict, key: str, allowed: tuple[str, ...]) -> str | None:
     return value.strip().lower()
 
 
-class PhotoFolders:
-    """The folders photos may come from (resolved: symbolic links followed), by default only the import
-    file's own."""
-
-    def __init__(self, import_file: Path, extra: list[Path] = ()):
-        self.base = import_file.parent  # relative photo paths start here
-        self.roots = [folder.resolve() for folder in (import_file.parent, *extra)]
-
-    def checked(self, path: Path) -> Path:
-        """``path`` with every symbolic link followed, if that is inside one of the folders; else
-        LineError."""
-        try:
-            real = path.resolve(strict=True)
-        except (OSError, RuntimeError) as error:  # missing, or a loop of links
-            raise LineError(f"cannot read photo {path}: {getattr(error, 'strerror', None) or error}") from None
-        if not any(real.is_relative_to(root) for root in self.roots):
-            raise LineError(f"photo {path} is outside the import file's folder "
-                            f"(allow its folder with --photos-from DIR)")
-        return real
-
-
 def _photo_entries(value) -> list[dict]:
     """JSON: a list of objects; CSV: ``path|age|kind;...``."""
     if isinstance(value, str):
@@ -342,19 +317,8 @@ def check_line(record: dict, folders: PhotoFolders, tz: tzinfo, now: datetime) -
 
 # -- importing ----------------------------------------------------------------------------------
 
-def _read_photo(path: Path, real_path: Path) -> bytes:
-    try:
-        return decode_limits.read_regular_file(real_path, media.MAX_IMAGE_BYTES)
-    except decode_limits.ImageTooLarge:
-        raise LineError(f"photo {path}: too large (more than {media.MAX_IMAGE_BYTES // 2**20} MB)") from None
-    except decode_limits.UnreadableImage as error:
-        raise LineError(f"photo {path}: {error}") from None
-    except OSError as error:
-        raise LineError(f"cannot read photo {path}: {error.strerror or error}") from None
-
-
 def _store_photo(source: PhotoSource, media_dir: Path) -> cases.NewPhoto:
-    data = _read_photo(source.path, source.real_path)
+    data = read_photo(source.path, source.real_path)
     try:
         stored = media.store_image(data, media_dir)
     except media.ImageRejected as rejected:
