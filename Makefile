@@ -3,20 +3,32 @@
 #   make test      install what is needed, then run the whole test suite (SQLite and PostgreSQL)
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
-VENV   := .venv
+VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PORT   ?= 8080
+LOCK   := requirements.lock
 
-.PHONY: sandbox test system-deps test-deps install bench clean
+.PHONY: sandbox test system-deps test-deps install lock bench clean
 
-$(STAMP): pyproject.toml
+# Exactly the versions in the lock file, each checked against its hash (the dev extra and the build
+# backend included), then the project itself on top without resolving anything again.
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes --only-binary :all: -r $(LOCK)
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e '.[dev]'
+	$(BIN)/pip check
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Refresh the lock after changing the dependencies in pyproject.toml (pip-tools in a venv of its own).
+lock:
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install --quiet pip-tools
+	.venv-lock/bin/pip-compile --quiet --upgrade --generate-hashes --allow-unsafe --strip-extras \
+	  --extra dev --all-build-deps --no-emit-index-url --no-emit-find-links --output-file $(LOCK) pyproject.toml
+	rm -rf .venv-lock
 
 # Debian packages: CJK font and HarfBuzz subsetting for flyers, Pango for WeasyPrint, libGL for OpenCV.
 system-deps:
@@ -39,4 +51,4 @@ bench: system-deps install
 	$(BIN)/python bench/tip_load.py --scenario all
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .venv-lock .pytest_cache

@@ -96,7 +96,8 @@ def cmd_cases_import(args) -> int:
 
     from bot.services.case_import import import_cases
 
-    return asyncio.run(import_cases(Path(args.file), load_settings(), skip_faces=args.skip_faces))
+    return asyncio.run(import_cases(Path(args.file), load_settings(), skip_faces=args.skip_faces,
+                                    photo_folders=[Path(folder) for folder in args.photos_from]))
 
 
 def cmd_flyer_render(args) -> int:
@@ -137,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     importing.add_argument("file", metavar="FILE")
     importing.add_argument("--skip-faces", action="store_true",
                            help="store the photos only; the running bot's face worker embeds their faces")
+    importing.add_argument("--photos-from", action="append", default=[], metavar="DIR",
+                           help="also take photos from this folder (repeatable); by default only from FILE's folder")
     importing.set_defaults(func=cmd_cases_import)
     flyer = commands.add_parser("flyer", help="flyer tools").add_subparsers(dest="flyer_command", required=True)
     render = flyer.add_parser("render", help="write poster.pdf, poster.jpg and card.jpg of an active case")

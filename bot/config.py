@@ -58,6 +58,8 @@ class Settings:
     match_threshold: float = DEFAULT_MATCH_THRESHOLD
     # tip faces and images are purged this long after they arrived (privacy rule 4)
     tip_retention_days: int = 1825
+    # bytes of images one person (not a coordinator) may have stored per day; 0: no limit
+    user_daily_media_bytes: int = 100 * 1024 * 1024
     webhook_url: str | None = None
     webhook_secret: str | None = None
     port: int = 8080
@@ -209,6 +211,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         emergency_text=env.get("REUNITE_EMERGENCY_TEXT", "").strip() or None,
         match_threshold=_similarity(env, "REUNITE_MATCH_THRESHOLD", DEFAULT_MATCH_THRESHOLD),
         tip_retention_days=_int(env, "REUNITE_TIP_RETENTION_DAYS", 1825, minimum=1),
+        user_daily_media_bytes=_int(env, "REUNITE_USER_DAILY_MEDIA_MB", 100, minimum=0) * 1024 * 1024,
         webhook_url=webhook_url,
         webhook_secret=webhook_secret,
         port=_int(env, "PORT", 8080, minimum=0),

@@ -48,7 +48,7 @@ def photo_data_uri(image: bytes, max_px: int) -> str | None:
     if key in _PHOTO_CACHE:
         return _PHOTO_CACHE[key]
     try:
-        with Image.open(io.BytesIO(image)) as im:
+        with Image.open(io.BytesIO(image), formats=["JPEG", "PNG"]) as im:  # FlyerPhoto's formats only
             # JPEG draft mode decodes at a reduced scale: much faster for camera photos.
             im.draft("RGB", (max_px, max_px))
             upright = ImageOps.exif_transpose(im)

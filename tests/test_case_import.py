@@ -98,7 +98,7 @@ async def test_json_lines_import_reports_every_line_and_reimports_safely(setting
     path = tmp_path / "cases.jsonl"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
-    status, results, err = await run_import(settings, path)
+    status, results, err = await run_import(settings, path, "--photos-from", str(packaged_image("t1.jpg").parent))
     assert status == 0, err
     assert [r["line"] for r in results] == list(range(1, 11))
     errors = {r["line"]: r["error"] for r in results if "error" in r}
@@ -132,7 +132,7 @@ async def test_json_lines_import_reports_every_line_and_reimports_safely(setting
     assert (ana.birth_year, ana.missing_since_has_time, ana.external_id) == (2015, False, "9")
     assert sorted(audit) == sorted((None, "case.import", code) for code in (li.code, ana.code))
 
-    status, again, _ = await run_import(settings, path)
+    status, again, _ = await run_import(settings, path, "--photos-from", str(packaged_image("t1.jpg").parent))
     assert status == 0
     assert [r for r in again if "code" in r] == [
         {"line": 1, "code": li.code, "existing": True}, {"line": 7, "code": li.code, "existing": True},
@@ -198,3 +198,43 @@ async def test_a_tip_matching_an_imported_case_alerts_coordinators_and_the_bot_d
     case_faces = [(f.id, f.model_id) for f in await rows(reunite, select(Face).where(Face.case_id.is_not(None)))]
     assert case_faces == imported_faces
     assert [p.face_status for p in await rows(reunite, select(CasePhoto))] == ["done"]
+
+
+async def test_photos_are_regular_files_in_the_import_files_folder_unless_another_is_allowed(settings, tmp_path):
+    """/dev/zero never ends and a FIFO blocks until someone writes: neither is read. A photo outside the
+    file's folder (also through a symbolic link) fails its line unless its folder is allowed with
+    --photos-from; a file over the image size limit fails before it is read. Each is one line's error."""
+    folder = photo_folder(tmp_path)
+    os.mkfifo(folder / "pipe.jpg")
+    (folder / "escape.jpg").symlink_to(packaged_image("t1.jpg"))
+    with open(folder / "huge.jpg", "wb") as huge:  # sparse: 21 MB claimed, nothing written
+        huge.truncate(21 * 1024 * 1024)
+    outside = str(packaged_image("t1.jpg"))
+    lines = [{"name": f"Case {n}", "missing_since": "2020-01-01", "last_seen_place": "Lisbon",
+              "photos": [{"path": photo}]}
+             for n, photo in enumerate(["photos/face.jpg", "/dev/zero", "photos/pipe.jpg", "photos/escape.jpg",
+                                        "photos/huge.jpg", outside, "photos/../photos/face.jpg"], start=1)]
+    path = tmp_path / "cases.jsonl"
+    path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+
+    status, results, err = await asyncio.wait_for(run_import(settings, path, "--skip-faces"), 120)
+    assert status == 0, err
+    errors = {r["line"]: r["error"] for r in results if "error" in r}
+    assert set(errors) == {2, 3, 4, 5, 6}
+    assert all("outside the import file's folder" in errors[n] and "--photos-from" in errors[n] for n in (2, 4, 6))
+    assert "not a regular file" in errors[3] and "too large" in errors[5]
+
+    status, results, err = await asyncio.wait_for(
+        run_import(settings, path, "--skip-faces", "--photos-from", "/dev", "--photos-from",
+                   str(packaged_image("t1.jpg").parent)), 120)
+    errors = {r["line"]: r["error"] for r in results if "error" in r}
+    assert set(errors) == {2, 3, 5}  # allowed now, but still no regular file of a sensible size
+    assert "not a regular file" in errors[2] and "not a regular file" in errors[3]
+    assert [r["line"] for r in results if "code" in r] == [1, 4, 6, 7]
+
+
+async def test_an_import_file_that_is_not_a_regular_file_is_refused_at_once(settings, tmp_path):
+    os.mkfifo(tmp_path / "cases.jsonl")
+    for path in ("/dev/zero", tmp_path / "cases.jsonl", tmp_path):
+        status, results, err = await asyncio.wait_for(run_import(settings, path), 60)
+        assert status == 2 and results == [] and "not a regular file" in err, (path, err)

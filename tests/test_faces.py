@@ -10,7 +10,6 @@ packages. No mocks.
 from __future__ import annotations
 
 import asyncio
-import errno
 import importlib.util
 import io
 import json
@@ -336,18 +335,6 @@ async def test_face_workers_share_one_copy_of_the_models(engine):
         pool.shutdown()
 
 
-async def _open_for_writing(fifo: Path, timeout: float = 30.0) -> int:
-    """Open a named pipe for writing once a reader has opened it (polling: nothing blocks)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        try:
-            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-        except OSError as error:  # ENXIO: no reader yet
-            if error.errno != errno.ENXIO or asyncio.get_running_loop().time() > deadline:
-                raise
-            await asyncio.sleep(0.01)
-
-
 async def test_a_worker_killed_while_analysing_costs_that_image_only(tmp_path, caplog):
     """A worker killed mid-analysis (as the OOM killer would) is replaced: the image it was analysing
     is treated as unreadable, the image queued behind it and the next ones are analysed."""
@@ -355,19 +342,21 @@ async def test_a_worker_killed_while_analysing_costs_that_image_only(tmp_path, c
     try:
         await pool.start()
         [first_pid] = pool.worker_pids()
-        # The worker blocks reading this "image" until someone writes to it: it is surely analysing it
-        # when it is killed.
-        stuck = tmp_path / "stuck.jpg"
-        os.mkfifo(stuck)
+        # A slow image (16.8 megapixels of 16-bit grey: a second or so of decoding at the workers'
+        # priority), killed as soon as the worker's slot says it is analysing it. (A FIFO that blocked
+        # the read was surer, but a FIFO is no longer read at all.)
+        slow = tmp_path / "slow.png"
+        ok, encoded = cv2.imencode(".png", np.tile(np.arange(4096, dtype=np.uint16) * 16, (4096, 1)))
+        assert ok
+        slow.write_bytes(encoded.tobytes())
+        running = pool._current().running
         with caplog.at_level("ERROR", logger="bot.services.matching"):
-            killed = asyncio.create_task(matching.analysed("tip image 1", pool.analyse_tip_image, stuck))
+            killed = asyncio.create_task(matching.analysed("tip image 1", pool.analyse_tip_image, slow))
             queued = asyncio.create_task(pool.analyse_tip_image(sample_image("yaoming.jpg")))
-            writer = await _open_for_writing(stuck)
-            try:
-                os.kill(first_pid, signal.SIGKILL)
-                assert await asyncio.wait_for(killed, 60) is None
-            finally:
-                os.close(writer)
+            while not running[0]:
+                await asyncio.sleep(0.001)
+            os.kill(first_pid, signal.SIGKILL)
+            assert await asyncio.wait_for(killed, 60) is None
         assert "tip image 1 treated as unreadable" in caplog.text
         assert len((await asyncio.wait_for(queued, 60)).faces) == 1  # run again in the new worker
         [second_pid] = pool.worker_pids()

@@ -40,7 +40,7 @@ def test_stored_copy_has_no_metadata_but_the_facts_are_returned(tmp_path):
 
 @pytest.mark.parametrize("orientation", [1, 6])
 def test_stored_copy_keeps_no_comment_xmp_or_icc_profile_upright_or_rotated(tmp_path, orientation):
-    """An upright JPEG is re-encoded by OpenCV, a rotated one by Pillow: neither keeps any metadata."""
+    """Sent as a file, an upright JPEG and a rotated one are both encoded afresh: neither keeps any metadata."""
     exif = exif_with_gps_and_time(-33.85678, 151.21530, "2025:01:02 03:04:05")
     exif[0x0112] = orientation
     buffer = io.BytesIO()
@@ -70,14 +70,15 @@ def _with_metadata(jpeg: bytes, trailer: bytes = b"") -> bytes:
                                    [cv2.IMWRITE_JPEG_RST_INTERVAL, 4], [cv2.IMWRITE_JPEG_QUALITY, 100]],
                          ids=["baseline", "progressive", "restart-markers", "quality-100"])
 def test_an_upright_jpeg_is_kept_pixel_for_pixel_without_its_metadata(tmp_path, flags):
-    """No quality is lost to storing a photo: its pixels are exactly those sent, whatever the encoder."""
+    """No quality is lost to storing a photo Telegram sent: its pixels are exactly those sent, whatever
+    the encoder."""
     noise = np.asarray(Image.effect_noise((640, 480), 60).convert("RGB"))
     ok, encoded = cv2.imencode(".jpg", noise, flags)
     assert ok
     sent = _with_metadata(encoded.tobytes())
     assert Image.open(io.BytesIO(sent)).getexif()  # the test's photo does carry EXIF
 
-    stored = store_image(sent, tmp_path)
+    stored = store_image(sent, tmp_path, from_photo=True)
     data = stored.path.read_bytes()
     assert b"secret" not in data and b"ReuniteTestCam" not in data and b"Exif" not in data
     assert stored.taken_at == "2025:06:07 08:09:10" and round(stored.gps_lat, 1) == 51.5
@@ -89,7 +90,8 @@ def test_an_upright_jpeg_is_kept_pixel_for_pixel_without_its_metadata(tmp_path, 
 def test_what_a_phone_appends_after_the_image_is_not_kept(tmp_path):
     """A motion photo's video (or a second image) after the JPEG's end: dropped with the metadata."""
     appended = b"\x00\x00\x00\x18ftypmp42 secret video of the street"
-    stored = store_image(_with_metadata(jpeg_bytes(320, 240), trailer=appended + b"\xff\xd9"), tmp_path)
+    stored = store_image(_with_metadata(jpeg_bytes(320, 240), trailer=appended + b"\xff\xd9"), tmp_path,
+                         from_photo=True)
     data = stored.path.read_bytes()
     assert b"secret" not in data and data.endswith(b"\xff\xd9")
     assert Image.open(stored.path).size == (320, 240)

@@ -527,3 +527,14 @@ class ConsoleSession(Base):
 # table in one Core INSERT instead of through the unit of work: bot/db/batch_insert.py
 BATCH_INSERTED = (User, Tip, TipEntry, OutboxMessage)
 batch_insert.install(BATCH_INSERTED)
+
+
+class MediaQuota(Base):
+    """Bytes of images one person had stored on one day, against REUNITE_USER_DAILY_MEDIA_MB. Only
+    today's rows are kept (earlier ones are deleted as the next are written)."""
+
+    __tablename__ = "media_quota"
+
+    user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    stored_bytes: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -10,30 +10,34 @@ documents that are not images at all, and decompression bombs. The rules:
 * Anything that cannot be decoded completely raises :class:`UnreadableImage`
   (truncated files are refused rather than half-decoded: the caller asks the
   sender for the file again).
-* Huge images are refused before their pixels are decoded, and large ones are
-  decoded at a reduced "working" size (JPEG DCT scaling makes that cheap); the
-  :class:`DecodedImage` keeps the scale so results map back to the original.
+* Huge images are refused before their pixels are decoded (a limit per format,
+  :mod:`bot.faces.decode_limits`), and large ones are decoded at a reduced
+  "working" size (JPEG DCT scaling makes that cheap); the :class:`DecodedImage`
+  keeps the scale so results map back to the original. Each decode first
+  reserves its memory from the process's decode budget.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
 import cv2
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps
+
+from bot.faces import decode_limits
+from bot.faces.decode_limits import MAX_JPEG_PIXELS, ImageTooLarge, UnreadableImage
 
 log = logging.getLogger(__name__)
 
-#: Refuse images with more pixels than this (about 8,660 x 5,770). Checked from
-#: the header, before any pixel is decoded: a tiny PNG can claim gigapixels.
-MAX_IMAGE_PIXELS = 50_000_000
+#: Refuse images with more pixels than this whatever their format (each format has
+#: its own, lower or equal limit: :mod:`bot.faces.decode_limits`). Checked from the
+#: header, before any pixel is decoded: a tiny PNG can claim gigapixels.
+MAX_IMAGE_PIXELS = MAX_JPEG_PIXELS
 
 #: Decode larger images down to this longest side. The detector sees 640 px
 #: anyway and ArcFace 112 px crops; 2,560 px keeps faces of ~40 px in a 4,000 px
@@ -48,22 +52,6 @@ MAX_INPUT_BYTES = 40 * 1024 * 1024
 _TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}
 
 ImageSource = Union[bytes, bytearray, memoryview, str, os.PathLike, Image.Image, np.ndarray, "DecodedImage"]
-
-try:  # HEIC/HEIF (iPhone photos sent as files) when the optional plugin is installed.
-    import pillow_heif  # type: ignore[import-not-found]
-
-    pillow_heif.register_heif_opener()
-except ImportError:  # pragma: no cover - optional dependency
-    pass
-
-
-class UnreadableImage(ValueError):
-    """The input is not a complete image we can decode (missing, corrupt, truncated, unsupported)."""
-
-
-class ImageTooLarge(UnreadableImage):
-    """The image claims more pixels than :data:`MAX_IMAGE_PIXELS` (a possible decompression bomb)."""
-
 
 @dataclass(frozen=True)
 class DecodedImage:
@@ -114,20 +102,9 @@ def decode_image(
         raise ImageTooLarge(f"file is {len(data)} bytes, more than {MAX_INPUT_BYTES}")
     if not data:
         raise UnreadableImage("empty file")
-    try:
-        with warnings.catch_warnings():
-            # Pillow warns (then errors) about decompression bombs at its own
-            # global limit; ours is stricter and checked just below.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as exc:
-        raise ImageTooLarge(str(exc)) from exc
-    except UnidentifiedImageError as exc:
-        raise UnreadableImage("not an image, or an image format that is not supported") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise UnreadableImage(f"cannot read the image header: {exc}") from exc
+    image = decode_limits.open_image(data, max_pixels)
     with image:
-        if image.width * image.height <= max_pixels and (max_side is None or max(image.size) <= max_side):
+        if max_side is None or max(image.size) <= max_side:
             bgr = decode_plain_jpeg(image, data)
             if bgr is not None:
                 return DecodedImage(bgr=bgr, original_size=image.size)
@@ -168,26 +145,16 @@ def decode_plain_jpeg(image: Image.Image, data: bytes) -> np.ndarray | None:
 
 def _read_file(path: Path) -> bytes:
     try:
-        size = path.stat().st_size
-        if size > MAX_INPUT_BYTES:
-            raise ImageTooLarge(f"file is {size} bytes, more than {MAX_INPUT_BYTES}")
-        return path.read_bytes()
+        return decode_limits.read_regular_file(path, MAX_INPUT_BYTES)
     except FileNotFoundError as exc:
         raise UnreadableImage(f"no such file: {path}") from exc
-    except IsADirectoryError as exc:
-        raise UnreadableImage(f"is a directory: {path}") from exc
     except OSError as exc:
         raise UnreadableImage(f"cannot read {path}: {exc.strerror or exc}") from exc
 
 
 def _from_pil(image: Image.Image, *, max_pixels: int, max_side: int | None) -> DecodedImage:
+    decode_limits.check_pixels(image, max_pixels)
     header_width, header_height = image.size
-    if header_width <= 0 or header_height <= 0:
-        raise UnreadableImage("image has no pixels")
-    if header_width * header_height > max_pixels:
-        raise ImageTooLarge(
-            f"image is {header_width}x{header_height} pixels, more than {max_pixels} in all"
-        )
     orientation = _exif_orientation(image)
     if orientation in _TRANSPOSING_ORIENTATIONS:
         original_size = (header_height, header_width)
@@ -195,28 +162,29 @@ def _from_pil(image: Image.Image, *, max_pixels: int, max_side: int | None) -> D
         original_size = (header_width, header_height)
 
     try:
-        if getattr(image, "n_frames", 1) > 1:
+        if getattr(image, "is_animated", False):  # (n_frames would read every frame to count them)
             image.seek(0)  # animations and multi-page TIFFs: the first frame
-        if max_side is not None and image.format == "JPEG":
-            # Let libjpeg decode at 1/2, 1/4 or 1/8 scale: much faster and smaller
-            # than decoding in full and resizing. draft() never goes below the
-            # requested size, so the exact resize happens further down.
-            image.draft(image.mode, _fit_within(header_width, header_height, max_side))
-        load_all_pixels(image)
+        # libjpeg decodes at 1/2, 1/4 or 1/8 scale: much faster and smaller than
+        # decoding in full and resizing. Not below max_side (unless that would
+        # decode too many pixels), so the exact resize happens further down.
+        decode_limits.reduce_on_decode(image, max_side or decode_limits.MAX_KEPT_SIDE)
+        with decode_limits.DECODES.reserve(decode_limits.decode_cost(image)):
+            load_all_pixels(image)
+            if orientation not in (None, 1):
+                try:
+                    image = ImageOps.exif_transpose(image)
+                except Exception as exc:  # a malformed EXIF block must not cost the photo
+                    log.warning("ignoring unusable EXIF orientation: %s", exc)
+                    original_size = (header_width, header_height)
+            bgr = cv2.cvtColor(np.asarray(to_8bit(image)), cv2.COLOR_RGB2BGR)
+    except UnreadableImage:
+        raise
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(str(exc)) from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         # Truncated or corrupt data ("image file is truncated", broken PNG chunks...).
         raise UnreadableImage(f"image data is corrupt or truncated: {exc}") from exc
 
-    if orientation not in (None, 1):
-        try:
-            image = ImageOps.exif_transpose(image)
-        except Exception as exc:  # a malformed EXIF block must not cost the photo
-            log.warning("ignoring unusable EXIF orientation: %s", exc)
-            original_size = (header_width, header_height)
-
-    bgr = _to_bgr(image)
     working = _from_bgr_array(bgr, max_side)
     scale = working.bgr.shape[1] / original_size[0]
     return DecodedImage(bgr=working.bgr, original_size=original_size, scale=scale)
@@ -234,25 +202,29 @@ def _fit_within(width: int, height: int, max_side: int) -> tuple[int, int]:
     return max(1, round(width * factor)), max(1, round(height * factor))
 
 
-def _to_bgr(image: Image.Image) -> np.ndarray:
-    """Any Pillow mode -> uint8 BGR. Alpha is flattened onto white (a cut-out face on black reads as night)."""
+_HIGH_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
+def to_8bit(image: Image.Image, *, grey_stays_grey: bool = False) -> Image.Image:
+    """Any Pillow mode -> 8-bit RGB (or L, with ``grey_stays_grey``) that looks like the original:
+    16- and 32-bit values are scaled down, not clipped (clipped, a 16-bit grey photo is pure white);
+    transparency is flattened onto white (a cut-out face on black reads as night)."""
     mode = image.mode
-    if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        grey = _high_depth_to_uint8(np.asarray(image), mode)
-        return cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
+    if mode in _HIGH_DEPTH_MODES:
+        grey = Image.fromarray(_high_depth_to_uint8(np.asarray(image), mode))
+        return grey if grey_stays_grey else grey.convert("RGB")
+    if grey_stays_grey and mode == "L":
+        return image
     has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
         mode == "P" and "transparency" in image.info
     )
     if has_alpha:
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        rgb = Image.alpha_composite(white, rgba).convert("RGB")
-    else:
-        # Handles 1, L, P, CMYK (Pillow undoes Adobe's inverted CMYK on decode),
-        # YCbCr, LAB, HSV, RGBX.
-        # (an RGB image as it is: convert() would copy it, ~4 MB for a phone photo at working size)
-        rgb = image if mode == "RGB" else image.convert("RGB")
-    return cv2.cvtColor(np.asarray(rgb), cv2.COLOR_RGB2BGR)
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    # Handles 1, L, P, CMYK (Pillow undoes Adobe's inverted CMYK on decode), YCbCr, LAB, HSV, RGBX.
+    # (an RGB image as it is: convert() would copy it, ~4 MB for a phone photo at working size)
+    return image if mode == "RGB" else image.convert("RGB")
 
 
 def _high_depth_to_uint8(values: np.ndarray, mode: str) -> np.ndarray:

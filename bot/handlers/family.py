@@ -8,8 +8,6 @@ their messages answer it; outside one, the same messages are tips (bot/handlers/
 
 from __future__ import annotations
 
-import asyncio
-
 from telegram import Update
 from telegram.ext import (
     Application,
@@ -21,12 +19,12 @@ from telegram.ext import (
 )
 
 from bot.db.models import PRIORITY_ACK, Case
-from bot.handlers import case_changes
+from bot.handlers import case_changes, intake
 from bot.handlers.common import ReuniteContext, inline_keyboard, pressed_button, say, sign_callback
 from bot.i18n import t
 from bot.services import audit, case_fields, case_notices, cases, conversation, outbox, reporting
 from bot.services.case_fields import CHOICE, FieldError
-from bot.services.media import MAX_IMAGE_BYTES, ImageRejected
+from bot.services.media import ImageRejected
 from bot.services.reporting import STEP_DONE, STEP_PHOTO_AGE, STEP_PHOTOS, Draft
 
 # answers within a conversation are read before anything else could take them for a tip
@@ -102,14 +100,6 @@ def _ask(update: Update, context: ReuniteContext, draft: Draft, case: Case | Non
 
 # -- taking answers -----------------------------------------------------------------------------
 
-async def _stored_photo(context: ReuniteContext, file_id: str, file_size: int | None):
-    if file_size and file_size > MAX_IMAGE_BYTES:
-        raise ImageRejected("image_too_big")
-    telegram_file = await context.bot.get_file(file_id)
-    data = bytes(await telegram_file.download_as_bytearray())
-    return await asyncio.to_thread(reporting.store_case_photo, data, context.scope.settings.media_dir)
-
-
 def _caption_age(caption: str | None) -> float | None:
     """The age written as a photo's caption, if that is what the caption is."""
     try:
@@ -123,10 +113,11 @@ class _Silent(Exception):
 
 
 async def _take_photo(context: ReuniteContext, draft: Draft, file_id: str, file_size: int | None,
-                      caption: str | None, album: str | None) -> str | None:
+                      caption: str | None, album: str | None, *, from_photo: bool) -> str | None:
     if draft.flow == reporting.FLOW_EDIT:
         raise FieldError("report_expects_text")
-    image = await _stored_photo(context, file_id, file_size)
+    image = await intake.fetch_and_store(context, file_id, file_size, from_photo=from_photo,
+                                         store=reporting.store_case_photo)
     first_of_album = album is None or all(photo.get("album") != album for photo in draft.photos)
     draft.give_photo(image, _caption_age(caption), album)
     if not first_of_album:
@@ -139,12 +130,12 @@ async def _take_message(update: Update, context: ReuniteContext, draft: Draft) -
     message = update.effective_message
     if message.photo:
         return await _take_photo(context, draft, message.photo[-1].file_id, message.photo[-1].file_size,
-                                 message.caption, message.media_group_id)
+                                 message.caption, message.media_group_id, from_photo=True)
     if message.document is not None:
         if not (message.document.mime_type or "").startswith("image/"):
             raise FieldError("photo_not_image")
         return await _take_photo(context, draft, message.document.file_id, message.document.file_size,
-                                 message.caption, message.media_group_id)
+                                 message.caption, message.media_group_id, from_photo=False)
     if message.location is not None:
         if draft.field is not case_fields.LAST_SEEN_PIN:
             raise FieldError("report_expects_other")

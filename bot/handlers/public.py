@@ -6,7 +6,6 @@ other flow. It is committed before the acknowledgement is queued (both in one tr
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from telegram import Update
@@ -30,8 +29,9 @@ from bot.handlers.common import (
     sign_callback,
     verify_callback,
 )
+from bot.handlers import intake
 from bot.i18n import LANGUAGE_NAMES, LANGUAGES, t
-from bot.services import alerts, cases, conversation, flyer_service, media, outbox, tips, users
+from bot.services import alerts, cases, conversation, flyer_service, outbox, tips, users
 from bot.services.media import ImageRejected
 
 log = logging.getLogger(__name__)
@@ -191,26 +191,28 @@ async def tip_edited(update: Update, context: ReuniteContext) -> None:
 async def tip_photo(update: Update, context: ReuniteContext) -> None:
     """A photo (or one photo of an album): downloaded, checked, stripped and stored with the tip."""
     message = update.effective_message
-    await _record_image(update, context, message.photo[-1].file_id, message.photo[-1].file_size)
+    await _record_image(update, context, message.photo[-1].file_id, message.photo[-1].file_size, from_photo=True)
 
 
 async def tip_image_file(update: Update, context: ReuniteContext) -> None:
-    """An image sent as a file keeps its EXIF: the capture time and GPS are read, then stripped."""
+    """An image sent as a file keeps its EXIF: the capture time and GPS are read, then stripped (and
+    the image encoded afresh, so the camera's own quantisation tables go too)."""
     document = update.effective_message.document
-    await _record_image(update, context, document.file_id, document.file_size)
+    await _record_image(update, context, document.file_id, document.file_size, from_photo=False)
 
 
-async def _record_image(update: Update, context: ReuniteContext, file_id: str, file_size: int | None) -> None:
+async def _record_image(update: Update, context: ReuniteContext, file_id: str, file_size: int | None, *,
+                        from_photo: bool) -> None:
+    """An image refused (too large, unreadable, over the daily quota) is answered plainly; its caption
+    is still kept as the tip's words."""
     message = update.effective_message
-    if file_size and file_size > media.MAX_IMAGE_BYTES:
-        say(context, update, "image_too_big", force=True)
-        return
-    telegram_file = await context.bot.get_file(file_id)
-    data = bytes(await telegram_file.download_as_bytearray())
     try:
-        stored = await asyncio.to_thread(media.store_image, data, context.scope.settings.media_dir)
+        stored = await intake.fetch_and_store(context, file_id, file_size, from_photo=from_photo)
     except ImageRejected as rejected:
         say(context, update, rejected.reason, force=True)
+        if message.caption:
+            await _record(update, context, tips.TipContent(kind="text", text=message.caption,
+                                                           media_group_id=message.media_group_id))
         return
     await _record(update, context, tips.TipContent(kind="photo", text=message.caption, image=stored,
                                                    media_group_id=message.media_group_id))

@@ -9,6 +9,7 @@ A family types on a phone, so reading is forgiving ("162 cm", "1.62 m", "2009", 
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import date, datetime, time, timezone, tzinfo
 
@@ -24,6 +25,7 @@ MAX_AGE_YEARS = 130
 
 # Kinds of field: how a value is given and read
 TEXT = "text"
+PHONE = "phone"  # text of digits, spaces and + ( ) - only
 CHOICE = "choice"
 BIRTH = "birth"
 WHEN = "when"
@@ -70,7 +72,7 @@ MARKS = Field("distinguishing_marks", max_length=LONG_TEXT)
 CLOTHING = Field("clothing", max_length=LONG_TEXT)
 CIRCUMSTANCES = Field("circumstances", max_length=LONG_TEXT)
 AGENCY_NAME = Field("agency_name")
-AGENCY_PHONE = Field("agency_phone", max_length=PHONE_TEXT)
+AGENCY_PHONE = Field("agency_phone", PHONE, max_length=PHONE_TEXT)
 AGENCY_REFERENCE = Field("agency_reference")
 FAMILY_CONTACT = Field("family_contact")
 # default no: a family that fled abuse must not find its phone number on a wall
@@ -90,13 +92,22 @@ CASE_LANGUAGES = tuple(value for _, value in LANGUAGE.choices)
 
 # -- reading what people type -------------------------------------------------------------------
 
+_PHONE_NUMBER = re.compile(r"[0-9 +()\-]*[0-9][0-9 +()\-]*")
+
+
 def text_value(field: Field, text: str) -> str:
-    """Free text, trimmed; empty or longer than the field allows is refused."""
+    """Free text, trimmed; empty or longer than the field allows is refused. A phone number may have
+    digits, spaces and + ( ) - only (full-width ones, as a Chinese keyboard may type them, become
+    plain): anything else could make it read differently on a flyer than it dials."""
     value = text.strip()
+    if field.kind == PHONE:
+        value = unicodedata.normalize("NFKC", value).strip()
     if not value:
         raise FieldError("field_empty")
     if len(value) > field.max_length:
         raise FieldError("field_too_long", limit=field.max_length)
+    if field.kind == PHONE and not _PHONE_NUMBER.fullmatch(value):
+        raise FieldError("field_bad_phone")
     return value
 
 
@@ -245,7 +256,7 @@ def choice_value(field: Field, choice: str) -> dict:
 
 def parse(field: Field, text: str, tz: tzinfo, now: datetime) -> dict:
     """The column values ``text`` gives ``field`` (JSON-ready); FieldError if it cannot."""
-    if field.kind == TEXT:
+    if field.kind in (TEXT, PHONE):
         return {field.key: text_value(field, text)}
     if field.kind == CHOICE:
         return choice_value(field, text)

@@ -9,7 +9,10 @@ stored like any image, and their faces are embedded here, by the same service co
 face worker (:func:`bot.services.matching.analyse_case_photo`: small old photos are padded until the
 face is found; every face row records its model), so the worker never embeds them again. A running
 bot notices the new faces within seconds (its ReferenceWatcher), indexes them and retro-matches old
-tips. A photo with no usable face is kept, and its case's result line says so:
+tips. A photo must be a regular file (not a device, a FIFO or a folder) of at most the bot's image size
+limit, inside the import file's folder or a folder given with ``--photos-from`` (after following
+symbolic links: a link cannot lead out); anything else fails its line before it is read. A photo with
+no usable face is kept, and its case's result line says so:
 ``{"line", "code", "no_usable_face": [photo paths]}``. ``skip_faces`` leaves the photos pending for
 the bot's face worker instead (for a machine without the face models).
 
@@ -43,13 +46,15 @@ from bot.config import Settings
 from bot.db.migrate import upgrade_to_head_async
 from bot.db.models import PHOTO_AGE_PROGRESSED, PHOTO_ORIGINAL, Case
 from bot.db.session import create_engine, create_sessionmaker
+from bot.faces import decode_limits
 from bot.faces.engine import DetectedFace
 from bot.faces.models import ModelPackError
 from bot.faces.worker_pool import FacePool
-from bot.services import audit, case_fields, cases, matching, media
+from bot.services import audit, case_fields, cases, matching, media, text_input
 from bot.services.case_fields import FieldError
+from bot.services.import_files import LineError, PhotoFolders, read_import_file, read_photo
 
-TEXT_FIELDS = {field.key: field for field in case_fields.FIELDS if field.kind == case_fields.TEXT}
+TEXT_FIELDS = {field.key: field for field in case_fields.FIELDS if field.kind in (case_fields.TEXT, case_fields.PHONE)}
 KEYS = {*TEXT_FIELDS, "sex", "date_of_birth", "birth_year", "missing_since", "last_seen_lat", "last_seen_lon",
         "height_cm", "language", "external_id", "photos"}
 REQUIRED = ("name", "missing_since", "last_seen_place", "photos")
@@ -72,16 +77,15 @@ _REASONS = {
     "field_bad_height": "is not a height between 30 and 272 cm",
     "field_bad_age": "is not an age between 0 and 130 years",
     "field_bad_pin": "is not a position on Earth",
+    "field_bad_phone": "is not a phone number (digits, spaces and + ( ) - only)",
+    "field_too_long": "is longer than {limit} characters",
 }
-
-
-class LineError(ValueError):
-    """What is wrong with one line, in words for the person running the import."""
 
 
 @dataclass(frozen=True)
 class PhotoSource:
-    path: Path
+    path: Path  # as given (relative ones joined to the import file's folder), for messages
+    real_path: Path  # every symbolic link followed: what is checked and read
     age: float | None
     kind: str
 
@@ -132,7 +136,7 @@ def _is_csv(path: Path, text: str) -> bool:
 
 def read_lines(path: Path) -> list[tuple[int, dict | LineError]]:
     """(data line number, the line's keys and values, or what is unreadable about it)."""
-    text = path.read_text(encoding="utf-8-sig")
+    text = read_import_file(path)
     lines: list[tuple[int, dict | LineError]] = []
     if _is_csv(path, text):
         for row in csv.DictReader(io.StringIO(text, newline="")):
@@ -167,18 +171,18 @@ def _given(record: dict, key: str):
     return None if value is None or (isinstance(value, str) and not value.strip()) else value
 
 
-def _text(record: dict, key: str, limit: int) -> str | None:
-    value = _given(record, key)
+def _text(record: dict, field: case_fields.Field) -> str | None:
+    """A text field, cleaned as everything people type is (bot/services/text_input.py), then checked
+    as /report checks it."""
+    value = _given(record, field.key)
     if value is None:
         return None
     if not isinstance(value, str):
-        raise LineError(f"{key} must be text, got {json.dumps(value)}")
-    value = value.strip()
-    if len(value) > limit:
-        raise LineError(f"{key} is longer than {limit} characters")
+        raise LineError(f"{field.key} must be text, got {json.dumps(value)}")
     if "\x00" in value:  # PostgreSQL cannot store it
-        raise LineError(f"{key} contains a NUL character")
-    return value
+        raise LineError(f"{field.key} contains a NUL character")
+    value = text_input.clean_text(value)
+    return None if not value.strip() else _checked(field.key, case_fields.text_value, field, value)
 
 
 def _number(value, what: str) -> float:
@@ -195,7 +199,7 @@ def _checked(what: str, check, *args):
     try:
         return check(*args)
     except FieldError as refusal:
-        raise LineError(f"{what} {_REASONS[refusal.key]}") from None
+        raise LineError(f"{what} {_REASONS[refusal.key].format(**refusal.values)}") from None
 
 
 def _missing_since(value, tz: tzinfo, now: datetime) -> dict:
@@ -265,7 +269,7 @@ def _photo_entries(value) -> list[dict]:
     return value
 
 
-def _photos(value, base_dir: Path) -> list[PhotoSource]:
+def _photos(value, folders: PhotoFolders) -> list[PhotoSource]:
     photos = []
     for number, entry in enumerate(_photo_entries(value), start=1):
         unknown = sorted(set(entry) - PHOTO_KEYS)
@@ -278,13 +282,14 @@ def _photos(value, base_dir: Path) -> list[PhotoSource]:
         if age is not None:
             age = _checked(f"photo {number}: age", case_fields.check_age, _number(age, f"photo {number}: age"))
         kind = _choice(entry, "kind", PHOTO_KINDS) or PHOTO_ORIGINAL
-        photos.append(PhotoSource(base_dir / Path(path).expanduser(), age, kind))
+        given = folders.base / Path(path).expanduser()
+        photos.append(PhotoSource(given, folders.checked(given), age, kind))
     if not photos:
         raise LineError("photos: at least one photo is required")
     return photos
 
 
-def check_line(record: dict, base_dir: Path, tz: tzinfo, now: datetime) -> CaseRecord:
+def check_line(record: dict, folders: PhotoFolders, tz: tzinfo, now: datetime) -> CaseRecord:
     """One line as a case, or LineError saying what is wrong with it."""
     unknown = sorted(set(record) - KEYS)
     if unknown:
@@ -292,8 +297,7 @@ def check_line(record: dict, base_dir: Path, tz: tzinfo, now: datetime) -> CaseR
     missing = [key for key in REQUIRED if _given(record, key) is None]
     if missing:
         raise LineError(f"{missing[0]} is required")
-    columns = {key: value for key, field in TEXT_FIELDS.items()
-               if (value := _text(record, key, field.max_length)) is not None}
+    columns = {key: value for key, field in TEXT_FIELDS.items() if (value := _text(record, field)) is not None}
     columns.update(_missing_since(record["missing_since"], tz, now), **_birth(record, now.astimezone(tz).date()),
                    **_pin(record))
     columns = case_fields.to_columns(columns)
@@ -305,19 +309,16 @@ def check_line(record: dict, base_dir: Path, tz: tzinfo, now: datetime) -> CaseR
     if external_id is not None:
         if isinstance(external_id, bool) or not isinstance(external_id, (str, int)):
             raise LineError("external_id must be text or a whole number")
-        external_id = str(external_id).strip()
+        external_id = text_input.clean_text(str(external_id)).strip()
         if len(external_id) > EXTERNAL_ID_LENGTH:
             raise LineError(f"external_id is longer than {EXTERNAL_ID_LENGTH} characters")
-    return CaseRecord(columns, external_id, _photos(record["photos"], base_dir))
+    return CaseRecord(columns, external_id, _photos(record["photos"], folders))
 
 
 # -- importing ----------------------------------------------------------------------------------
 
 def _store_photo(source: PhotoSource, media_dir: Path) -> cases.NewPhoto:
-    try:
-        data = source.path.read_bytes()
-    except OSError as error:
-        raise LineError(f"cannot read photo {source.path}: {error.strerror or error}") from None
+    data = read_photo(source.path, source.real_path)
     try:
         stored = media.store_image(data, media_dir)
     except media.ImageRejected as rejected:
@@ -449,21 +450,23 @@ class ProgressBar:
 
 
 async def import_cases(path: Path, settings: Settings, out: TextIO = sys.stdout, err: TextIO = sys.stderr,
-                       *, skip_faces: bool = False) -> int:
+                       *, skip_faces: bool = False, photo_folders: list[Path] = ()) -> int:
     """Import ``path``; one result line per data line on ``out``. The exit status: 0 unless every
     line failed (2 if the file cannot be read at all, or the face models cannot be loaded).
-    ``skip_faces``: leave the photos' faces to the running bot's face worker."""
+    ``skip_faces``: leave the photos' faces to the running bot's face worker. ``photo_folders``:
+    where photos may come from besides the file's own folder."""
     try:
         lines = read_lines(path)
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
+    except (OSError, UnicodeDecodeError, csv.Error, decode_limits.UnreadableImage) as error:
         err.write(f"cannot read {path}: {error}\n")
         return 2
+    folders = PhotoFolders(path, photo_folders)
     now = datetime.now(timezone.utc)
     checked: list[tuple[int, CaseRecord | LineError]] = []
     for number, record in lines:
         if not isinstance(record, LineError):
             try:
-                record = check_line(record, path.parent, settings.tz, now)
+                record = check_line(record, folders, settings.tz, now)
             except LineError as error:
                 record = error
         checked.append((number, record))

@@ -49,11 +49,11 @@ def face_tile(media_dir: Path, crop: FaceCrop) -> Image.Image:
     """A square tile around the face, or a grey one if the image is no longer stored."""
     if crop.jpeg:
         # the face worker's crop of a fresh tip's face: no decode of the whole photo (bench/RESULTS.md)
-        tile = Image.open(io.BytesIO(crop.jpeg)).convert("RGB")
+        tile = Image.open(io.BytesIO(crop.jpeg), formats=["JPEG"]).convert("RGB")
         return tile if tile.size == (TILE_PX, TILE_PX) else tile.resize((TILE_PX, TILE_PX), Image.Resampling.LANCZOS)
     path = media_path(media_dir, crop.sha256)
     try:
-        with Image.open(path) as image:
+        with Image.open(path, formats=["JPEG"]) as image:  # the media store holds JPEGs only
             width = image.size[0]
             x1, y1, x2, y2 = crop.bbox
             side = max(x2 - x1, y2 - y1) * (1 + 2 * CROP_MARGIN)

@@ -2,9 +2,12 @@
 
 The capture time and GPS position a camera wrote into EXIF can matter to a search, so they are read
 first and returned for the tip record; the stored file itself carries no metadata at all (privacy).
-A plain upright JPEG (every photo Telegram sends) is kept as it came, less the segments that carry
-metadata; anything else is decoded, turned upright and encoded afresh. CPU-heavy at times: call
-:func:`store_image` from a worker thread, never on the event loop.
+A photo Telegram delivered as a plain upright JPEG is kept as it came, less every segment that can
+carry metadata and with a minimal JFIF header of our own (Telegram recompressed it: its quantisation
+tables are Telegram's). Anything else, an image sent as a file above all (its quantisation tables are
+the camera's and name the phone model), is decoded, turned upright and encoded afresh. Decoding is
+bounded by :mod:`bot.faces.decode_limits` (pixels per format, memory and decodes in flight).
+CPU-heavy at times: call :func:`store_image` from a worker thread, never on the event loop.
 """
 
 from __future__ import annotations
@@ -13,24 +16,21 @@ import hashlib
 import io
 import os
 import tempfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
-from bot.faces.images import is_plain_jpeg, load_all_pixels
+from bot.faces import decode_limits
+from bot.faces.images import is_plain_jpeg, load_all_pixels, to_8bit
 
 # Telegram lets bots download up to 20 MB; above that we cannot even fetch the file.
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
-# A 50-megapixel phone photo is plausible; more is a decompression bomb or a scan nobody needs.
-MAX_IMAGE_PIXELS = 60_000_000
 # Stored copies are capped; faces and coordinators need detail, not 100-megapixel originals.
-MAX_STORED_SIDE = 4096
+MAX_STORED_SIDE = decode_limits.MAX_KEPT_SIDE
 STORED_JPEG_QUALITY = 90
-ACCEPTED_FORMATS = {"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO"}
 
 _EXIF_IFD = 0x8769
 _GPS_IFD = 0x8825
@@ -55,6 +55,7 @@ class StoredImage:
     taken_at: str | None
     gps_lat: float | None
     gps_lon: float | None
+    stored_bytes: int  # the stored file's size, what counts against the sender's daily quota
 
 
 def _gps_degrees(values, ref) -> float | None:
@@ -82,60 +83,67 @@ def read_exif_facts(image: Image.Image) -> tuple[str | None, float | None, float
 
 
 def open_checked(data: bytes) -> Image.Image:
-    """Open ``data`` as an image after checking size, type and pixel count; its pixels not decoded yet."""
+    """Open ``data`` as an image after checking size, format and pixel count (from the header, before
+    decoding allocates anything); its pixels not decoded yet."""
     if len(data) > MAX_IMAGE_BYTES:
         raise ImageRejected("image_too_big")
     try:
-        with warnings.catch_warnings():
-            # Pillow's own bomb warning becomes our "too big" answer
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        return decode_limits.open_image(data)
+    except decode_limits.ImageTooLarge:
         raise ImageRejected("image_too_big") from None
-    except (UnidentifiedImageError, OSError, ValueError):
+    except decode_limits.UnreadableImage:
         raise ImageRejected("image_unreadable") from None
-    if image.format not in ACCEPTED_FORMATS:
-        raise ImageRejected("image_unreadable")
-    # checked on the header, before decoding allocates anything
-    if image.width * image.height > MAX_IMAGE_PIXELS or image.width < 1 or image.height < 1:
-        raise ImageRejected("image_too_big")
-    return image
 
 
-def store_image(data: bytes, media_dir: Path) -> StoredImage:
-    """Check ``data``, strip its metadata and store it content-addressed; return what we learned."""
+def store_image(data: bytes, media_dir: Path, *, from_photo: bool = False) -> StoredImage:
+    """Check ``data``, strip its metadata and store it content-addressed; return what we learned.
+    ``from_photo``: Telegram delivered it as a photo (recompressed by Telegram), so a plain JPEG is
+    kept as sent; an image sent as a file, or from anywhere else, is always encoded afresh."""
     image = open_checked(data)
     taken_at, gps_lat, gps_lon = read_exif_facts(image)
-    stripped = strip_plain_jpeg(image, data) if max(image.size) <= MAX_STORED_SIDE else None
+    stripped = strip_plain_jpeg(image, data) if from_photo and max(image.size) <= MAX_STORED_SIDE else None
     if stripped is not None:
-        # a plain JPEG (every photo Telegram sends): kept as it came, less its metadata segments
         digest, path = store_own_jpeg(stripped, media_dir)
-        return StoredImage(digest, path, image.width, image.height, taken_at, gps_lat, gps_lon)
+        return StoredImage(digest, path, image.width, image.height, taken_at, gps_lat, gps_lon, len(stripped))
+    decode_limits.reduce_on_decode(image, MAX_STORED_SIDE)
     try:
-        load_all_pixels(image)
-    except (OSError, ValueError, SyntaxError):
+        with decode_limits.DECODES.reserve(decode_limits.decode_cost(image)):
+            upright = _decoded_upright(image)
+    except decode_limits.ImageTooLarge:
+        raise ImageRejected("image_too_big") from None
+    except (OSError, ValueError, SyntaxError, EOFError):
         raise ImageRejected("image_unreadable") from None
-    # orientation first, so the stripped copy still stands the right way up (in place: otherwise an
-    # upright photo, as every photo Telegram sends is, is copied for nothing)
-    ImageOps.exif_transpose(image, in_place=True)
-    upright = image if image.mode in ("RGB", "L") else image.convert("RGB")
-    upright.thumbnail((MAX_STORED_SIDE, MAX_STORED_SIDE))
     buffer = io.BytesIO()
-    # a fresh encode from pixels carries no EXIF, XMP or ICC; Pillow copies the JPEG comment
-    # unless told otherwise
+    # a fresh encode from pixels carries no EXIF, XMP or ICC, and only the encoder's own quantisation
+    # tables; Pillow copies the JPEG comment unless told otherwise
     upright.save(buffer, format="JPEG", quality=STORED_JPEG_QUALITY, optimize=False, comment=b"")
-    digest, path = store_own_jpeg(buffer.getvalue(), media_dir)
-    return StoredImage(digest, path, upright.width, upright.height, taken_at, gps_lat, gps_lon)
+    encoded = buffer.getvalue()
+    digest, path = store_own_jpeg(encoded, media_dir)
+    return StoredImage(digest, path, upright.width, upright.height, taken_at, gps_lat, gps_lon, len(encoded))
+
+
+def _decoded_upright(image: Image.Image) -> Image.Image:
+    """The pixels of ``image`` (its first frame), upright, in 8-bit colour or grey, at most
+    MAX_STORED_SIDE a side."""
+    if getattr(image, "is_animated", False):
+        image.seek(0)
+    load_all_pixels(image)
+    # orientation first, so the stripped copy still stands the right way up (in place: otherwise an
+    # upright photo is copied for nothing)
+    ImageOps.exif_transpose(image, in_place=True)
+    upright = to_8bit(image, grey_stays_grey=True)
+    upright.thumbnail((MAX_STORED_SIDE, MAX_STORED_SIDE))
+    return upright
 
 
 def strip_plain_jpeg(image: Image.Image, data: bytes) -> bytes | None:
     """``data`` (opened as ``image``) without its metadata, if it is a plain JPEG (complete, upright,
     colour or grey) that decodes; None for anything else, which is decoded and encoded afresh.
 
-    No pixel is decoded and encoded again: the segments that carry metadata are dropped from the file
-    as it is (:func:`_without_metadata_segments`). Under photo load the decode and encode this replaces
-    were ~12 ms of CPU per 1280 px photo in the bot (bench/RESULTS.md, session 7), and every
-    photo lost a little quality to them. The file is still decoded once, at 1/8 scale (under a
+    No pixel is decoded and encoded again: the segments that can carry metadata are dropped from the
+    file as it is, and a JFIF or Adobe header is written anew (:func:`_without_metadata_segments`).
+    Under photo load the decode and encode this replaces were ~12 ms of CPU per 1280 px photo in the
+    bot (bench/RESULTS.md, session 7), and every photo lost a little quality to them. The file is still decoded once, at 1/8 scale (under a
     millisecond): a photo that does not decode is refused now, as before, not found out by the face
     worker later.
     """
@@ -153,17 +161,23 @@ def strip_plain_jpeg(image: Image.Image, data: bytes) -> bytes | None:
     return stripped
 
 
-#: JPEG markers kept: frame and scan headers, tables, restart interval. APP0 and APP14 are kept only
-#: as JFIF and Adobe headers, which tell a decoder the colour space; every other APPn (EXIF, XMP, ICC
-#: profiles, maker notes, MPF) and COM goes.
+#: JPEG markers kept: frame and scan headers, tables, restart interval. Every APPn (EXIF, XMP, ICC
+#: profiles, maker notes, MPF) and COM goes; a JFIF (APP0) or Adobe (APP14) header, which tells a
+#: decoder the colour space, is replaced by a minimal one of our own (the sent one can carry a
+#: thumbnail, a density, or any bytes after its fields).
 _KEPT_MARKERS = frozenset(range(0xC0, 0xD0)) | {0xDB, 0xDD, 0xDC}
-_KEPT_HEADERS = {0xE0: b"JFIF\x00", 0xEE: b"Adobe"}
+_APP0, _APP14 = 0xE0, 0xEE
 _SOS, _EOI = 0xDA, 0xD9
+#: JFIF 1.01, no density unit, aspect 1:1, no thumbnail
+_MINIMAL_JFIF = b"\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+#: "Adobe", version 100, no flags; the colour transform byte (0: RGB or CMYK, 1: YCbCr) follows
+_MINIMAL_ADOBE = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00"
+_ADOBE_TRANSFORM_AT = 15  # from the marker: marker 2, length 2, "Adobe" 5, version 2, flags 4
 
 
 def _without_metadata_segments(data: bytes) -> bytes | None:
-    """The JPEG ``data`` from SOI to its first EOI, with only the segments in :data:`_KEPT_MARKERS` and
-    :data:`_KEPT_HEADERS`; anything after EOI (another image, a video, vendor data) is dropped too.
+    """The JPEG ``data`` from SOI to its first EOI, with only the segments in :data:`_KEPT_MARKERS` and a
+    minimal JFIF or Adobe header where it had one; anything after EOI (another image, a video, vendor data) is dropped too.
     None if the file is not laid out as a baseline or progressive JPEG should be."""
     if not data.startswith(b"\xff\xd8"):
         return None
@@ -190,17 +204,18 @@ def _without_metadata_segments(data: bytes) -> bytes | None:
             if segment_end is None:
                 return None
             kept.append(data[at:segment_end])
-        elif marker in _KEPT_MARKERS or _is_kept_header(data, at, marker):
+        elif marker in _KEPT_MARKERS:
             kept.append(data[at:segment_end])
+        elif marker == _APP0 and data.startswith(b"JFIF\x00", at + 4):
+            kept.append(_MINIMAL_JFIF)
+        elif marker == _APP14 and data.startswith(b"Adobe", at + 4):
+            if length < _ADOBE_TRANSFORM_AT - 1:
+                return None
+            kept.append(_MINIMAL_ADOBE + data[at + _ADOBE_TRANSFORM_AT:at + _ADOBE_TRANSFORM_AT + 1])
         elif not (0xE0 <= marker <= 0xEF or marker == 0xFE):
             return None  # a marker no photo has (hierarchical, arithmetic extensions...): decode afresh
         at = segment_end
     return None
-
-
-def _is_kept_header(data: bytes, at: int, marker: int) -> bool:
-    header = _KEPT_HEADERS.get(marker)
-    return header is not None and data.startswith(header, at + 4)
 
 
 def _end_of_scan(data: bytes, at: int) -> int | None:

@@ -13,13 +13,10 @@ here knows about Telegram.
 
 from __future__ import annotations
 
-import io
-import warnings
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from PIL import Image
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.db.models import Case
@@ -161,18 +158,12 @@ def came_back_after_a_while(state: conversation.State, now: datetime) -> bool:
     return now - state.updated_at > RESUME_NOTICE_AFTER
 
 
-def store_case_photo(data: bytes, media_dir: Path) -> StoredImage:
+def store_case_photo(data: bytes, media_dir: Path, *, from_photo: bool = False) -> StoredImage:
     """Check and store a case photo (CPU-bound: call from a worker thread). Besides the checks of any
     image, one too small to show a face is refused before it is stored."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # store_image refuses those
-            size = Image.open(io.BytesIO(data)).size  # reads the header only
-    except (OSError, ValueError, Image.DecompressionBombError):
-        size = None  # store_image says precisely what is wrong with it
-    if size is not None and min(size) < MIN_PHOTO_SIDE:
+    if min(media.open_checked(data).size) < MIN_PHOTO_SIDE:  # reads the header only
         raise ImageRejected("photo_too_small")
-    return media.store_image(data, media_dir)
+    return media.store_image(data, media_dir, from_photo=from_photo)
 
 
 async def file_report(session: AsyncSession, draft: Draft, family_id: int, now: datetime) -> Case:

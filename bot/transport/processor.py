@@ -20,7 +20,7 @@ from telegram import Update
 from telegram.ext import Application
 
 from bot.config import Settings
-from bot.services import broadcasts, conversation, inbox, outbox, tips, users
+from bot.services import broadcasts, conversation, inbox, outbox, text_input, tips, users
 from bot.services.inbox import RawUpdate
 from bot.transport.scope import UpdateScope, current_scope
 
@@ -287,7 +287,8 @@ class UpdateProcessor:
 
     async def _handle(self, session: AsyncSession, raw: RawUpdate) -> BaseException | None:
         try:
-            update = Update.de_json(raw.payload, self.application.bot)
+            # the one place what people type is cleaned, before any handler reads it
+            update = Update.de_json(text_input.clean_update(raw.payload), self.application.bot)
         except Exception as error:  # a shape PTB does not know: retrying will not help
             log.error("update %s cannot be read (%s); set aside", raw.update_id, error)
             await inbox.set_aside(session, raw, f"unreadable: {type(error).__name__}")
