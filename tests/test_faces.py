@@ -335,6 +335,27 @@ async def test_face_workers_share_one_copy_of_the_models(engine):
         pool.shutdown()
 
 
+def slow_image(folder: Path) -> Path:
+    """An image that takes a worker a second or so to decode at its priority (16.8 megapixels of
+    16-bit grey), so it can be killed mid-analysis. (A FIFO that blocked the read was surer, but a
+    FIFO is no longer read at all.)"""
+    slow = folder / "slow.png"
+    if not slow.exists():
+        ok, encoded = cv2.imencode(".png", np.tile(np.arange(4096, dtype=np.uint16) * 16, (4096, 1)))
+        assert ok
+        slow.write_bytes(encoded.tobytes())
+    return slow
+
+
+async def kill_the_worker_once_it_analyses(pool: FacePool) -> None:
+    """SIGKILL the pool's one worker as soon as its slot says it is analysing an image."""
+    running = pool._current().running
+    while not running[0]:
+        await asyncio.sleep(0.001)
+    [pid] = pool.worker_pids()
+    os.kill(pid, signal.SIGKILL)
+
+
 async def test_a_worker_killed_while_analysing_costs_that_image_only(tmp_path, caplog):
     """A worker killed mid-analysis (as the OOM killer would) is replaced: the image it was analysing
     is treated as unreadable, the image queued behind it and the next ones are analysed."""
@@ -342,20 +363,11 @@ async def test_a_worker_killed_while_analysing_costs_that_image_only(tmp_path, c
     try:
         await pool.start()
         [first_pid] = pool.worker_pids()
-        # A slow image (16.8 megapixels of 16-bit grey: a second or so of decoding at the workers'
-        # priority), killed as soon as the worker's slot says it is analysing it. (A FIFO that blocked
-        # the read was surer, but a FIFO is no longer read at all.)
-        slow = tmp_path / "slow.png"
-        ok, encoded = cv2.imencode(".png", np.tile(np.arange(4096, dtype=np.uint16) * 16, (4096, 1)))
-        assert ok
-        slow.write_bytes(encoded.tobytes())
-        running = pool._current().running
+        slow = slow_image(tmp_path)
         with caplog.at_level("ERROR", logger="bot.services.matching"):
             killed = asyncio.create_task(matching.analysed("tip image 1", pool.analyse_tip_image, slow))
             queued = asyncio.create_task(pool.analyse_tip_image(sample_image("yaoming.jpg")))
-            while not running[0]:
-                await asyncio.sleep(0.001)
-            os.kill(first_pid, signal.SIGKILL)
+            await kill_the_worker_once_it_analyses(pool)
             assert await asyncio.wait_for(killed, 60) is None
         assert "tip image 1 treated as unreadable" in caplog.text
         assert len((await asyncio.wait_for(queued, 60)).faces) == 1  # run again in the new worker
@@ -374,6 +386,7 @@ async def test_photos_waiting_behind_a_killed_worker_are_all_analysed(tmp_path):
     raced each other shutting it down ("Bad file descriptor", issue 13): looped for a few seconds."""
     blank = tmp_path / "blank.jpg"
     Image.new("RGB", (320, 240), (128, 128, 128)).save(blank)
+    slow = slow_image(tmp_path)
     pool = FacePool(workers=1)
     try:
         await pool.start()
@@ -381,18 +394,11 @@ async def test_photos_waiting_behind_a_killed_worker_are_all_analysed(tmp_path):
         rounds = 0
         while rounds < 3 or asyncio.get_running_loop().time() < deadline:
             rounds += 1
-            stuck = tmp_path / f"stuck{rounds}.jpg"
-            os.mkfifo(stuck)
-            killed = asyncio.create_task(pool.analyse_tip_image(stuck))
+            killed = asyncio.create_task(pool.analyse_tip_image(slow))
             waiting = [asyncio.create_task(pool.analyse_tip_image(blank)) for _ in range(6)]
-            writer = await _open_for_writing(stuck)
-            try:
-                [pid] = pool.worker_pids()
-                os.kill(pid, signal.SIGKILL)
-                with pytest.raises(FaceWorkerDied):
-                    await asyncio.wait_for(killed, 60)
-            finally:
-                os.close(writer)
+            await kill_the_worker_once_it_analyses(pool)
+            with pytest.raises(FaceWorkerDied):
+                await asyncio.wait_for(killed, 60)
             reports = await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), 60)
             assert [type(report).__name__ for report in reports] == ["FaceReport"] * len(waiting)
     finally:
