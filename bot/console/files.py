@@ -16,6 +16,7 @@ from bot.console.render import render
 from bot.services import case_fields, case_report, lead_views
 from bot.services.match_alerts import face_tile
 from bot.services.media import media_path
+from flyers import run_in_worker
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 TILE_JPEG_QUALITY = 88
@@ -59,12 +60,6 @@ async def export_csv(request: web.Request) -> web.Response:
         "Content-Disposition": f'attachment; filename="{case.code}-tips.csv"'})
 
 
-def _pdf(html: str) -> bytes:
-    from weasyprint import HTML
-
-    return HTML(string=html).write_pdf()
-
-
 async def export_pdf(request: web.Request) -> web.Response:
     """A printable report: the case's particulars, then every tip in full (WeasyPrint, CJK font)."""
     case = await case_in_path(request)
@@ -72,7 +67,7 @@ async def export_pdf(request: web.Request) -> web.Response:
     report = await case_report.case_tips(request[DB], case, request[USER].id, "pdf")
     html = render(request, "report.html", case=case, particulars=case_fields.particulars(case, language, settings.tz),
                   report=report, now=request[NOW])
-    data = await asyncio.to_thread(_pdf, html)  # seconds of CPU: not on the event loop
+    data = await run_in_worker(case_report.pdf_from_html, html)
     return web.Response(body=data, headers={
         "Content-Type": "application/pdf",
         "Content-Disposition": f'attachment; filename="{case.code}-tips-report.pdf"'})
