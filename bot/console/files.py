@@ -13,7 +13,7 @@ from aiohttp import web
 from bot.console.forms import case_in_path
 from bot.console.keys import BACKEND, DB, NOW, USER
 from bot.console.render import render
-from bot.services import case_fields, case_report, lead_views
+from bot.services import case_changes, case_fields, case_report, lead_views
 from bot.services.match_alerts import face_tile
 from bot.services.media import media_path
 from flyers import run_in_worker
@@ -23,9 +23,10 @@ TILE_JPEG_QUALITY = 88
 
 
 async def media(request: web.Request) -> web.Response:
-    """A tip image or case photo by SHA-256 (never any other file of the store)."""
+    """A tip image, a case photo or a waiting change's photo by SHA-256 (never any other file of the store)."""
     sha256 = request.match_info["sha256"]
-    if not SHA256.match(sha256) or not await lead_views.is_shown_image(request[DB], sha256):
+    if not SHA256.match(sha256) or not (await lead_views.is_shown_image(request[DB], sha256)
+                                        or await case_changes.is_waiting_photo(request[DB], sha256)):
         raise web.HTTPNotFound()
     path = media_path(request[BACKEND].settings.media_dir, sha256)
     if not path.exists():
