@@ -18,7 +18,7 @@ import functools
 import statistics
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -33,12 +33,13 @@ TICK = 0.005
 
 
 def report_html(tip_count: int) -> str:
-    start = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
+    start = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
     tips = []
     for number in range(tip_count):
         at = start + timedelta(minutes=17 * number)
-        messages = [ReportMessage(at, False, f"Tip {number}: I think I saw him near the south gate of Chaoyang Park, "
-                                             "red coat, with an older man. 我好像在朝阳公园南门看到他了。", 39.93, 116.45),
+        said = (f"Tip {number}: I think I saw him near the south gate of Chaoyang Park, red coat, with an older "
+                "man. 我好像在朝阳公园南门看到他了。")
+        messages = [ReportMessage(at, False, said, 39.93, 116.45),
                     ReportMessage(at + timedelta(minutes=5), True, "Thank you. What time was it?", None, None),
                     ReportMessage(at + timedelta(minutes=9), False, "Around half past four.", None, None)]
         tips.append(ReportTip(f"T-{number:06d}", f"Blue Heron {number}", "new", at, messages, 1,
