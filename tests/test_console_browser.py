@@ -1,20 +1,25 @@
 """The coordinators' console in a real browser (Debian's Chromium driven by Playwright, as in
 tests/test_sandbox_browser.py): reached from `reunite sandbox` as its README says, and every page
-walked as a coordinator, an admin, a coordinator whose role was revoked and someone with no role."""
+walked as a coordinator, an admin, a coordinator whose role was revoked and someone with no role. One
+Chromium serves the whole module (starting one takes seconds); each test connects to it."""
 
 from __future__ import annotations
 
 import re
 import shutil
+import subprocess
+import threading
 from contextlib import asynccontextmanager
 
 import pytest
 from playwright.async_api import async_playwright, expect
 
 from bot.services import users
-from tests.conftest import COORDINATOR_ID, settle
+from tests.conftest import COORDINATOR_ID, packaged_image
 from tests.helpers import reference_in, running_sandbox, seed_case
+from tests.test_case_changes import alert_about, edit_field
 from tests.test_console import console_link, settings  # noqa: F401 (the console on, for `reunite`)
+from tests.test_matching import faces_done
 from tests.test_sandbox_browser import CHROMIUM, PHONE, STEP_TIMEOUT_MS, act_as, bot_bubbles
 
 LAPTOP = {"width": 1280, "height": 800}
@@ -22,19 +27,44 @@ FLAGS = ["--disable-gpu", "--disable-background-networking", "--disable-componen
          "--no-first-run"]  # Chromium tries to reach the network otherwise (FIELD-NOTES)
 
 
-@asynccontextmanager
-async def chromium():
-    """Headless Chromium; every page it opened must have raised no script error and broken no
-    Content-Security-Policy rule (a blocked inline script or style shows as a console error)."""
+@pytest.fixture(scope="module")
+def chromium_endpoint(tmp_path_factory):
+    """One headless Chromium for the module (starting one takes seconds): its DevTools address, which
+    each test connects to with its own event loop."""
     if shutil.which(CHROMIUM) is None:
         pytest.fail(f"{CHROMIUM} is missing: `make test` installs it (scripts/system-deps.sh), "
                     "or apt-get install chromium")
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    # --no-sandbox as Playwright's own launch passes it: the tests may run as root, in a container
+    process = subprocess.Popen([CHROMIUM, "--headless", "--no-sandbox", "--remote-debugging-port=0",
+                                f"--user-data-dir={profile}", *FLAGS, "about:blank"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in process.stderr:
+            if line.startswith("DevTools listening on "):
+                break
+        else:
+            pytest.fail(f"{CHROMIUM} did not start")
+        # keep reading its log, so that a full pipe never blocks it
+        threading.Thread(target=process.stderr.read, daemon=True).start()
+        yield line.removeprefix("DevTools listening on ").strip()
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@asynccontextmanager
+async def chromium(endpoint: str):
+    """The module's Chromium; every page it opened must have raised no script error and broken no
+    Content-Security-Policy rule (a blocked inline script or style shows as a console error)."""
     problems: list[str] = []
+    opened = []
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        browser = await playwright.chromium.connect_over_cdp(endpoint)
 
         async def new_page(viewport=LAPTOP, **options):
             context = await browser.new_context(viewport=viewport, **options)
+            opened.append(context)
             page = await context.new_page()
             page.on("pageerror", lambda error: problems.append(str(error)))
             page.on("console", lambda message: problems.append(message.text) if message.type == "error"
@@ -42,12 +72,14 @@ async def chromium():
             return page
 
         yield new_page
-        await browser.close()
+        for context in opened:
+            await context.close()
+        await browser.close()  # connected, not launched: this disconnects
     assert problems == [], problems
 
 
-async def test_the_console_opens_from_the_sandbox_chat_beside_the_chat_page(tmp_path):
-    async with running_sandbox(tmp_path) as base, chromium() as new_page:
+async def test_the_console_opens_from_the_sandbox_chat_beside_the_chat_page(tmp_path, chromium_endpoint):
+    async with running_sandbox(tmp_path) as base, chromium(chromium_endpoint) as new_page:
         chat = await new_page(PHONE, device_scale_factor=2, is_mobile=True, has_touch=True)
         await chat.goto(base)
         await act_as(chat, "Casey (coordinator)")
@@ -70,16 +102,17 @@ async def test_the_console_opens_from_the_sandbox_chat_beside_the_chat_page(tmp_
 
 
 async def test_a_coordinator_works_through_every_page_and_loses_it_when_revoked(
-        reunite, coordinator, admin, people, tmp_path):
+        reunite, coordinator, admin, people, tmp_path, chromium_endpoint, quick_chats):
     family = people(5101, "Mum")
     case = await seed_case(reunite, status="pending_review", family_id=family.id)
     tipster = people(5102, "Zebulon", username="zeb_quack_77")
     reference = reference_in(await tipster.say("I think I saw Li Wei at the south gate"))
     tipster.user.send_location(39.94, 116.47)
-    await settle(reunite)
+    tipster.user.send_photo(packaged_image("players.jpg").read_bytes())  # Yao Ming, the case photo, is in it
+    await faces_done(reunite)
     tipster.cursor = len(tipster.received())
 
-    async with chromium() as new_page:
+    async with chromium(chromium_endpoint) as new_page:
         page = await new_page()
         await page.goto(await console_link(coordinator))
         await page.get_by_role("button", name="Open the console").click()
@@ -103,6 +136,26 @@ async def test_a_coordinator_works_through_every_page_and_loses_it_when_revoked(
         await page.get_by_role("button", name="Verify: make it public").click()
         await expect(page.locator("#case-status")).to_have_text("public")
         await expect(page.get_by_role("link", name="PDF (bi)")).to_be_visible()
+
+        # its shortlist on the leads page: the face most like it confirmed as a lead
+        await page.get_by_role("link", name=re.compile("leads to decide")).click()
+        entry = page.locator("#shortlist article.shortlist-entry").first
+        await expect(entry).to_contain_text(reference)
+        await entry.get_by_role("button", name="Confirm lead").click()
+        await expect(page.locator("#shortlist article.shortlist-entry").first).to_contain_text("confirmed as a lead")
+        assert f"Confirmed leads of {case.code}:" in await coordinator.say(f"/matches {case.code}")
+
+        # the family asks for a change: it waits on the case's page, rejected there with a reason
+        await edit_field(family, case.code, "Clothing")
+        assert "once our team has checked it" in await family.say("A red coat and jeans")
+        await page.goto(f"{reunite.settings.console_url}/console/cases/{case.code}")
+        change = page.locator("article.change")
+        await expect(change.locator(".asked")).to_contain_text("A red coat and jeans")
+        await change.get_by_label("Reason for the family (optional)").fill("Please send a photo of the coat.")
+        await change.get_by_role("button", name="Reject").click()
+        await expect(page.locator(".notice")).to_contain_text("Rejected")
+        await expect(page.locator("article.change")).to_have_count(0)
+        assert "Please send a photo of the coat." in (await alert_about(family, "did not make your change"))["text"]
         await page.get_by_role("navigation").get_by_role("link", name="Map").click()
         await expect(page.locator("svg.map circle.tip-point")).to_have_count(1)
         await page.screenshot(path=tmp_path / "console-map.png")

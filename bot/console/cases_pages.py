@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from bot.console.changes_pages import waiting
 from bot.console.forms import case_in_path, choice
 from bot.console.keys import BACKEND, DB, NOW, USER
 from bot.console.render import page
@@ -14,6 +15,9 @@ from bot.services.media import media_path
 CASES_PAGE_SIZE = 25
 FLYER_TYPES = {flyer_service.POSTER_JPG: "image/jpeg", flyer_service.POSTER_PDF: "application/pdf",
                flyer_service.CARD_JPG: "image/jpeg"}
+# what an action just did, as the page says it (?done=)
+DONE_NOTICES = {"verified", "closed", "unchanged", "change_approved", "change_rejected", "change_already",
+                "change_closed"}
 
 
 async def list_page(request: web.Request) -> web.Response:
@@ -28,7 +32,8 @@ async def list_page(request: web.Request) -> web.Response:
 
 
 async def case_page(request: web.Request) -> web.Response:
-    """Every particular, the photos (with the age in each), the tips and leads, the flyer, the actions."""
+    """Every particular, the photos (with the age in each), the tips and leads, the flyer, the family's
+    changes waiting for review, the actions."""
     db, language, settings = request[DB], request[USER].language, request[BACKEND].settings
     case = await case_in_path(request)
     audit.record(db, request[USER].id, "case.view", case.code)
@@ -38,7 +43,8 @@ async def case_page(request: web.Request) -> web.Response:
                 pending_leads=await matching.pending_lead_count(db, case.id),
                 is_open=case.status in cases.OPEN_STATUSES, is_pending=case.status == cases.STATUS_PENDING,
                 is_active=case.status == cases.STATUS_ACTIVE, closed_statuses=cases.CLOSED_STATUSES,
-                flyer_languages=flyer_service.FLYER_LANGUAGES, done=request.query.get("done", ""))
+                flyer_languages=flyer_service.FLYER_LANGUAGES, changes=await waiting(request, case),
+                done=done if (done := request.query.get("done", "")) in DONE_NOTICES else "")
 
 
 async def verify(request: web.Request) -> web.Response:

@@ -13,18 +13,20 @@ from aiohttp import web
 from bot.console.forms import case_in_path
 from bot.console.keys import BACKEND, DB, NOW, USER
 from bot.console.render import render
-from bot.services import case_fields, case_report, lead_views
+from bot.services import case_changes, case_fields, case_report, lead_views
 from bot.services.match_alerts import face_tile
 from bot.services.media import media_path
+from flyers import run_in_worker
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 TILE_JPEG_QUALITY = 88
 
 
 async def media(request: web.Request) -> web.Response:
-    """A tip image or case photo by SHA-256 (never any other file of the store)."""
+    """A tip image, a case photo or a waiting change's photo by SHA-256 (never any other file of the store)."""
     sha256 = request.match_info["sha256"]
-    if not SHA256.match(sha256) or not await lead_views.is_shown_image(request[DB], sha256):
+    if not SHA256.match(sha256) or not (await lead_views.is_shown_image(request[DB], sha256)
+                                        or await case_changes.is_waiting_photo(request[DB], sha256)):
         raise web.HTTPNotFound()
     path = media_path(request[BACKEND].settings.media_dir, sha256)
     if not path.exists():
@@ -59,12 +61,6 @@ async def export_csv(request: web.Request) -> web.Response:
         "Content-Disposition": f'attachment; filename="{case.code}-tips.csv"'})
 
 
-def _pdf(html: str) -> bytes:
-    from weasyprint import HTML
-
-    return HTML(string=html).write_pdf()
-
-
 async def export_pdf(request: web.Request) -> web.Response:
     """A printable report: the case's particulars, then every tip in full (WeasyPrint, CJK font)."""
     case = await case_in_path(request)
@@ -72,7 +68,7 @@ async def export_pdf(request: web.Request) -> web.Response:
     report = await case_report.case_tips(request[DB], case, request[USER].id, "pdf")
     html = render(request, "report.html", case=case, particulars=case_fields.particulars(case, language, settings.tz),
                   report=report, now=request[NOW])
-    data = await asyncio.to_thread(_pdf, html)  # seconds of CPU: not on the event loop
+    data = await run_in_worker(case_report.pdf_from_html, html)
     return web.Response(body=data, headers={
         "Content-Type": "application/pdf",
         "Content-Disposition": f'attachment; filename="{case.code}-tips-report.pdf"'})

@@ -32,6 +32,12 @@ async def case_from_query(request: web.Request):
     return (await cases.by_code(request[DB], typed) if typed else None), typed
 
 
+def page_number(request: web.Request) -> int:
+    """The ?page= number, from 1 (1 if absent or not a number)."""
+    number = request.query.get("page", "1")
+    return max(1, int(number)) if number.isdigit() else 1
+
+
 def safe_back(form, fallback: str) -> str:
     """Where a form asked to return to, if it is a console page (never another site)."""
     back = str(form.get("back", ""))

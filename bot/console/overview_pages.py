@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from bot.console.forms import case_from_query, day_range
+from bot.console.forms import case_from_query, day_range, page_number
 from bot.console.keys import BACKEND, DB, NOW, USER
 from bot.console.render import page
 from bot.services import audit, cases, console_stats, tip_queue, users
@@ -92,8 +92,7 @@ async def stats_page(request: web.Request) -> web.Response:
 async def audit_page(request: web.Request) -> web.Response:
     if not users.is_admin(request[USER]):
         raise web.HTTPForbidden(text="For admins only")
-    number = request.query.get("page", "1")
-    number = max(1, int(number)) if number.isdigit() else 1
+    number = page_number(request)
     found = await console_stats.audit_page(request[DB], offset=(number - 1) * AUDIT_PAGE_SIZE,
                                            limit=AUDIT_PAGE_SIZE)
     audit.record(request[DB], request[USER].id, "audit.view")

@@ -46,7 +46,8 @@ def render(request: web.Request, template: str, **values) -> str:
     return ENV.get_template(template).render(
         _=functools.partial(t, language), lang=language, html_lang=HTML_LANG.get(language, "en"),
         user=user, is_admin=user is not None and users.is_admin(user), csrf=request.get(CSRF, ""),
-        when=functools.partial(_when, request[BACKEND].settings.tz), path=request.path, **values)
+        when=functools.partial(_when, request[BACKEND].settings.tz), path=request.path,
+        here=request.path_qs, **values)
 
 
 def page(request: web.Request, template: str, *, status: int = 200, **values) -> web.Response:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from bot.console import auth, cases_pages, files, leads_pages, overview_pages, tips_pages
+from bot.console import auth, cases_pages, changes_pages, files, leads_pages, overview_pages, tips_pages
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -27,6 +27,6 @@ def build_app(site) -> web.Application:
     router.add_post("/logout", auth.logout, name="logout")
     router.add_get("/", home, name="page:home")
     router.add_static("/static/", STATIC_DIR, name="static")
-    for area in (tips_pages, leads_pages, cases_pages, overview_pages, files):
+    for area in (tips_pages, leads_pages, cases_pages, changes_pages, overview_pages, files):
         area.add_routes(router)
     return app

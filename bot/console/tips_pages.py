@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from bot.console.forms import case_from_query, choice, day_range, safe_back
+from bot.console.forms import case_from_query, choice, day_range, page_number, safe_back
 from bot.console.keys import DB, FORM, NOW, USER
 from bot.console.render import page
 from bot.services import audit, lead_views, tip_queue, tips
@@ -21,11 +21,6 @@ def strength_labeller(language: str):
     return lambda similarity: strength_words(language, similarity)
 
 
-def _page_number(request: web.Request) -> int:
-    number = request.query.get("page", "1")
-    return max(1, int(number)) if number.isdigit() else 1
-
-
 async def queue(request: web.Request) -> web.Response:
     """Newest first, filtered, 25 to a page, with boxes for marking many at once."""
     db = request[DB]
@@ -38,11 +33,11 @@ async def queue(request: web.Request) -> web.Response:
     if typed_case and case is None:
         found = tips.TipPage([], 0, 0)
     else:
-        number = _page_number(request)
+        number = page_number(request)
         found = await tip_queue.find(db, wanted, offset=(number - 1) * QUEUE_PAGE_SIZE, limit=QUEUE_PAGE_SIZE)
     audit.record(db, request[USER].id, "console.tips.list", case.code if case else None)
     query = {key: value for key, value in request.query.items() if key != "page"}
-    return page(request, "tips.html", found=found, page_size=QUEUE_PAGE_SIZE, number=_page_number(request),
+    return page(request, "tips.html", found=found, page_size=QUEUE_PAGE_SIZE, number=page_number(request),
                 statuses=tips.TIP_STATUSES, wanted=wanted, typed_case=typed_case, days=days, query=query,
                 first_text=tips.first_text, unknown_case=bool(typed_case and case is None))
 

@@ -99,9 +99,13 @@ class ChangePage:
     total: int
 
 
-async def pending(session: AsyncSession, *, offset: int = 0, limit: int = 10) -> ChangePage:
-    """Changes waiting for review, oldest first (those of open cases: a closed one's are withdrawn)."""
-    where = (CaseChange.status == CHANGE_PENDING, Case.status.in_(cases.OPEN_STATUSES))
+async def pending(session: AsyncSession, *, offset: int = 0, limit: int = 10, case_id: int | None = None
+                  ) -> ChangePage:
+    """Changes waiting for review (of one case, or of all), oldest first (those of open cases: a closed
+    one's are withdrawn)."""
+    where = [CaseChange.status == CHANGE_PENDING, Case.status.in_(cases.OPEN_STATUSES)]
+    if case_id is not None:
+        where.append(CaseChange.case_id == case_id)
     total = await session.scalar(select(func.count()).select_from(CaseChange).join(Case).where(*where))
     rows = await session.execute(select(CaseChange, Case).join(Case).where(*where).order_by(CaseChange.id)
                                  .offset(offset).limit(limit))
@@ -112,6 +116,14 @@ async def waiting_count(session: AsyncSession, case_id: int) -> int:
     """How many of the case's changes wait for review."""
     return await session.scalar(select(func.count()).select_from(CaseChange).where(
         CaseChange.case_id == case_id, CaseChange.status == CHANGE_PENDING)) or 0
+
+
+async def is_waiting_photo(session: AsyncSession, sha256: str) -> bool:
+    """Whether ``sha256`` is a photo of a change still waiting for review (coordinators see it)."""
+    found = await session.scalar(select(CaseChange.id).where(
+        CaseChange.status == CHANGE_PENDING, CaseChange.field == PHOTOS,
+        CaseChange.proposed.contains(json.dumps(sha256))).limit(1))
+    return found is not None
 
 
 @dataclass(frozen=True)

@@ -67,3 +67,12 @@ def csv_rows(report: list[ReportTip], tz: tzinfo) -> list[list[str]]:
                          "" if message.longitude is None else f"{message.longitude:.6f}", str(tip.photos),
                          " | ".join(tip.photo_facts)])
     return rows
+
+
+def pdf_from_html(html: str) -> bytes:
+    """The printable report's HTML as a PDF. WeasyPrint takes seconds of CPU for hundreds of tips, so
+    this runs in the flyer worker process (``flyers.run_in_worker``: module-level, plain data in and
+    out), off the bot's event loop and out of its interpreter's lock."""
+    from weasyprint import HTML
+
+    return HTML(string=html).write_pdf()
