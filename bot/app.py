@@ -85,14 +85,20 @@ class Reunite:
     face_worker: FaceWorker | None = None
     face_pool: FacePool | None = None
     owns_face_pool: bool = True  # stop() shuts the pool down
+    owns_flyer_pool: bool = True  # stop() shuts the flyer worker process down
 
     @classmethod
-    async def start(cls, settings: Settings, *, migrate: bool = True, face_pool: FacePool | None = None
-                    ) -> "Reunite":
+    async def start(cls, settings: Settings, *, migrate: bool = True, face_pool: FacePool | None = None,
+                    own_flyer_pool: bool = True) -> "Reunite":
         """Migrate, connect, and start receiving and sending.
 
         ``face_pool``: the face worker processes to use; by default the bot starts its own
-        (``REUNITE_FACE_WORKERS`` of them) and :meth:`stop` stops them. Tests share one among bots."""
+        (``REUNITE_FACE_WORKERS`` of them) and :meth:`stop` stops them. Tests share one among bots.
+
+        ``own_flyer_pool``: by default the flyer worker process starts now and warms up in the
+        background (so the first ``/flyer`` renders at warm speed), and :meth:`stop` stops it. False:
+        it starts at the first flyer and whoever started the bot stops it (``flyers.shutdown_pool``);
+        tests share one among bots, most of which render no flyer."""
         # glibc: freed large blocks (index chunks, decoded photos) go back to the system. This came with
         # loading the face models into this process; the face worker processes load them now.
         return_freed_memory_promptly()
@@ -128,9 +134,9 @@ class Reunite:
 
         processor = UpdateProcessor(application, sessionmaker, settings, on_committed=on_committed)
         self = cls(settings, engine, sessionmaker, application, processor, sender, face_worker=face_worker,
-                   face_pool=face_pool, owns_face_pool=owns_face_pool)
-        # the flyer worker process starts in the background, so the first /flyer renders at warm speed
-        self.flyer_warm_up = asyncio.create_task(flyers.warm_up(), name="flyer warm-up")
+                   face_pool=face_pool, owns_face_pool=owns_face_pool, owns_flyer_pool=own_flyer_pool)
+        if own_flyer_pool:
+            self.flyer_warm_up = asyncio.create_task(flyers.warm_up(), name="flyer warm-up")
         # watched with the others: if it failed, polling would wait for it forever
         tasks = [processor.start()]
         recovered = await processor.recover()
@@ -172,9 +178,11 @@ class Reunite:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.processor.stop()
-        self.flyer_warm_up.cancel()
-        await asyncio.gather(self.flyer_warm_up, return_exceptions=True)
-        await asyncio.to_thread(flyers.shutdown_pool)  # waits for the worker process to exit
+        if self.flyer_warm_up is not None:
+            self.flyer_warm_up.cancel()
+            await asyncio.gather(self.flyer_warm_up, return_exceptions=True)
+        if self.owns_flyer_pool:
+            await asyncio.to_thread(flyers.shutdown_pool)  # waits for the worker process to exit
         if self.owns_face_pool and self.face_pool is not None:
             await asyncio.to_thread(self.face_pool.shutdown)  # waits for the face worker processes to exit
         if self.web_runner is not None:
