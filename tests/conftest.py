@@ -26,6 +26,16 @@ os.environ.setdefault("PTB_TIMEDELTA", "true")  # as `reunite` sets it
 
 _DATABASES = [d for d in os.environ.get("REUNITE_TEST_DATABASES", "sqlite,postgresql").split(",") if d]
 
+#: How long a test watches for something that must not happen (a message after a stop, say): an
+#: absence cannot be waited for, so a bounded wait, well above the bot's answer times on a calm machine.
+NOTHING_MORE_WAIT = 0.5
+
+
+def on_databases(*kinds: str):
+    """For behaviour that only some kinds of database have: the test runs on those (of the ones
+    selected), instead of passing on the others without checking anything."""
+    return pytest.mark.parametrize("database_url", [kind for kind in _DATABASES if kind in kinds], indirect=True)
+
 
 @pytest.fixture(scope="session")
 def postgres_server(tmp_path_factory):
