@@ -80,8 +80,7 @@ def _asyncpg_url(server, name: str) -> str:
 @pytest.fixture(params=_DATABASES)
 def database_url(request, tmp_path) -> str:
     """A fresh database of each kind, its schema at head: a copy of the session's template, so that
-    a test's bot start finds nothing to migrate (migrating costs more than copying, on PostgreSQL
-    most of a bot start)."""
+    a test's bot start finds nothing to migrate. A test of a migration needs an empty one of its own."""
     if request.param == "sqlite":
         path = tmp_path / "reunite.db"
         with contextlib.closing(sqlite3.connect(request.getfixturevalue("sqlite_template"))) as source, \
