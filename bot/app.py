@@ -89,7 +89,7 @@ class Reunite:
 
     @classmethod
     async def start(cls, settings: Settings, *, migrate: bool = True, face_pool: FacePool | None = None,
-                    own_flyer_pool: bool = True) -> "Reunite":
+                    own_flyer_pool: bool = True) -> Reunite:
         """Migrate, connect, and start receiving and sending.
 
         ``face_pool``: the face worker processes to use; by default the bot starts its own
