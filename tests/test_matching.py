@@ -246,6 +246,22 @@ async def test_faces_written_by_another_process_are_searched_within_seconds(reun
     assert case.code in alert["caption"] and "earlier tip" not in alert["caption"]
 
 
+async def test_the_watcher_sees_what_changed_since_its_last_look_however_long_ago(reunite):
+    """The face worker looks at the reference faces between rounds, and a round can outlast the
+    look-back (a batch of photos on a busy machine): a case activated since the last look is still
+    seen, not left out of the search until the next full check."""
+    first_look = datetime.now(timezone.utc)
+    watcher = matching.ReferenceWatcher(reunite.face_worker.watcher.model_id)
+    async with reunite.sessionmaker() as session:
+        await watcher.prime(session, first_look)
+        case = await cases.create_case(session, name="Activated Meanwhile", status=cases.STATUS_ACTIVE)
+        await session.commit()
+    async with reunite.sessionmaker() as session:
+        changes = await watcher.poll(session, first_look + 3 * matching.WATCH_LOOKBACK)
+    assert 3 * matching.WATCH_LOOKBACK < matching.FULL_CHECK_INTERVAL  # not found by a full check
+    assert case.id in changes.activated
+
+
 # -- bad input ----------------------------------------------------------------------------------------
 
 
