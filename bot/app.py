@@ -89,17 +89,23 @@ class Reunite:
     face_pool: FacePool | None = None
     owns_face_pool: bool = True  # stop() shuts the pool down
     console: ConsoleSite | None = None
+    owns_flyer_pool: bool = True  # stop() shuts the flyer worker process down
 
     @classmethod
     async def start(cls, settings: Settings, *, migrate: bool = True, face_pool: FacePool | None = None,
-                    console: ConsoleSite | None = None) -> "Reunite":
+                    console: ConsoleSite | None = None, own_flyer_pool: bool = True) -> Reunite:
         """Migrate, connect, and start receiving and sending.
 
         ``face_pool``: the face worker processes to use; by default the bot starts its own
         (``REUNITE_FACE_WORKERS`` of them) and :meth:`stop` stops them. Tests share one among bots.
         ``console``: the coordinators' console mounted on another web server (the sandbox's); by
         default, when the console is on (see :attr:`Settings.console_origin`), the bot serves it on
-        its own server on PORT, beside the webhook if there is one."""
+        its own server on PORT, beside the webhook if there is one.
+
+        ``own_flyer_pool``: by default the flyer worker process starts now and warms up in the
+        background (so the first ``/flyer`` renders at warm speed), and :meth:`stop` stops it. False:
+        it starts at the first flyer and whoever started the bot stops it (``flyers.shutdown_pool``);
+        tests share one among bots, most of which render no flyer."""
         # glibc: freed large blocks (index chunks, decoded photos) go back to the system. This came with
         # loading the face models into this process; the face worker processes load them now.
         return_freed_memory_promptly()
@@ -135,14 +141,15 @@ class Reunite:
 
         processor = UpdateProcessor(application, sessionmaker, settings, on_committed=on_committed)
         self = cls(settings, engine, sessionmaker, application, processor, sender, face_worker=face_worker,
-                   face_pool=face_pool, owns_face_pool=owns_face_pool)
+                   face_pool=face_pool, owns_face_pool=owns_face_pool, owns_flyer_pool=own_flyer_pool)
         if settings.console_origin is not None:
             self.console = console or ConsoleSite()
             self.console.attach(ConsoleBackend(settings, sessionmaker, application.bot.username,
                                                lambda session: on_committed(outbox.committed_rows(session), False,
                                                                             broadcasts.lane_may_change(session))))
-        # the flyer worker process starts in the background, so the first /flyer renders at warm speed
-        self.flyer_warm_up = asyncio.create_task(start_flyer_worker(), name="flyer warm-up")
+        if own_flyer_pool:
+            # the flyer worker process starts in the background, so the first /flyer renders at warm speed
+            self.flyer_warm_up = asyncio.create_task(start_flyer_worker(), name="flyer warm-up")
         # watched with the others: if it failed, polling would wait for it forever
         tasks = [processor.start()]
         recovered = await processor.recover()
@@ -199,9 +206,11 @@ class Reunite:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.processor.stop()
-        self.flyer_warm_up.cancel()
-        await asyncio.gather(self.flyer_warm_up, return_exceptions=True)
-        await asyncio.to_thread(flyers.shutdown_pool)  # waits for the worker process to exit
+        if self.flyer_warm_up is not None:
+            self.flyer_warm_up.cancel()
+            await asyncio.gather(self.flyer_warm_up, return_exceptions=True)
+        if self.owns_flyer_pool:
+            await asyncio.to_thread(flyers.shutdown_pool)  # waits for the worker process to exit
         if self.owns_face_pool and self.face_pool is not None:
             await asyncio.to_thread(self.face_pool.shutdown)  # waits for the face worker processes to exit
         if self.web_runner is not None:

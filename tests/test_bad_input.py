@@ -4,16 +4,18 @@ or a logged retry; nothing is lost and the bot keeps serving everyone else."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import sqlite3
 import time
 
 from PIL import Image
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
-from bot.db.models import InboxUpdate, Tip, TipEntry, User
+from bot.db.models import Base, InboxUpdate, Tip, TipEntry, User
+from bot.db.session import create_engine
 from bot.i18n import t
-from tests.conftest import settle
+from tests.conftest import NOTHING_MORE_WAIT, settle
 from tests.helpers import jpeg_bytes, reference_in
 
 UNSUPPORTED = {
@@ -185,20 +187,40 @@ async def test_telegram_errors_are_retried_and_blocked_users_are_marked(reunite,
     assert reference_in(await other.say("Still working?"))
 
 
+@contextlib.asynccontextmanager
+async def writes_locked_out(settings):
+    """Another process holds the database's write lock until the block ends: SQLite's one writer
+    lock, or on PostgreSQL every table of the bot locked against writes (as a migration or a bulk
+    maintenance job would)."""
+    if settings.database_url.startswith("sqlite"):
+        # wait in a thread for the bot's own writes to finish rather than fail the lock: the bot
+        # cannot commit a write it has begun while the event loop is blocked
+        locker = sqlite3.connect(settings.database_url.split("///", 1)[1], isolation_level=None, timeout=30,
+                                 check_same_thread=False)
+        await asyncio.to_thread(locker.execute, "BEGIN EXCLUSIVE")
+        try:
+            yield
+        finally:
+            locker.execute("COMMIT")
+            locker.close()
+        return
+    engine = create_engine(settings.database_url)
+    try:
+        async with engine.connect() as locker:
+            tables = ", ".join(table.name for table in Base.metadata.sorted_tables)
+            await locker.execute(text(f"LOCK TABLE {tables} IN EXCLUSIVE MODE"))  # reads go on, writes wait
+            yield
+            await locker.commit()
+    finally:
+        await engine.dispose()
+
+
 async def test_a_briefly_locked_database_delays_but_loses_nothing(reunite, people, settings):
-    if not settings.database_url.startswith("sqlite"):
-        return  # SQLite's writer lock; PostgreSQL's row locks do not block an insert like this
-    path = settings.database_url.split("///", 1)[1]
-    # the bot's own writes go first while it is busy: wait for them rather than fail the lock, and
-    # wait in a thread, since the bot cannot commit a write it has begun while the event loop is blocked
-    locker = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
-    await asyncio.to_thread(locker.execute, "BEGIN EXCLUSIVE")
     person = people(711, "Jan")
-    person.user.send_text("Tip during a lock")
-    await asyncio.sleep(2.0)
-    assert person.received() == []  # nothing acknowledged while nothing could be committed
-    locker.execute("COMMIT")
-    locker.close()
+    async with writes_locked_out(settings):
+        person.user.send_text("Tip during a lock")
+        await asyncio.sleep(NOTHING_MORE_WAIT)
+        assert person.received() == []  # nothing acknowledged while nothing could be committed
     reference = reference_in(await person.next_text(timeout=30))
     async with reunite.sessionmaker() as session:
         assert await session.scalar(select(Tip.id).where(Tip.reference == reference))

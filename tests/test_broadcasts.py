@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 from bot.config import Region
 from bot.db.models import Broadcast, Delivery, Subscriber, User
 from bot.services.media import media_path
-from tests.conftest import settle, start_worker
+from tests.conftest import NOTHING_MORE_WAIT, on_databases, settle, start_worker
 from tests.helpers import press, seed_case
 
 BEIJING = (39.9042, 116.4074)
@@ -294,12 +294,11 @@ async def test_cancel_stops_a_broadcast(reunite, coordinator, stand_in):
     async with reunite.sessionmaker() as session:
         reference = await session.scalar(select(Broadcast.reference))
     assert "cancelled" in await coordinator.say(f"/cancel_broadcast {reference}")
-    await settle(reunite)
-    await asyncio.sleep(1.5)
+    assert (await wait_until_finished(reunite)).status == "cancelled"
+    await settle(reunite)  # the sends in flight at the cancel have ended
     sent = sum(bool(cards_to(stand_in, chat)) for chat in subscribers)
     assert 10 <= sent < 60
-    assert (await wait_until_finished(reunite)).status == "cancelled"
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(NOTHING_MORE_WAIT)
     assert sum(bool(cards_to(stand_in, chat)) for chat in subscribers) == sent
     assert "already cancelled" in await coordinator.say(f"/cancel_broadcast {reference}")
 
@@ -327,7 +326,8 @@ async def test_closing_a_case_stops_its_broadcast_and_takes_its_messages_down(re
         assert time.monotonic() < deadline, "broadcast messages were not deleted"
         await asyncio.sleep(0.2)
     assert 10 <= len(received) < 70  # it stopped part-way
-    await asyncio.sleep(1.0)
+    await settle(reunite)
+    await asyncio.sleep(NOTHING_MORE_WAIT)
     assert len([m for chat in subscribers[1:] for m in cards_to(stand_in, chat)]) == len(received)
     oldest = people(subscribers[0], "Early")
     card = cards_to(stand_in, subscribers[0])[0]
@@ -339,13 +339,12 @@ async def test_closing_a_case_stops_its_broadcast_and_takes_its_messages_down(re
     assert case.name in summary[0]["text"]
 
 
+@on_databases("postgresql")  # the one-sender lock is PostgreSQL's: one worker serves a SQLite database
 async def test_two_workers_send_each_card_once_and_one_takes_over_when_the_other_stops(settings, people, admin,
                                                                                         stand_in):
     """DESIGN: exactly one worker sends at a time, because Telegram's limit is per bot token. Two
     workers on one database, both handling updates: nobody gets the card (or an answer) twice,
     nothing is refused with a 429, and when the sending worker stops the other finishes."""
-    if not settings.database_url.startswith("postgresql"):
-        return  # the one-sender lock is PostgreSQL's; SQLite serves one worker
     workers = [await start_worker(stand_in, settings) for _ in range(2)]
     running = list(workers)
     try:
@@ -376,7 +375,7 @@ async def test_two_workers_send_each_card_once_and_one_takes_over_when_the_other
         assert len(progress) == len(summaries) == 1 and "sent to 150 of 150" in summaries[0]["text"]
         for tipster in tipsters:
             assert len(await tipster.wait(1)) == 1
-        await asyncio.sleep(1.0)  # nothing more arrives late
+        await asyncio.sleep(NOTHING_MORE_WAIT)
         assert [len(tipster.received()) for tipster in tipsters] == [1] * len(tipsters)
         assert sum(bool(cards_to(stand_in, chat)[0]["_files"]) for chat in subscribers) == 1  # uploaded once
     finally:

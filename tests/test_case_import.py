@@ -21,8 +21,8 @@ from bot.db.session import create_engine, create_sessionmaker
 from bot.faces import get_face_engine
 from bot.services.media import media_path
 from tests.conftest import packaged_image
-from tests.helpers import jpeg_bytes, reference_in
-from tests.test_matching import faces_done, image_bytes, match_alert, rows
+from tests.helpers import jpeg_bytes, reference_in, until
+from tests.test_matching import faces_done, image_bytes, match_alert, noticed, rows
 
 
 async def run_import(settings, path, *options: str) -> tuple[int, list[dict], str]:
@@ -180,10 +180,12 @@ async def test_a_tip_matching_an_imported_case_alerts_coordinators_and_the_bot_d
     status, results, err = await run_import(settings, path)
     assert status == 0, err
     code = results[0]["code"]
-    imported_faces = [(f.id, f.model_id) for f in await stored_faces(settings)]
+    faces = await stored_faces(settings)
+    imported_faces = [(f.id, f.model_id) for f in faces]
     assert len(imported_faces) == 1
 
-    await asyncio.sleep(2.5)  # no wake-up from another process: the bot's watcher notices the faces
+    # no wake-up from another process: the bot's watcher notices the faces within seconds
+    await until(lambda: noticed(reunite, faces[0].case_id), timeout=10, what="the bot to notice the case")
     tipster = people(7101, "Tess")
     tipster.user.send_photo(image_bytes("players.jpg"), caption="Is this him?")
     reference = reference_in(await tipster.next_text())

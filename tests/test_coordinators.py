@@ -8,7 +8,7 @@ import json
 from sqlalchemy import select
 
 from bot.db.models import AuditEvent, User
-from tests.conftest import ADMIN_ID, COORDINATOR_ID, settle
+from tests.conftest import ADMIN_ID, COORDINATOR_ID, settle, start_worker
 from tests.helpers import jpeg_bytes, reference_in
 
 
@@ -101,12 +101,8 @@ async def test_roles_are_checked_on_every_command_and_button(reunite, people, ad
 
 
 async def test_coordinator_group_gets_the_alerts(stand_in, settings, people):
-    from bot.app import Reunite
-
     group = stand_in.group(-100123, "Search team")
-    running = await Reunite.start(settings.with_overrides(telegram_bot_token=stand_in.token,
-                                                          telegram_api_url=stand_in.api_url,
-                                                          coordinator_chat_id=-100123))
+    running = await start_worker(stand_in, settings, coordinator_chat_id=-100123)
     try:
         tipster = people(660, "Gwen")
         reference = reference_in(await tipster.say("Seen near the river"))

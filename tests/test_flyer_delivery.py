@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from bot.db.models import FlyerFile, Tip
 from tests.conftest import packaged_image
-from tests.helpers import code_in, press, reference_in, seed_case, send_photo
+from tests.helpers import code_in, press, reference_in, seed_case, send_photo, until
 
 POSTER_HEIGHTS = range(1600, 2401)
 MAX_JPEG_BYTES = 2_000_000
@@ -103,8 +103,11 @@ async def test_an_unchanged_flyer_is_resent_by_file_id(reunite, people, coordina
     case = await seed_case(reunite, family_id=family.id)
     first_photo, first_document = await flyer_messages(family, f"/flyer {case.code}")
     assert first_photo["_files"] and first_document["_files"]  # uploaded once
-    await asyncio.sleep(0.2)  # the sender writes the file_ids a moment after the send
-    rendered = await flyer_rows(reunite, case.id)
+    async def file_id_written():  # the sender writes it a moment after the send
+        rows = await flyer_rows(reunite, case.id)
+        return rows if rows.get("poster_pdf") and rows["poster_pdf"].telegram_file_id else None
+
+    rendered = await until(file_id_written, timeout=10, what="the flyer's file_id")
     assert set(rendered) == {"poster_jpg", "poster_pdf", "card_jpg"}
     assert rendered["poster_pdf"].telegram_file_id == first_document["document"]["file_id"]
 

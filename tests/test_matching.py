@@ -7,10 +7,10 @@ whose photo is yaoming.jpg is a strong lead for a tip showing players.jpg.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import io
 import re
+import time
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -33,7 +33,7 @@ from bot.services import cases, match_alerts, matching, media, retention, users
 from bot.services.match_alerts import GAP_PX, NUMBER_COLUMN_PX, TILE_PX
 from bot.services.matching import FaceCrop
 from tests.conftest import COORDINATOR_ID, packaged_image, settle
-from tests.helpers import jpeg_bytes, reference_in
+from tests.helpers import jpeg_bytes, reference_in, until
 
 YAO_MING_SAME_PHOTO = 0.55  # his face in players.jpg against yaoming.jpg measured 0.627 (bench/FACES.md)
 
@@ -79,18 +79,6 @@ async def add_case(reunite, name: str, photos: list[bytes], *, status: str = cas
     return case
 
 
-async def until(check, timeout: float = 30.0, what: str = "condition"):
-    """Poll ``check()`` (async) until it returns something truthy."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError(f"waited {timeout}s for {what}")
-        await asyncio.sleep(0.1)
-
-
 async def scalar(reunite, statement):
     async with reunite.sessionmaker() as session:
         return await session.scalar(statement)
@@ -110,10 +98,20 @@ async def faces_done(reunite) -> None:
                                 .where(CasePhoto.face_status == matching.FACES_PENDING))
         return pending == 0
 
+    async def watched_since_idle():
+        return reunite.face_worker.watched_at >= idle_since
+
     await settle(reunite)
     await until(idle, what="the face worker")
-    await asyncio.sleep(1.5)  # a watch round: faces of new photos indexed, retro-matching done
+    idle_since = time.monotonic()
+    # a look at the reference faces begun since: faces of new photos indexed, retro-matching done
+    await until(watched_since_idle, what="a look at the reference faces")
     await reunite.sender.wait_until_drained()
+
+
+async def noticed(reunite, case_id: int) -> bool:
+    """The face worker has seen the case active and indexed its faces."""
+    return case_id in reunite.face_worker.watcher.active
 
 
 def is_match_alert(message: dict) -> bool:
@@ -241,11 +239,27 @@ async def test_faces_written_by_another_process_are_searched_within_seconds(reun
                              y2=f.bbox[3], det_score=f.score, embedding=f.embedding, model_id=f.model_id,
                              created_at=now) for f in faces)
         await session.commit()
-    await asyncio.sleep(2.5)  # no wake-up: the worker notices on its own
+    await until(lambda: noticed(reunite, case.id), timeout=10, what="the worker to notice on its own")
     tipster = people(7003, "Ivy")
     tipster.user.send_photo(image_bytes("players.jpg"))
     alert = await match_alert(coordinator)
     assert case.code in alert["caption"] and "earlier tip" not in alert["caption"]
+
+
+async def test_the_watcher_sees_what_changed_since_its_last_look_however_long_ago(reunite):
+    """The face worker looks at the reference faces between rounds, and a round can outlast the
+    look-back (a batch of photos on a busy machine): a case activated since the last look is still
+    seen, not left out of the search until the next full check."""
+    first_look = datetime.now(timezone.utc)
+    watcher = matching.ReferenceWatcher(reunite.face_worker.watcher.model_id)
+    async with reunite.sessionmaker() as session:
+        await watcher.prime(session, first_look)
+        case = await cases.create_case(session, name="Activated Meanwhile", status=cases.STATUS_ACTIVE)
+        await session.commit()
+    async with reunite.sessionmaker() as session:
+        changes = await watcher.poll(session, first_look + 3 * matching.WATCH_LOOKBACK)
+    assert 3 * matching.WATCH_LOOKBACK < matching.FULL_CHECK_INTERVAL  # not found by a full check
+    assert case.id in changes.activated
 
 
 # -- bad input ----------------------------------------------------------------------------------------

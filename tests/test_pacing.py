@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import time
 
-from tests.conftest import COORDINATOR_ID, settle
+from tests.conftest import COORDINATOR_ID, settle, start_worker
 from tests.helpers import jpeg_bytes, reference_in
 
 
@@ -34,13 +34,8 @@ async def test_a_burst_of_tips_reaches_a_coordinator_as_digests_without_429s(reu
 
 
 async def test_a_coordinator_group_gets_at_most_twenty_messages_a_minute(stand_in, settings, people):
-    from bot.app import Reunite
-
     stand_in.group(-300, "Search team")
-    running = await Reunite.start(settings.with_overrides(telegram_bot_token=stand_in.token,
-                                                          telegram_api_url=stand_in.api_url,
-                                                          coordinator_chat_id=-300))
-    running.stand_in = stand_in
+    running = await start_worker(stand_in, settings, coordinator_chat_id=-300)
     try:
         tipsters = [people(900 + n, f"G{n}") for n in range(30)]
         for number, person in enumerate(tipsters):

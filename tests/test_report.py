@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 
 from bot.db.models import AuditEvent, Case, CasePhoto, ConversationState
 from bot.services.case_fields import FieldError, parse_age
-from tests.conftest import packaged_image, settle
+from tests.conftest import packaged_image, settle, start_worker
 from tests.helpers import code_in, jpeg_bytes, press, seed_case, send_photo
 
 STICKER = {"sticker": {"file_id": "CAACstk1", "file_unique_id": "stk1", "width": 512, "height": 512,
@@ -154,25 +154,16 @@ def bomb_png() -> bytes:
     return buffer.getvalue()
 
 
-async def start_bot(stand_in, settings):
-    from bot.app import Reunite
-
-    running = await Reunite.start(settings.with_overrides(telegram_bot_token=stand_in.token,
-                                                          telegram_api_url=stand_in.api_url))
-    running.stand_in = stand_in
-    return running
-
-
 async def test_a_report_survives_a_restart_and_a_day_away(stand_in, settings, people, quick_chats):
     family = people(803, "Sam")
-    first = await start_bot(stand_in, settings)
+    first = await start_worker(stand_in, settings)
     try:
         await family.say("/report")
         assert "other names" in await family.say("Tom Lee")
         await settle(first)
     finally:
         await first.stop()
-    second = await start_bot(stand_in, settings)
+    second = await start_worker(stand_in, settings)
     try:
         assert "male or female" in await family.say("Tommy")
         async with second.sessionmaker() as session:

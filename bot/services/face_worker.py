@@ -77,6 +77,7 @@ class FaceWorker:
         self._wake = asyncio.Event()
         self._scanned_at = 0.0
         self._due = {"watch": 0.0, "reconcile": 0.0, "cleanup": 0.0}
+        self.watched_at = 0.0  # when (monotonic) the last completed look at the reference faces began
 
     async def start(self) -> None:
         """Start the face worker processes (they load the models) and load the reference faces."""
@@ -135,7 +136,9 @@ class FaceWorker:
         while await self._embed_next_case_photo():
             self._due["watch"] = 0.0  # index its faces before the tips of this round are matched
         if self._is_due("watch", WATCH_INTERVAL):
+            began = time.monotonic()
             await self._follow_reference_changes()
+            self.watched_at = began
         await self._match_pending_tips()
         if self._is_due("reconcile", RECONCILE_INTERVAL):
             async with self.sessionmaker() as session:

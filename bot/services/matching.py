@@ -56,10 +56,11 @@ MAX_CANDIDATES_PER_TIP = 5
 MAX_RETRO_TIPS = 20
 # How often the ReferenceWatcher reads every active case, not just the cases changed lately.
 FULL_CHECK_INTERVAL = timedelta(minutes=1)
-# Faces and cases written within this window are looked at again: on PostgreSQL a row with a lower
-# id can commit after one with a higher id (transactions take milliseconds; an import commits each
-# case on its own), and SQLite may reuse the id of the newest row once deleted. Every poll reads
-# the rows of the window again, so it stays short: a bulk import costs a few seconds of re-reads.
+# Faces and cases written within this window before the last look are looked at again: on
+# PostgreSQL a row with a lower id can commit after one with a higher id (transactions take
+# milliseconds; an import commits each case on its own), and SQLite may reuse the id of the newest
+# row once deleted. Every poll reads the rows of the window again, so it stays short: a bulk import
+# costs a few seconds of re-reads.
 WATCH_LOOKBACK = timedelta(seconds=10)
 # A re-detected face is the same face as a stored one when their boxes overlap this much (IoU).
 SAME_FACE_OVERLAP = 0.5
@@ -431,8 +432,9 @@ class ReferenceWatcher:
     """Notices, by polling, what changed among the reference faces whoever changed it (this bot,
     another worker, ``reunite cases import``): cases that became active or stopped being active,
     and new faces of active cases. Cheap enough to run every second: it reads the cases changed
-    lately (status changes set ``updated_at``) and, every FULL_CHECK_INTERVAL, all active cases,
-    in case something changed a status without touching ``updated_at``.
+    since just before its last look (status changes set ``updated_at``) and, every
+    FULL_CHECK_INTERVAL, all active cases, in case something changed a status without touching
+    ``updated_at``.
 
     :meth:`poll` only proposes; :meth:`confirm` (once the changes are handled) moves on, so changes
     whose handling failed are seen again by the next poll.
@@ -444,21 +446,24 @@ class ReferenceWatcher:
         self._newest_id = 0
         self._recent: dict[int, datetime] = {}  # face id -> when first seen, kept for WATCH_LOOKBACK
         self._checked_all_at: datetime | None = None
+        # the last look that was handled: the next reads from a window before it, however long ago
+        # it was (the face worker looks between rounds, and a round can outlast the window)
+        self._looked_at: datetime | None = None
         self._proposed: tuple | None = None
 
     async def prime(self, session: AsyncSession, now: datetime) -> None:
         """Start from the current state: what is there now is not new."""
         self.active = set(await session.scalars(select(Case.id).where(Case.status == STATUS_ACTIVE)))
-        self._checked_all_at = now
+        self._checked_all_at = self._looked_at = now
         self._newest_id = await session.scalar(select(func.max(Face.id))) or 0
         recent = await session.scalars(select(Face.id).where(Face.created_at >= now - WATCH_LOOKBACK))
         self._recent = dict.fromkeys(recent, now)
 
-    async def _active_now(self, session: AsyncSession, now: datetime) -> tuple[set[int], datetime]:
+    async def _active_now(self, session: AsyncSession, now: datetime, since: datetime
+                          ) -> tuple[set[int], datetime]:
         if now - self._checked_all_at >= FULL_CHECK_INTERVAL:
             return set(await session.scalars(select(Case.id).where(Case.status == STATUS_ACTIVE))), now
-        changed = await session.execute(
-            select(Case.id, Case.status).where(Case.updated_at >= now - WATCH_LOOKBACK))
+        changed = await session.execute(select(Case.id, Case.status).where(Case.updated_at >= since))
         active = set(self.active)
         for case_id, status in changed:
             if status == STATUS_ACTIVE:
@@ -468,13 +473,14 @@ class ReferenceWatcher:
         return active, self._checked_all_at
 
     async def poll(self, session: AsyncSession, now: datetime) -> ReferenceChanges:
-        active, checked_all_at = await self._active_now(session, now)
+        since = min(self._looked_at or now, now) - WATCH_LOOKBACK
+        active, checked_all_at = await self._active_now(session, now, since)
         rows = (await session.execute(
             select(Face.id, Face.case_id).where(
                 Face.case_id.is_not(None), Face.model_id == self.model_id,
-                (Face.id > self._newest_id) | (Face.created_at >= now - WATCH_LOOKBACK))
+                (Face.id > self._newest_id) | (Face.created_at >= since))
         )).all()
-        recent = {face_id: seen for face_id, seen in self._recent.items() if seen >= now - WATCH_LOOKBACK}
+        recent = {face_id: seen for face_id, seen in self._recent.items() if seen >= since}
         newest_id = self._newest_id
         activated = active - self.active
         new_faces = []
@@ -485,13 +491,13 @@ class ReferenceWatcher:
             recent[face_id] = now
             if case_id in active and case_id not in activated:
                 new_faces.append((face_id, case_id))
-        self._proposed = (active, checked_all_at, newest_id, recent)
+        self._proposed = (active, checked_all_at, newest_id, recent, now)
         return ReferenceChanges(frozenset(activated), frozenset(self.active - active), tuple(new_faces))
 
     def confirm(self) -> None:
         """The changes of the last poll were handled."""
         if self._proposed is not None:
-            self.active, self._checked_all_at, self._newest_id, self._recent = self._proposed
+            self.active, self._checked_all_at, self._newest_id, self._recent, self._looked_at = self._proposed
             self._proposed = None
 
 
