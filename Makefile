@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 PORT   ?= 8080
 LOCK   := requirements.lock
 
-.PHONY: sandbox test system-deps test-deps install lock bench clean
+.PHONY: sandbox test lint system-deps test-deps install lock bench clean
 
 # Exactly the versions in the lock file, each checked against its hash (the dev extra and the build
 # backend included), then the project itself on top without resolving anything again.
@@ -46,6 +46,11 @@ test-deps:
 
 test: test-deps install
 	$(BIN)/pytest
+
+# ruff with the rules chosen in pyproject.toml, then mypy over bot/ and flyers/
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 bench: system-deps install
 	$(BIN)/python bench/tip_load.py --scenario all
