@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from bot.faces.thresholds import DEFAULT_MATCH_THRESHOLD
-
 DEFAULT_API_URL = "https://api.telegram.org"
+# REUNITE_MATCH_THRESHOLD is a normalised score: a same-person pair of similar age scored 7 (bench/FACES.md)
+MAX_NORMALISED_FLOOR = 50.0
 
 
 class SettingsError(ValueError):
@@ -53,8 +53,10 @@ class Settings:
     regions: tuple[Region, ...] = ()
     # None: the translated default from the message catalogs
     emergency_text: str | None = None
-    # face matches at or above this cosine similarity go to coordinators (bench/FACES.md)
-    match_threshold: float = DEFAULT_MATCH_THRESHOLD
+    # expected wrong face-match candidates per tip face the review floor allows (bench/FACES.md)
+    wrong_leads_per_face: float = 1.0
+    # a fixed review floor in normalised scores instead of the one set by wrong_leads_per_face
+    match_threshold: float | None = None
     # tip faces and images are purged this long after they arrived (privacy rule 4)
     tip_retention_days: int = 1825
     webhook_url: str | None = None
@@ -99,10 +101,20 @@ def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0
     return value
 
 
-def _similarity(env: Mapping[str, str], name: str, default: float) -> float:
+def _positive(env: Mapping[str, str], name: str, default: float) -> float:
     value = _float(env, name, default)
-    if not 0.0 < value < 1.0:
-        raise SettingsError(f"{name} is a cosine similarity between 0 and 1 (exclusive), got {value}")
+    if value <= 0:
+        raise SettingsError(f"{name} must be above 0, got {value}")
+    return value
+
+
+def _normalised_score(env: Mapping[str, str], name: str) -> float | None:
+    if not env.get(name, "").strip():
+        return None
+    value = _float(env, name, 0.0)
+    if not 0.0 < value <= MAX_NORMALISED_FLOOR:
+        raise SettingsError(f"{name} is a normalised face score (bench/FACES.md): above 0 and at most "
+                            f"{MAX_NORMALISED_FLOOR:g}, got {value}")
     return value
 
 
@@ -176,7 +188,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         send_rate=_float(env, "REUNITE_BROADCAST_RATE", _float(env, "REUNITE_SEND_RATE", 25.0)),
         regions=_regions(env, "REUNITE_REGIONS_FILE"),
         emergency_text=env.get("REUNITE_EMERGENCY_TEXT", "").strip() or None,
-        match_threshold=_similarity(env, "REUNITE_MATCH_THRESHOLD", DEFAULT_MATCH_THRESHOLD),
+        wrong_leads_per_face=_positive(env, "REUNITE_WRONG_LEADS_PER_FACE", 1.0),
+        match_threshold=_normalised_score(env, "REUNITE_MATCH_THRESHOLD"),
         tip_retention_days=_int(env, "REUNITE_TIP_RETENTION_DAYS", 1825, minimum=1),
         webhook_url=webhook_url,
         webhook_secret=webhook_secret,

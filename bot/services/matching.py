@@ -3,8 +3,10 @@ active cases, and every new reference face (or newly active case) back against a
 
 What a match becomes: a ``MatchCandidate`` per (tip, case) pair, at most
 :data:`MAX_CANDIDATES_PER_TIP` per match alert, best first, each a possible lead that a coordinator
-confirms or rejects. A case scores as its best photo (``best_per_owner``). Nobody outside the
-coordinators ever learns of a match (privacy rule 1): nothing here answers a tipster.
+confirms or rejects. Scores are normalised per reference face against a cohort of adult faces
+(:mod:`bot.services.cohort`), a case's photos fused (:mod:`bot.services.case_scores`), and the floor
+follows the coordinators' review load (``Cohort.floor``). Nobody outside the coordinators ever
+learns of a match (privacy rule 1): nothing here answers a tipster.
 
 Closing a case purges its biometrics (flow 8, privacy rule 4): :func:`purge_case_biometrics`.
 Tip faces and images are purged :data:`~bot.config.Settings.tip_retention_days` after they arrived:
@@ -44,9 +46,10 @@ from bot.faces.engine import DetectedFace
 from bot.faces.images import UnreadableImage
 from bot.faces.worker_pool import FacePool, FaceWorkerDied
 from bot.i18n import t
-from bot.services import audit, outbox
+from bot.services import audit, case_scores, outbox
 from bot.services.alerts import ALBUM_GATHER_SECONDS
 from bot.services.cases import CLOSED_STATUSES, STATUS_ACTIVE
+from bot.services.cohort import new_cohort_key
 from bot.services.face_search import FaceSearch, ReferenceChanges, TipFaceMatch
 from bot.services.media import media_path
 
@@ -245,7 +248,7 @@ async def record_tip_faces(session: AsyncSession, image: TipMedia, faces: list[D
             same.det_score, same.embedding, same.model_id = face.score, face.embedding, face.model_id
             rows.append(same)
         else:
-            row = _face_row(face, now, tip_media_id=image.id)
+            row = _face_row(face, now, tip_media_id=image.id, cohort_key=new_cohort_key())
             session.add(row)
             rows.append(row)
     for gone in stored:
@@ -310,18 +313,17 @@ class PlannedMatch:
 
 
 async def plan_tip_matches(session: AsyncSession, search: FaceSearch, tip_id: int, probes: np.ndarray,
-                           threshold: float) -> list[PlannedMatch]:
+                           floor: float) -> list[PlannedMatch]:
     """The best active cases (at most MAX_CANDIDATES_PER_TIP, best first) that any of the tip's faces
-    (``probes``) looks like at ``threshold`` or above, leaving out cases already candidates of the tip."""
+    (``probes``) looks like with a case score at ``floor`` or above, leaving out cases already
+    candidates of the tip."""
     if len(probes) == 0:
         return []
     known = await _candidate_cases(session, tip_id)
-    owners = await search.best_cases(session, probes, MAX_CANDIDATES_PER_TIP + len(known), threshold)
-    owners = [match for match in owners if match.owner_id not in known]
-    references = await _references(session, [match.face_id for match in owners])
-    planned = [PlannedMatch(references[match.face_id], match.score, match.probe_index)
-               for match in owners if match.face_id in references]
-    return planned[:MAX_CANDIDATES_PER_TIP]
+    ranked = await case_scores.best_cases(session, search, probes, MAX_CANDIDATES_PER_TIP, floor, known)
+    references = await _references(session, [match.face_id for match in ranked])
+    return [PlannedMatch(references[match.face_id], match.score, match.probe_index)
+            for match in ranked if match.face_id in references]
 
 
 async def _insert_candidate(session: AsyncSession, tip_id: int, tip_face_id: int, reference: ReferenceFace,
@@ -388,39 +390,49 @@ class RetroMatch:
 
 
 async def plan_retro_matches(session: AsyncSession, search: FaceSearch, faces_by_case: dict[int, list[int] | None],
-                             threshold: float) -> list[RetroMatch]:
+                             floor: float) -> list[RetroMatch]:
     """Compare reference faces (per case: the ones listed, or all of them) with every stored tip face
-    in one pass; for each active case, the best old tips (at most MAX_RETRO_TIPS, best first) that
-    look like it and are not candidates of it yet."""
+    in one pass; for each active case, the best old tips (at most MAX_RETRO_TIPS, best first) whose
+    case score reaches ``floor`` and that are not candidates of it yet."""
     whole_cases = [case_id for case_id, face_ids in faces_by_case.items() if face_ids is None]
     listed = [face_id for face_ids in faces_by_case.values() if face_ids is not None for face_id in face_ids]
     face_ids = await session.scalars(select(Face.id).where(
-        Face.model_id == search.model_id, Face.case_id.in_(whole_cases) | Face.id.in_(listed)))
+        Face.model_id == search.model_id, Face.cohort_std.is_not(None),
+        Face.case_id.in_(whole_cases) | Face.id.in_(listed)))
     references = list((await _references(session, list(face_ids))).values())  # of active cases only
     if not references:
         return []
     probes = np.stack([reference.face.embedding for reference in references])
-    best: dict[tuple[int, int], TipFaceMatch] = {}  # (case, tip) -> the tip's face most like the case
-    for match in await search.similar_tip_faces(session, probes, threshold, per_probe=2 * MAX_RETRO_TIPS):
-        key = (references[match.probe_index].case.id, match.tip_id)
-        if key not in best or match.similarity > best[key].similarity:
-            best[key] = match
-    case_ids = {reference.case.id for reference in references}
-    already = set((await session.execute(
-        select(MatchCandidate.case_id, MatchCandidate.tip_id).where(MatchCandidate.case_id.in_(case_ids)))).all())
-    per_case: dict[int, list[TipFaceMatch]] = {}
-    for (case_id, tip_id), match in sorted(best.items(), key=lambda item: item[1].similarity, reverse=True):
+    # for one reference face the normalised score grows with the cosine: the floor is a cosine per face
+    min_cosines = np.array([reference.face.cohort_mean + floor * reference.face.cohort_std for reference in references])
+    best: dict[tuple[int, int], tuple[float, int]] = {}  # (case, tip) -> best score, tip face
+    for match in await search.similar_tip_faces(session, probes, min_cosines, per_probe=2 * MAX_RETRO_TIPS):
+        face = references[match.probe_index].face
+        key, score = (references[match.probe_index].case.id, match.tip_id), (match.similarity - face.cohort_mean) / face.cohort_std
+        if key not in best or score > best[key][0]:
+            best[key] = (score, match.tip_face_id)
+    already = set((await session.execute(select(MatchCandidate.case_id, MatchCandidate.tip_id).where(
+        MatchCandidate.case_id.in_({case_id for case_id, _ in best})))).all())
+    per_case: dict[int, list[int]] = {}  # case -> its old tips' faces, best first
+    for (case_id, tip_id), (_, tip_face_id) in sorted(best.items(), key=lambda item: item[1][0], reverse=True):
         chosen = per_case.setdefault(case_id, [])
         if (case_id, tip_id) not in already and len(chosen) < MAX_RETRO_TIPS:
-            chosen.append(match)
-    chosen = [match for matches in per_case.values() for match in matches]
+            chosen.append(tip_face_id)
     rows = await session.execute(
         select(Face, TipMedia.sha256, Tip).join(TipMedia, TipMedia.id == Face.tip_media_id)
-        .join(Tip, Tip.id == TipMedia.tip_id).where(Face.id.in_([match.tip_face_id for match in chosen]))
-    )
+        .join(Tip, Tip.id == TipMedia.tip_id)
+        .where(Face.id.in_([face_id for face_ids in per_case.values() for face_id in face_ids])))
     tip_faces = {face.id: (tip, face, sha256) for face, sha256, tip in rows}
-    return [RetroMatch(*tip_faces[match.tip_face_id], references[match.probe_index], match.similarity)
-            for match in chosen if match.tip_face_id in tip_faces]
+    per_case = {case_id: [face_id for face_id in face_ids if face_id in tip_faces] for case_id, face_ids in per_case.items()}
+    # the case score fuses all the case's photos, not only those compared here
+    scored = await case_scores.fused_scores(session, search.model_id, {
+        case_id: np.stack([tip_faces[face_id][1].embedding for face_id in face_ids])
+        for case_id, face_ids in per_case.items() if face_ids})
+    best_faces = await _references(session, [score.face_id for scores in scored.values() for score in scores])
+    return sorted((RetroMatch(*tip_faces[face_id], best_faces[score.face_id], score.score)
+                   for case_id, scores in scored.items() for face_id, score in zip(per_case[case_id], scores)
+                   if score.score >= floor and score.face_id in best_faces),
+                  key=lambda match: match.similarity, reverse=True)
 
 
 async def record_retro_match(session: AsyncSession, match: RetroMatch, now: datetime) -> int | None:
