@@ -144,8 +144,8 @@ class FaceWorker:
             await self._follow_reference_changes()
         await self._match_pending_tips()
         if self._is_due("reconcile", RECONCILE_INTERVAL):
+            await self.follow_the_cohort()
             async with self.sessionmaker() as session:
-                await self._follow_the_cohort(session)
                 await self.search.reconcile(session)
         if self._is_due("cleanup", CLEANUP_INTERVAL):
             await self._delete_sent_composites()
@@ -270,14 +270,15 @@ class FaceWorker:
         return self.cohort.floor(self.search.reference_count(), self.settings.wrong_leads_per_face,
                                  self.settings.match_threshold)
 
-    async def _follow_the_cohort(self, session: AsyncSession) -> None:
+    async def follow_the_cohort(self) -> None:
         """Read the cohort again (tip faces purged leave it); once it has grown enough, every
         reference face's statistics are computed again and the index reloaded with them."""
-        if await self.cohort.reload(session):
-            refreshed = await self.cohort.give_statistics(session, only_missing=False)
-            await self.search.load(session)
-            log.info("cohort of %d faces: statistics of %d reference faces computed again", len(self.cohort),
-                     refreshed)
+        async with self.sessionmaker() as session:
+            if await self.cohort.reload(session):
+                refreshed = await self.cohort.give_statistics(session, only_missing=False)
+                await self.search.load(session)
+                log.info("cohort of %d faces: statistics of %d reference faces computed again", len(self.cohort),
+                         refreshed)
 
     async def _commit(self, session: AsyncSession) -> None:
         await session.commit()
