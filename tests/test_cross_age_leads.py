@@ -22,7 +22,17 @@ from bot.faces.normalisation import case_score, normalised_score
 from bot.services import cases, match_alerts, matching, media
 from tests.conftest import packaged_image
 from tests.helpers import reference_in
-from tests.test_matching import faces_done, faces_in, image_bytes, is_match_alert, jpeg, match_alert, rows, scalar
+from tests.test_matching import (
+    faces_done,
+    faces_in,
+    image_bytes,
+    is_match_alert,
+    jpeg,
+    match_alert,
+    rows,
+    scalar,
+    until,
+)
 
 WRONG_LEADS = 0.1  # expected wrong candidates per tip face the floor allows here
 
@@ -53,6 +63,10 @@ async def add_case(reunite, name: str, photo: bytes, age: float) -> Case:
         await session.commit()
     reunite.face_worker.wake()
     return case
+
+
+async def _counted(worker, at_least: int) -> int:
+    return worker.search.reference_count() if worker.search.reference_count() >= at_least else 0
 
 
 async def brute_force_candidates(reunite, tip_face_ids: list[int], floor: float) -> list[tuple[int, float]]:
@@ -90,8 +104,7 @@ async def test_a_case_photo_at_age_3_gets_a_lead_from_the_same_person_as_an_adul
               for number, photo in enumerate(cut_out_faces("t1.jpg") + cut_out_faces("gdp.jpg"))]
     await faces_done(reunite)
     # more open reference faces, a higher floor: as many wrong candidates per tip face as the setting says
-    open_faces = worker.search.reference_count()
-    assert open_faces >= len(others) + 1
+    open_faces = await until(lambda: _counted(worker, len(others) + 1), what="the new cases' faces indexed")
     floor = worker.floor()
     assert floor > alone
     assert open_faces * worker.cohort.tail.probability(floor) <= WRONG_LEADS * 1.0001

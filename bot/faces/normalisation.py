@@ -105,11 +105,32 @@ def augmented_probes(probes: np.ndarray) -> np.ndarray:
     return np.hstack([probes, np.ones((len(probes), 1), dtype=np.float32)])
 
 
+def _scores_left_out(rows: np.ndarray) -> np.ndarray:
+    """Each value of each row normalised by the trimmed statistics of the rest of its row (without
+    the value itself): what :func:`reference_stats` gives against a cohort without that face."""
+    size = rows.shape[1] - 1  # the cohort each statistic comes from
+    kept = size - trimmed_count(size)
+    order = np.argsort(rows, axis=1)
+    ranks = np.empty_like(order)
+    np.put_along_axis(ranks, order, np.arange(rows.shape[1])[None, :], axis=1)
+    ordered = np.take_along_axis(rows, order, axis=1)
+    # the kept values without a value: the kept + 1 lowest less it, if it is among them; else the kept lowest
+    sum_low, square_low = ordered[:, :kept].sum(axis=1), (ordered[:, :kept] ** 2).sum(axis=1)
+    sum_more, square_more = sum_low + ordered[:, kept], square_low + ordered[:, kept] ** 2
+    among = ranks <= kept
+    sums = np.where(among, sum_more[:, None] - rows, sum_low[:, None])
+    squares = np.where(among, square_more[:, None] - rows ** 2, square_low[:, None])
+    means = sums / kept
+    stds = np.maximum(np.sqrt(np.maximum(squares - kept * means ** 2, 0.0) / (kept - 1)), MIN_STD)
+    return ((rows - means) / stds).astype(np.float32)
+
+
 class ImpostorTail:
     """How often a tip face of another person reaches a normalised score, from the cohort itself.
 
-    Each cohort face in turn is taken as a reference: its statistics come from the other cohort
-    faces (leave-one-out), and those faces' normalised scores against it are scores of different
+    Each cohort face in turn is taken as a reference, and each other cohort face as a tip face: the
+    reference's statistics come from the rest of the cohort (without either face, as for a tip that
+    is not in the cohort), and the tip face's normalised score against it is a score of different
     people (as long as the cohort holds each person once; a person there twice only makes the tail
     heavier, so the floor higher). P(z >= t) is the larger of the empirical share of those scores
     and a Gaussian fitted to them: the empirical tail where there are data (the within-photo tail
@@ -123,8 +144,7 @@ class ImpostorTail:
             raise ValueError(f"a cohort of {n} faces is too small for an impostor tail")
         scores = cohort @ cohort.T
         others = scores[~np.eye(n, dtype=bool)].reshape(n, n - 1)  # leave each face out of its own row
-        means, stds = _trimmed_stats(others)
-        z = ((others - means[:, None]) / stds[:, None]).reshape(-1)
+        z = _scores_left_out(others.astype(np.float64)).reshape(-1)
         self.cohort_size = n
         self.scores = np.sort(z)[::-1]  # highest first
         self.gaussian = NormalDist(float(z.mean()), float(z.std()))
