@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from bot.config import SettingsError, load_settings
 from bot.faces.index import InProcessIndex
 from bot.faces.normalisation import (
     ImpostorTail,
@@ -18,6 +19,7 @@ from bot.faces.normalisation import (
     reference_stats,
 )
 from bot.faces.thresholds import POSSIBLE_MATCH_THRESHOLD, STRONG_MATCH_THRESHOLD, match_strength
+from bot.services.cohort import Cohort
 
 
 def unit(rows: np.ndarray) -> np.ndarray:
@@ -132,3 +134,21 @@ def test_a_case_score_fuses_its_photos_and_labels_follow_the_normalised_score():
     assert match_strength(POSSIBLE_MATCH_THRESHOLD, floor) == "possible"
     assert match_strength(STRONG_MATCH_THRESHOLD, floor) == "strong"
     assert match_strength(STRONG_MATCH_THRESHOLD, 7.0) is None  # a floor above the bands
+
+
+def test_the_settings_choose_the_review_load_or_a_fixed_floor():
+    base = {"DATABASE_URL": "sqlite+aiosqlite:///:memory:"}
+    default = load_settings(base)
+    assert default.wrong_leads_per_face == 1.0 and default.match_threshold is None
+    chosen = load_settings({**base, "REUNITE_WRONG_LEADS_PER_FACE": "0.25", "REUNITE_MATCH_THRESHOLD": "4.5"})
+    assert chosen.wrong_leads_per_face == 0.25 and chosen.match_threshold == 4.5
+    rng = np.random.default_rng(8)
+    cohort, _ = faces_like_people(rng, 100, 100)
+    tail = ImpostorTail(cohort)
+    loaded = Cohort("model", cohort, tail)
+    assert loaded.floor(1000, chosen.wrong_leads_per_face, chosen.match_threshold) == 4.5  # fixed: as set
+    assert loaded.floor(1000, 0.25) == tail.floor(1000, 0.25)
+    for name, value in (("REUNITE_WRONG_LEADS_PER_FACE", "0"), ("REUNITE_MATCH_THRESHOLD", "0.29x"),
+                        ("REUNITE_MATCH_THRESHOLD", "-1")):
+        with pytest.raises(SettingsError, match=name):
+            load_settings({**base, name: value})

@@ -27,12 +27,12 @@ POSSIBLE_MATCH_THRESHOLD = 4.5
 STRONG_MATCH_THRESHOLD = 6.0
 
 
-def match_strength(score: float, floor: float) -> MatchStrength | None:
-    """The word for a normalised score, or ``None`` below the review floor.
+def match_strength(score: float, threshold: float) -> MatchStrength | None:
+    """The word for a normalised score, or ``None`` below the review floor ``threshold``.
 
     A floor above the "possible" band (many open reference faces) simply leaves no weak candidates.
     """
-    if score < floor:
+    if score < threshold:
         return None
     if score >= STRONG_MATCH_THRESHOLD:
         return "strong"

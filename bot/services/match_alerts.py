@@ -111,7 +111,7 @@ def store_composite(media_dir: Path, alert: MatchAlert) -> str:
 
 def strength_words(language: str, score: float) -> str:
     # candidates passed the floor when they were found: the word follows their normalised score alone
-    return t(language, f"match_strength_{match_strength(score, floor=float('-inf'))}")
+    return t(language, f"match_strength_{match_strength(score, threshold=float('-inf'))}")
 
 
 def caption(language: str, alert: MatchAlert, tz) -> str:
