@@ -126,7 +126,8 @@ async def load(url: str, size: int, basis: np.ndarray, rng, index_options: str =
     return vectors, means, stds, identities, cohort, copied, built
 
 
-def exact_top_cases(probe: np.ndarray, vectors: np.ndarray, means: np.ndarray, stds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def exact_top_cases(probe: np.ndarray, vectors: np.ndarray, means: np.ndarray,
+                    stds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The TOP_CASES case ids (1-based) by fused normalised score, brute force, and their scores."""
     from bot.faces.normalisation import BEST_PHOTO_WEIGHT
 

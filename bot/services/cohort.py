@@ -125,7 +125,7 @@ class Cohort:
     tail: ImpostorTail
 
     @classmethod
-    async def load(cls, session: AsyncSession, model_id: str) -> "Cohort":
+    async def load(cls, session: AsyncSession, model_id: str) -> Cohort:
         vectors = await cohort_vectors(session, model_id)
         return cls(model_id, vectors, await run_in_face_executor(ImpostorTail, vectors))
 

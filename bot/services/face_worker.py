@@ -37,7 +37,7 @@ from bot.config import Settings
 from bot.db.models import OUT_PENDING, Case, OutboxMessage, Tip, TipMedia
 from bot.faces.models import EMBEDDING_SIZE
 from bot.faces.worker_pool import FacePool
-from bot.services import alerts, cohort, match_alerts, matching, outbox
+from bot.services import alerts, cohort, match_alerts, matching, outbox, retro_matching
 from bot.services.face_search import FaceSearch, face_search_for
 from bot.services.match_alerts import MarkupBuilder
 from bot.services.matching import FaceCrop, MatchAlert
@@ -343,14 +343,14 @@ class FaceWorker:
             plans = []
             batch = list(faces_by_case.items())
             for first in range(0, len(batch), RETRO_CASES_PER_PLAN):
-                plans += await matching.plan_retro_matches(
+                plans += await retro_matching.plan_retro_matches(
                     session, self.search, dict(batch[first:first + RETRO_CASES_PER_PLAN]), floor)
             drafts = [(plan, await self._composite(plan.alert())) for plan in plans]
             recipients = await alerts.recipients(session, self.settings.coordinator_chat_id)
             now = _now()
             queued = []
             for plan, composite in drafts:
-                candidate_id = await matching.record_retro_match(session, plan, now)
+                candidate_id = await retro_matching.record_retro_match(session, plan, now)
                 alert = matching.with_candidate_ids(plan.alert(), [candidate_id])
                 queued.append((composite, self._queue_alert(session, recipients, alert, composite) if alert else []))
             await self._commit(session)

@@ -50,15 +50,13 @@ from bot.services import audit, case_scores, outbox
 from bot.services.alerts import ALBUM_GATHER_SECONDS
 from bot.services.cases import CLOSED_STATUSES, STATUS_ACTIVE
 from bot.services.cohort import new_cohort_key
-from bot.services.face_search import FaceSearch, ReferenceChanges, TipFaceMatch
+from bot.services.face_search import FaceSearch, ReferenceChanges
 from bot.services.media import media_path
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_CANDIDATES_PER_TIP = 5
-# Old tips that become candidates of one case at once (a case activated, or a photo added): the best.
-MAX_RETRO_TIPS = 20
 # How often the ReferenceWatcher reads every active case, not just the cases changed lately.
 FULL_CHECK_INTERVAL = timedelta(minutes=1)
 # Faces and cases written within this window are looked at again: on PostgreSQL a row with a lower
@@ -287,7 +285,7 @@ async def photo_sender(session: AsyncSession, photo: CasePhoto, case: Case) -> U
 # -- matching a tip ------------------------------------------------------------------------------
 
 
-async def _references(session: AsyncSession, face_ids: list[int]) -> dict[int, ReferenceFace]:
+async def references_by_id(session: AsyncSession, face_ids: list[int]) -> dict[int, ReferenceFace]:
     """Reference faces by id, with their photo and their case (only faces of active cases)."""
     if not face_ids:
         return {}
@@ -321,12 +319,12 @@ async def plan_tip_matches(session: AsyncSession, search: FaceSearch, tip_id: in
         return []
     known = await _candidate_cases(session, tip_id)
     ranked = await case_scores.best_cases(session, search, probes, MAX_CANDIDATES_PER_TIP, floor, known)
-    references = await _references(session, [match.face_id for match in ranked])
+    references = await references_by_id(session, [match.face_id for match in ranked])
     return [PlannedMatch(references[match.face_id], match.score, match.probe_index)
             for match in ranked if match.face_id in references]
 
 
-async def _insert_candidate(session: AsyncSession, tip_id: int, tip_face_id: int, reference: ReferenceFace,
+async def insert_candidate(session: AsyncSession, tip_id: int, tip_face_id: int, reference: ReferenceFace,
                             similarity: float, rank: int, now: datetime) -> int | None:
     """A new pending candidate's id; None if another worker stored the same (tip face, case) first."""
     insert = postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
@@ -337,7 +335,7 @@ async def _insert_candidate(session: AsyncSession, tip_id: int, tip_face_id: int
     return await session.scalar(statement.returning(MatchCandidate.id))
 
 
-def _alert_candidate(reference: ReferenceFace, similarity: float, tip_face: FaceCrop) -> AlertCandidate:
+def alert_candidate(reference: ReferenceFace, similarity: float, tip_face: FaceCrop) -> AlertCandidate:
     return AlertCandidate(0, reference.case.code, reference.case.name, similarity, tip_face,
                           FaceCrop.of(reference.face, reference.photo_sha256))
 
@@ -349,7 +347,7 @@ def tip_alert(tip: Tip, planned: list[PlannedMatch], tip_faces: list[FaceCrop], 
     before anything is written (on SQLite a write holds the one write lock until the commit).
     """
     return MatchAlert(tip.reference, tip.alias, tip.created_at, retro=False, skipped_faces=skipped_faces,
-                      candidates=[_alert_candidate(match.reference, match.similarity, tip_faces[match.probe_index])
+                      candidates=[alert_candidate(match.reference, match.similarity, tip_faces[match.probe_index])
                                   for match in planned])
 
 
@@ -357,7 +355,7 @@ async def record_tip_matches(session: AsyncSession, tip: Tip, tip_faces: list[Fa
                              planned: list[PlannedMatch], now: datetime) -> list[int | None]:
     """Store the planned matches as candidates (``tip_faces``: the stored faces in probe order); the
     new candidates' ids, None where another worker got there first."""
-    return [await _insert_candidate(session, tip.id, tip_faces[match.probe_index].id, match.reference,
+    return [await insert_candidate(session, tip.id, tip_faces[match.probe_index].id, match.reference,
                                     match.similarity, rank, now)
             for rank, match in enumerate(planned, start=1)]
 
@@ -367,78 +365,6 @@ def with_candidate_ids(draft: MatchAlert, ids: list[int | None]) -> MatchAlert |
     stored = [replace(candidate, candidate_id=candidate_id)
               for candidate, candidate_id in zip(draft.candidates, ids) if candidate_id is not None]
     return replace(draft, candidates=stored) if stored else None
-
-
-# -- retro-matching ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RetroMatch:
-    """An old tip's face that looks like a case's reference face."""
-
-    tip: Tip
-    tip_face: Face
-    image_sha256: str
-    reference: ReferenceFace
-    similarity: float
-
-    def alert(self) -> MatchAlert:
-        """Its match alert, before it is stored (candidate id 0)."""
-        return MatchAlert(self.tip.reference, self.tip.alias, self.tip.created_at, retro=True,
-                          candidates=[_alert_candidate(self.reference, self.similarity,
-                                                       FaceCrop.of(self.tip_face, self.image_sha256))])
-
-
-async def plan_retro_matches(session: AsyncSession, search: FaceSearch, faces_by_case: dict[int, list[int] | None],
-                             floor: float) -> list[RetroMatch]:
-    """Compare reference faces (per case: the ones listed, or all of them) with every stored tip face
-    in one pass; for each active case, the best old tips (at most MAX_RETRO_TIPS, best first) whose
-    case score reaches ``floor`` and that are not candidates of it yet."""
-    whole_cases = [case_id for case_id, face_ids in faces_by_case.items() if face_ids is None]
-    listed = [face_id for face_ids in faces_by_case.values() if face_ids is not None for face_id in face_ids]
-    face_ids = await session.scalars(select(Face.id).where(
-        Face.model_id == search.model_id, Face.cohort_std.is_not(None),
-        Face.case_id.in_(whole_cases) | Face.id.in_(listed)))
-    references = list((await _references(session, list(face_ids))).values())  # of active cases only
-    if not references:
-        return []
-    probes = np.stack([reference.face.embedding for reference in references])
-    # for one reference face the normalised score grows with the cosine: the floor is a cosine per face
-    min_cosines = np.array([reference.face.cohort_mean + floor * reference.face.cohort_std for reference in references])
-    best: dict[tuple[int, int], tuple[float, int]] = {}  # (case, tip) -> best score, tip face
-    for match in await search.similar_tip_faces(session, probes, min_cosines, per_probe=2 * MAX_RETRO_TIPS):
-        face = references[match.probe_index].face
-        key, score = (references[match.probe_index].case.id, match.tip_id), (match.similarity - face.cohort_mean) / face.cohort_std
-        if key not in best or score > best[key][0]:
-            best[key] = (score, match.tip_face_id)
-    already = set((await session.execute(select(MatchCandidate.case_id, MatchCandidate.tip_id).where(
-        MatchCandidate.case_id.in_({case_id for case_id, _ in best})))).all())
-    per_case: dict[int, list[int]] = {}  # case -> its old tips' faces, best first
-    for (case_id, tip_id), (_, tip_face_id) in sorted(best.items(), key=lambda item: item[1][0], reverse=True):
-        chosen = per_case.setdefault(case_id, [])
-        if (case_id, tip_id) not in already and len(chosen) < MAX_RETRO_TIPS:
-            chosen.append(tip_face_id)
-    rows = await session.execute(
-        select(Face, TipMedia.sha256, Tip).join(TipMedia, TipMedia.id == Face.tip_media_id)
-        .join(Tip, Tip.id == TipMedia.tip_id)
-        .where(Face.id.in_([face_id for face_ids in per_case.values() for face_id in face_ids])))
-    tip_faces = {face.id: (tip, face, sha256) for face, sha256, tip in rows}
-    per_case = {case_id: [face_id for face_id in face_ids if face_id in tip_faces] for case_id, face_ids in per_case.items()}
-    # the case score fuses all the case's photos, not only those compared here
-    scored = await case_scores.fused_scores(session, search.model_id, {
-        case_id: np.stack([tip_faces[face_id][1].embedding for face_id in face_ids])
-        for case_id, face_ids in per_case.items() if face_ids})
-    best_faces = await _references(session, [score.face_id for scores in scored.values() for score in scores])
-    return sorted((RetroMatch(*tip_faces[face_id], best_faces[score.face_id], score.score)
-                   for case_id, scores in scored.items() for face_id, score in zip(per_case[case_id], scores)
-                   if score.score >= floor and score.face_id in best_faces),
-                  key=lambda match: match.similarity, reverse=True)
-
-
-async def record_retro_match(session: AsyncSession, match: RetroMatch, now: datetime) -> int | None:
-    """Store a retro match as a candidate; its id, None if another worker got there first."""
-    return await _insert_candidate(session, match.tip.id, match.tip_face.id, match.reference, match.similarity,
-                                   1, now)
 
 
 class ReferenceWatcher:
