@@ -14,7 +14,10 @@ from typing import Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 DEFAULT_API_URL = "https://api.telegram.org"
-# REUNITE_MATCH_THRESHOLD is a normalised score: a same-person pair of similar age scored 7 (bench/FACES.md)
+# REUNITE_MATCH_THRESHOLD is a normalised score (bench/FACES.md): different people average about 0,
+# a same-person pair of similar age scored 7.5. Below 1, about a sixth of different people would pass:
+# most likely a cosine from before (0.29), so it is refused rather than taken
+MIN_NORMALISED_FLOOR = 1.0
 MAX_NORMALISED_FLOOR = 50.0
 
 
@@ -111,10 +114,10 @@ def _positive(env: Mapping[str, str], name: str, default: float) -> float:
 def _normalised_score(env: Mapping[str, str], name: str) -> float | None:
     if not env.get(name, "").strip():
         return None
-    value = _float(env, name, 0.0)
-    if not 0.0 < value <= MAX_NORMALISED_FLOOR:
-        raise SettingsError(f"{name} is a normalised face score (bench/FACES.md): above 0 and at most "
-                            f"{MAX_NORMALISED_FLOOR:g}, got {value}")
+    value = _float(env, name, 0.0, minimum=float("-inf"))
+    if not MIN_NORMALISED_FLOOR <= value <= MAX_NORMALISED_FLOOR:
+        raise SettingsError(f"{name} is a normalised face score since scores are normalised (bench/FACES.md), "
+                            f"between {MIN_NORMALISED_FLOOR:g} and {MAX_NORMALISED_FLOOR:g}, not a cosine; got {value}")
     return value
 
 

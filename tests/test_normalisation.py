@@ -148,7 +148,7 @@ def test_the_settings_choose_the_review_load_or_a_fixed_floor():
     loaded = Cohort("model", cohort, tail)
     assert loaded.floor(1000, chosen.wrong_leads_per_face, chosen.match_threshold) == 4.5  # fixed: as set
     assert loaded.floor(1000, 0.25) == tail.floor(1000, 0.25)
-    for name, value in (("REUNITE_WRONG_LEADS_PER_FACE", "0"), ("REUNITE_MATCH_THRESHOLD", "0.29x"),
-                        ("REUNITE_MATCH_THRESHOLD", "-1")):
+    for name, value in (("REUNITE_WRONG_LEADS_PER_FACE", "0"), ("REUNITE_MATCH_THRESHOLD", "4x"),
+                        ("REUNITE_MATCH_THRESHOLD", "0.29")):  # a cosine from before normalisation
         with pytest.raises(SettingsError, match=name):
             load_settings({**base, name: value})
