@@ -243,9 +243,14 @@ class InProcessIndex:
         means, inverse = self._means[: self._size], self._inverse_stds[: self._size]
         if positions is not None:
             approximate, means, inverse = approximate[:, positions], means[positions], inverse[positions]
-        centre = (approximate - means) * inverse
-        radius = errors[:, None] * inverse + _SCORE_SLACK
-        return centre - radius, centre + radius
+        # in place, on the screen's fresh array: a scan is memory-bound, each extra array costs
+        approximate -= means
+        approximate *= inverse
+        radius = errors[:, None] * inverse
+        radius += _SCORE_SLACK
+        lower = approximate - radius
+        approximate += radius
+        return lower, approximate
 
     def search(
         self,
