@@ -33,11 +33,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bot.faces.engine import FaceEngine, FacePolicy  # noqa: E402
 from bot.faces.models import vectron_model_dir  # noqa: E402
-from bot.faces.thresholds import (  # noqa: E402
-    DEFAULT_MATCH_THRESHOLD,
-    POSSIBLE_MATCH_THRESHOLD,
-    STRONG_MATCH_THRESHOLD,
-)
+from bot.faces.normalisation import ImpostorTail, reference_stats  # noqa: E402
+from bot.faces.thresholds import POSSIBLE_MATCH_THRESHOLD, STRONG_MATCH_THRESHOLD  # noqa: E402
+from bot.services.cohort import seed_photo_paths  # noqa: E402
+
+#: The raw-cosine review floor before scores were normalised (issue 13), for comparison.
+OLD_FLOOR = 0.29
+#: Open reference faces at which the floors are compared.
+OPEN_FACES = (10, 100, 1_000, 10_000, 100_000, 1_000_000)
 
 IMPOSTOR_IMAGES = ("t1.jpg", "players.jpg", "gdp.jpg")
 
@@ -122,8 +125,9 @@ def variants(bgr: np.ndarray, faces: list[Face]):
         yield "crop around face", bgr[y1:y2, x1:x2].copy(), (lambda xy, o=offset: xy - o), [face]
 
 
-def variant_scores(engine: FaceEngine, name: str, faces: list[Face]) -> dict[str, list[float | None]]:
-    """Similarity of each face to itself in degraded copies (None: not detected/comparable)."""
+def variant_scores(engine: FaceEngine, name: str, faces: list[Face]) -> dict[str, list[tuple[float | None, Face]]]:
+    """Similarity of each face (the reference) to itself in degraded copies (None: not detected or
+    not comparable), with that reference face."""
     bgr = cv2.imread(str(sample_image(name)))
     results: dict[str, list[float | None]] = {}
     for label, image, to_variant, targets in variants(bgr, faces):
@@ -132,7 +136,7 @@ def variant_scores(engine: FaceEngine, name: str, faces: list[Face]) -> dict[str
             where = to_variant(face.centre)
             near = [f for f in found if np.linalg.norm(f.centre - where) < face.width / 2]
             score = float(near[0].embedding @ face.embedding) if near else None
-            results.setdefault(label, []).append(score)
+            results.setdefault(label, []).append((score, face))
     return results
 
 
@@ -181,35 +185,79 @@ def main() -> None:
         print("| same photo, degraded (tip) vs original (reference) | n | found | mean | min |")
         print("|---|---|---|---|---|")
         genuine: list[float] = [players[0][0]]
-        merged: dict[str, list[float | None]] = {}
+        merged: dict[str, list[tuple[float | None, Face]]] = {}
         for name in IMPOSTOR_IMAGES + ("yaoming.jpg",):
             for variant, values in variant_scores(probe_engine, name, references_by_image[name]).items():
                 merged.setdefault(variant, []).extend(values)
         for variant, values in merged.items():
-            found = [v for v in values if v is not None]
+            found = [v for v, _ in values if v is not None]
             genuine.extend(found)
             print(f"| {variant} | {len(values)} | {len(found)} | {np.mean(found):.3f} | {np.min(found):.3f} |")
         genuine_arr = np.array(genuine)
         d_prime = (genuine_arr.mean() - scores.mean()) / np.sqrt((genuine_arr.var() + scores.var()) / 2)
         print(f"\nseparation d' (same-photo variants + yaoming pair vs different people): {d_prime:.2f}\n")
         summary[label] = (scores, players[0][0], genuine_arr)
+        if label == PRODUCT:
+            normalised_figures(probe_engine, probes_by_image, references_by_image, merged)
 
     scores, yao_score, genuine = summary[PRODUCT]
     before = summary["both with the mirror image (before)"][2]  # the same pairs: same detector, same gates
     shift = genuine - before
     print(f"same-person scores, the product minus both mirrored: mean {shift.mean():+.4f}, "
           f"min {shift.min():+.4f}, max {shift.max():+.4f}\n")
-    print("## Thresholds in bot/faces/thresholds.py (the product's embeddings)\n")
-    print(
-        f"review floor {DEFAULT_MATCH_THRESHOLD:.2f} (different-person p99 {np.percentile(scores, 99):.3f}, "
-        f"p99.9 {np.percentile(scores, 99.9):.3f}, max {scores.max():.3f}); "
-        f"possible >= {POSSIBLE_MATCH_THRESHOLD:.2f}; strong >= {STRONG_MATCH_THRESHOLD:.2f}; "
-        f"yaoming pair {yao_score:.3f}"
-    )
-    for label, (label_scores, _, _) in summary.items():
-        at = {floor: (label_scores >= floor).mean() * 100 for floor in (DEFAULT_MATCH_THRESHOLD, 0.30)}
-        print(f"different-person scores at or above the review floor ({label}): "
-              + ", ".join(f"{floor:.2f}: {share:.2f} %" for floor, share in at.items()))
+    print(f"old raw floor {OLD_FLOOR:.2f}: different-person scores at or above it: "
+          + ", ".join(f"{label}: {(label_scores >= OLD_FLOOR).mean() * 100:.2f} %"
+                      for label, (label_scores, _, _) in summary.items()))
+
+
+def normalised_figures(engine: FaceEngine, probes_by_image, references_by_image, variants_found) -> None:
+    """The same pairs in normalised scores against the seed cohort (the product's, bot.services.cohort),
+    each reference's statistics without the two faces compared (as for a tip not in the cohort), and
+    the old raw floor next to the floor set by the review load."""
+    cohort_faces = [face for path in seed_photo_paths() for face in faces_of(engine, path.name, cv2.imread(str(path)))]
+    cohort = np.stack([face.embedding for face in cohort_faces])
+    keys = [(face.image, face.index) for face in cohort_faces]
+    tail = ImpostorTail(cohort)
+
+    def z(probe: Face | None, reference: Face, cosine: float) -> float:
+        keep = [i for i, key in enumerate(keys) if key != (reference.image, reference.index)
+                and (probe is None or key != (probe.image, probe.index))]
+        mean, std = reference_stats(reference.embedding[None], cohort[keep])
+        return float((cosine - mean[0]) / std[0])
+
+    probes = [face for name in IMPOSTOR_IMAGES for face in probes_by_image[name]]
+    references = [face for name in IMPOSTOR_IMAGES for face in references_by_image[name]]
+    pairs = impostor_pairs(probes, references)
+    raw = np.array([float(a.embedding @ b.embedding) for a, b in pairs])
+    normalised = np.array([z(a, b, cosine) for (a, b), cosine in zip(pairs, raw)])
+    yao = references_by_image["yaoming.jpg"][0]
+    his_face = max(probes_by_image["players.jpg"], key=lambda face: float(face.embedding @ yao.embedding))
+    yao_raw = float(his_face.embedding @ yao.embedding)
+    yao_z = z(his_face, yao, yao_raw)
+    copies = [(cosine, z(None, face, cosine)) for values in variants_found.values() for cosine, face in values
+              if cosine is not None]
+    print("## Normalised scores (the product since issue 13)\n")
+    print(f"cohort: {len(cohort)} faces of {', '.join(path.name for path in seed_photo_paths())}; impostor tail "
+          f"(leave-one-out): Gaussian mean {tail.gaussian.mean:.2f}, sd {tail.gaussian.stdev:.2f}, "
+          f"p99 {np.percentile(tail.scores, 99):.2f}, max {tail.scores[0]:.2f}\n")
+    print("| different-person pairs | n | mean | std | p95 | p99 | p99.9 | max |\n|---|---|---|---|---|---|---|---|")
+    print(f"| normalised | {describe(normalised)} |\n")
+    print(f"yaoming.jpg vs his face in players.jpg: raw {yao_raw:.3f}, normalised {yao_z:.2f}; "
+          f"bands: possible >= {POSSIBLE_MATCH_THRESHOLD}, strong >= {STRONG_MATCH_THRESHOLD}\n")
+    print("| open reference faces | floor | wrong candidates per tip face (model) | measured: different-person "
+          "pairs at or above x open faces | Yao Ming passes | degraded copies passing |")
+    print("|---:|---|---:|---:|---|---:|")
+    old_share = float((raw >= OLD_FLOOR).mean())
+    for open_faces in OPEN_FACES:
+        floor = tail.floor(open_faces, 1.0)
+        share = float((normalised >= floor).mean())
+        old = open_faces * old_share  # a fixed floor: the same share of pairs whatever the number of faces
+        print(f"| {open_faces:,} | old: {OLD_FLOOR} raw | {old:.3g} | {old:.3g} | "
+              f"{'yes' if yao_raw >= OLD_FLOOR else 'no'} | {np.mean([c >= OLD_FLOOR for c, _ in copies]):.3f} |")
+        print(f"| {open_faces:,} | new: {floor:.2f} normalised | {open_faces * tail.probability(floor):.3g} | "
+              f"{open_faces * share:.3g} | {'yes' if yao_z >= floor else 'no'} | "
+              f"{np.mean([value >= floor for _, value in copies]):.3f} |")
+    print()
 
 
 if __name__ == "__main__":

@@ -14,9 +14,12 @@ from typing import Mapping, overload
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from bot.faces.thresholds import DEFAULT_MATCH_THRESHOLD
-
 DEFAULT_API_URL = "https://api.telegram.org"
+# REUNITE_MATCH_THRESHOLD is a normalised score (bench/FACES.md): different people average about 0,
+# a same-person pair of similar age scored 7.5. Below 1, about a sixth of different people would pass:
+# most likely a cosine from before (0.29), so it is refused rather than taken
+MIN_NORMALISED_FLOOR = 1.0
+MAX_NORMALISED_FLOOR = 50.0
 
 
 class SettingsError(ValueError):
@@ -54,8 +57,10 @@ class Settings:
     regions: tuple[Region, ...] = ()
     # None: the translated default from the message catalogs
     emergency_text: str | None = None
-    # face matches at or above this cosine similarity go to coordinators (bench/FACES.md)
-    match_threshold: float = DEFAULT_MATCH_THRESHOLD
+    # expected wrong face-match candidates per tip face the review floor allows (bench/FACES.md)
+    wrong_leads_per_face: float = 1.0
+    # a fixed review floor in normalised scores instead of the one set by wrong_leads_per_face
+    match_threshold: float | None = None
     # tip faces and images are purged this long after they arrived (privacy rule 4)
     tip_retention_days: int = 1825
     # bytes of images one person (not a coordinator) may have stored per day; 0: no limit
@@ -125,10 +130,20 @@ def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0
     return value
 
 
-def _similarity(env: Mapping[str, str], name: str, default: float) -> float:
+def _positive(env: Mapping[str, str], name: str, default: float) -> float:
     value = _float(env, name, default)
-    if not 0.0 < value < 1.0:
-        raise SettingsError(f"{name} is a cosine similarity between 0 and 1 (exclusive), got {value}")
+    if value <= 0:
+        raise SettingsError(f"{name} must be above 0, got {value}")
+    return value
+
+
+def _normalised_score(env: Mapping[str, str], name: str) -> float | None:
+    if not env.get(name, "").strip():
+        return None
+    value = _float(env, name, 0.0, minimum=float("-inf"))
+    if not MIN_NORMALISED_FLOOR <= value <= MAX_NORMALISED_FLOOR:
+        raise SettingsError(f"{name} is a normalised face score since scores are normalised (bench/FACES.md), "
+                            f"between {MIN_NORMALISED_FLOOR:g} and {MAX_NORMALISED_FLOOR:g}, not a cosine; got {value}")
     return value
 
 
@@ -209,7 +224,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         send_rate=_float(env, "REUNITE_BROADCAST_RATE", _float(env, "REUNITE_SEND_RATE", 25.0)),
         regions=_regions(env, "REUNITE_REGIONS_FILE"),
         emergency_text=env.get("REUNITE_EMERGENCY_TEXT", "").strip() or None,
-        match_threshold=_similarity(env, "REUNITE_MATCH_THRESHOLD", DEFAULT_MATCH_THRESHOLD),
+        wrong_leads_per_face=_positive(env, "REUNITE_WRONG_LEADS_PER_FACE", 1.0),
+        match_threshold=_normalised_score(env, "REUNITE_MATCH_THRESHOLD"),
         tip_retention_days=_int(env, "REUNITE_TIP_RETENTION_DAYS", 1825, minimum=1),
         user_daily_media_bytes=_int(env, "REUNITE_USER_DAILY_MEDIA_MB", 100, minimum=0) * 1024 * 1024,
         webhook_url=webhook_url,

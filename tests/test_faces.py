@@ -30,18 +30,16 @@ from bot.faces.engine import FaceEngine, FacePolicy, run_in_face_executor
 from bot.faces.images import ImageTooLarge, UnreadableImage, decode_image
 from bot.faces.index import FaceIndex, InProcessIndex
 from bot.faces.models import FaceDetector, ModelPackError, load_model_pack, vectron_model_dir
-from bot.faces.thresholds import (
-    DEFAULT_MATCH_THRESHOLD,
-    POSSIBLE_MATCH_THRESHOLD,
-    STRONG_MATCH_THRESHOLD,
-    match_strength,
-)
 from bot.child_process import BACKGROUND_NICE
 from bot.faces.worker_pool import FacePool, FaceWorkerDied
 from bot.services import matching
 from tests.conftest import shared_face_pool
 
 REPO = Path(__file__).resolve().parents[1]
+# Cosines of buffalo_s on the sample photos (bench/FACES.md): the same person at a similar age scores
+# above the first, different people below the second (match words use normalised scores instead)
+SAME_PERSON_COSINE = 0.55
+DIFFERENT_PEOPLE_COSINE = 0.40
 
 
 def sample_image(name: str) -> Path:
@@ -96,7 +94,7 @@ def test_t1_gives_six_faces_largest_first_inside_the_image(engine, t1_faces):
     # Six different people: no pair looks like the same person.
     embeddings = np.stack([face.embedding for face in t1_faces])
     similarities = embeddings @ embeddings.T
-    assert similarities[~np.eye(6, dtype=bool)].max() < STRONG_MATCH_THRESHOLD
+    assert similarities[~np.eye(6, dtype=bool)].max() < SAME_PERSON_COSINE
 
 
 def test_tip_report_counts_faces_too_small_to_compare(engine):
@@ -125,17 +123,16 @@ def test_yaoming_matches_his_face_among_the_players(engine):
     # The tallest player (number 13, back row centre) is Yao Ming.
     x1, y1, x2, y2 = players[best].bbox
     assert 700 < (x1 + x2) / 2 < 790 and 120 < (y1 + y2) / 2 < 210
-    assert scores[best] >= DEFAULT_MATCH_THRESHOLD
-    assert match_strength(float(scores[best])) == "strong"
+    assert scores[best] >= SAME_PERSON_COSINE
     others = np.delete(scores, best)
-    assert others.max() < STRONG_MATCH_THRESHOLD
+    assert others.max() < SAME_PERSON_COSINE
     assert others.max() < scores[best] - 0.2
 
 
 def test_different_people_across_photos_score_below_strong(engine, t1_faces):
     gdp = engine.analyse_tip_image(sample_image("gdp.jpg")).faces
     cross = np.stack([f.embedding for f in t1_faces]) @ np.stack([f.embedding for f in gdp]).T
-    assert cross.max() < POSSIBLE_MATCH_THRESHOLD
+    assert cross.max() < DIFFERENT_PEOPLE_COSINE
 
 
 @pytest.mark.parametrize(
@@ -587,14 +584,6 @@ def test_best_per_owner_scores_each_case_by_its_best_photo():
         best[owner] = max(best.get(owner, -1.0), score)
     expected = sorted(best, key=best.get, reverse=True)[:8]
     assert [m.owner_id for m in index.best_per_owner(probe, 8)] == expected
-
-
-def test_match_strength_words():
-    assert match_strength(DEFAULT_MATCH_THRESHOLD - 0.01) is None
-    assert match_strength(DEFAULT_MATCH_THRESHOLD) == "weak"
-    assert match_strength(POSSIBLE_MATCH_THRESHOLD) == "possible"
-    assert match_strength(STRONG_MATCH_THRESHOLD) == "strong"
-    assert DEFAULT_MATCH_THRESHOLD < POSSIBLE_MATCH_THRESHOLD < STRONG_MATCH_THRESHOLD
 
 
 def test_flip_augmentation_can_be_switched_off(engine):

@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import (
     DeclarativeBase,
@@ -32,7 +33,7 @@ from sqlalchemy.orm import (
 from sqlalchemy.types import TypeDecorator
 
 from bot.db import batch_insert
-from bot.db.types import Embedding
+from bot.db.types import NORMALISED_DIM, Embedding
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -366,6 +367,34 @@ class Face(Base):
     embedding: Mapped[object] = mapped_column(Embedding())
     model_id: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    # A reference face's cohort statistics: the robust mean and spread of its scores against the
+    # cohort (bot.faces.normalisation); null until computed, and such a face is not searched yet.
+    cohort_mean: Mapped[float | None] = mapped_column(Float)
+    cohort_std: Mapped[float | None] = mapped_column(Float)
+    cohort_size: Mapped[int | None] = mapped_column(Integer)  # faces in the cohort they came from
+    # PostgreSQL only: [embedding / std, -mean / std], searched by inner product (HNSW) for
+    # normalised scores; null on SQLite, which searches in process.
+    normalised: Mapped[object | None] = mapped_column(Embedding(NORMALISED_DIM))
+    # A tip face's random draw in [0, 1): the cohort samples the tip faces with the lowest draws, so
+    # it is a uniform sample of those stored, and a face purged leaves it (bot.services.cohort).
+    cohort_key: Mapped[float | None] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_faces_cohort_key", "cohort_key", sqlite_where=text("tip_media_id IS NOT NULL"),
+                            postgresql_where=text("tip_media_id IS NOT NULL")),)
+
+
+class CohortFace(Base):
+    """A face of the first cohort: adult faces of other people from the sample photos shipped with
+    the face libraries, embedded as tip faces are (bot.services.cohort), so scores can be normalised
+    before any tip arrived. Not personal data of anyone who used the bot."""
+
+    __tablename__ = "cohort_faces"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source: Mapped[str] = mapped_column(String(64))  # the sample photo's file name
+    embedding: Mapped[object] = mapped_column(Embedding())
+    model_id: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 # Match candidate statuses
@@ -384,7 +413,7 @@ class MatchCandidate(Base):
     tip_face_id: Mapped[int] = mapped_column(ForeignKey("faces.id", ondelete="CASCADE"))
     case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
     case_face_id: Mapped[int | None] = mapped_column(ForeignKey("faces.id", ondelete="SET NULL"))
-    similarity: Mapped[float] = mapped_column(Float)
+    similarity: Mapped[float] = mapped_column(Float)  # the normalised score (bot.faces.normalisation)
     rank: Mapped[int] = mapped_column(SmallInteger)
     status: Mapped[str] = mapped_column(String(16), default=MATCH_PENDING, index=True)
     reviewer_id: Mapped[int | None] = mapped_column(BigInteger)

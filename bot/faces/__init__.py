@@ -26,7 +26,6 @@ from bot.faces.images import DecodedImage, ImageTooLarge, UnreadableImage, decod
 from bot.faces.index import FaceIndex, InProcessIndex, OwnerMatch, SearchHit
 from bot.faces.models import FaceDetector, FaceEmbedder, ModelPackError, load_model_pack
 from bot.faces.thresholds import (
-    DEFAULT_MATCH_THRESHOLD,
     POSSIBLE_MATCH_THRESHOLD,
     STRONG_MATCH_THRESHOLD,
     match_strength,
@@ -34,7 +33,6 @@ from bot.faces.thresholds import (
 from bot.faces.worker_pool import FacePool, FaceWorkerDied
 
 __all__ = [
-    "DEFAULT_MATCH_THRESHOLD",
     "POSSIBLE_MATCH_THRESHOLD",
     "STRONG_MATCH_THRESHOLD",
     "DecodedImage",

@@ -45,7 +45,6 @@ import numpy as np
 
 from bot.faces.images import DecodedImage, ImageSource, decode_image
 from bot.faces.models import FaceDetector, FaceEmbedder, ModelPack, l2_normalise, load_model_pack
-from bot.faces.thresholds import DEFAULT_MATCH_THRESHOLD  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,12 @@ through ``run_in_face_executor``.
 
 Vocabulary: a *face* is one embedding with its own id (the ``faces`` row id); its
 *owner* is what it belongs to (a case for reference faces, a tip for tip faces).
-A case's score against a tip is its best photo's score: :meth:`best_per_owner`.
+
+Scores are normalised per face when the face comes with its cohort statistics
+(:mod:`bot.faces.normalisation`): ``(cosine - mean) / std``; without them, the cosine itself.
+The screen's bound on a cosine becomes ``bound / std`` on a normalised score, so the search stays
+exact in normalised scores: a child's photo (low mean, small spread) is not lost behind thousands
+of adult faces with higher cosines.
 """
 
 from __future__ import annotations
@@ -27,18 +32,21 @@ import numpy as np
 from bot.faces.models import EMBEDDING_SIZE
 from bot.faces.screen import Int8Screen
 
+# float32 rounding of a normalised score (up to ~50) and of its bounds: far above both
+_SCORE_SLACK = 1e-4
+
 
 class SearchHit(NamedTuple):
     face_id: int
     owner_id: int
-    score: float  # cosine similarity
+    score: float  # normalised score (cosine similarity for a face without cohort statistics)
 
 
 class OwnerMatch(NamedTuple):
     """An owner's (case's) best face against the probes."""
 
     owner_id: int
-    score: float  # the best similarity over the owner's faces and the probes
+    score: float  # the best score over the owner's faces and the probes
     face_id: int  # the owner's face that scored it
     probe_index: int  # which probe (row of ``probes``) scored it
 
@@ -49,8 +57,9 @@ class FaceIndex(Protocol):
 
     def __len__(self) -> int: ...
 
-    def add(self, ids: np.ndarray, owner_ids: np.ndarray | int, vectors: np.ndarray) -> None:
-        """Insert faces (an id already present is replaced)."""
+    def add(self, ids: np.ndarray, owner_ids: np.ndarray | int, vectors: np.ndarray,
+            means: np.ndarray | None = None, stds: np.ndarray | None = None) -> None:
+        """Insert faces (an id already present is replaced), with their cohort statistics if any."""
 
     def remove(self, ids: Iterable[int] | np.ndarray) -> int:
         """Remove faces by id; returns how many were present."""
@@ -94,6 +103,8 @@ class InProcessIndex:
         self._vectors = np.empty((max(1, initial_capacity), dim), dtype=self.dtype)
         self._ids = np.empty(max(1, initial_capacity), dtype=np.int64)
         self._owners = np.empty(max(1, initial_capacity), dtype=np.int64)
+        self._means = np.empty(max(1, initial_capacity), dtype=np.float32)
+        self._inverse_stds = np.empty(max(1, initial_capacity), dtype=np.float32)
         self._screen = Int8Screen(dim)
         self._screen.reserve(len(self._ids))  # exactly: the bot asks for what it is about to load
         self._position_of: dict[int, int] = {}  # face id -> row
@@ -111,7 +122,10 @@ class InProcessIndex:
     @property
     def nbytes(self) -> int:
         """Bytes allocated for storage (pages are only resident once written)."""
-        return self._vectors.nbytes + self._ids.nbytes + self._owners.nbytes + self._screen.nbytes
+        return sum(array.nbytes for array in self._columns()) + self._screen.nbytes
+
+    def _columns(self) -> tuple[np.ndarray, ...]:
+        return self._vectors, self._ids, self._owners, self._means, self._inverse_stds
 
     def reserve(self, capacity: int) -> None:
         """Allocate room for ``capacity`` faces at once (e.g. before loading all from the database)."""
@@ -122,23 +136,28 @@ class InProcessIndex:
 
     def _resize(self, capacity: int) -> None:
         size = self._size
-        vectors = np.empty((capacity, self.dim), dtype=self.dtype)
-        ids = np.empty(capacity, dtype=np.int64)
-        owners = np.empty(capacity, dtype=np.int64)
-        vectors[:size] = self._vectors[:size]
-        ids[:size] = self._ids[:size]
-        owners[:size] = self._owners[:size]
-        self._vectors, self._ids, self._owners = vectors, ids, owners
+        grown = []
+        for array in self._columns():
+            bigger = np.empty((capacity, *array.shape[1:]), dtype=array.dtype)
+            bigger[:size] = array[:size]
+            grown.append(bigger)
+        self._vectors, self._ids, self._owners, self._means, self._inverse_stds = grown
         # the screen is not grown with the rest: it scores every column it has, so it grows only as
         # rows arrive (Int8Screen._grow_to)
 
-    def add(self, ids: np.ndarray, owner_ids: np.ndarray | int, vectors: np.ndarray) -> None:
-        """Insert faces. ``owner_ids`` may be one owner for all; vectors are renormalised."""
+    def add(self, ids: np.ndarray, owner_ids: np.ndarray | int, vectors: np.ndarray,
+            means: np.ndarray | None = None, stds: np.ndarray | None = None) -> None:
+        """Insert faces. ``owner_ids`` may be one owner for all; vectors are renormalised. With
+        ``means`` and ``stds`` (cohort statistics, one per face) they score normalised."""
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
         vectors = np.asarray(vectors, dtype=np.float32).reshape(-1, self.dim)
         owners = np.broadcast_to(np.asarray(owner_ids, dtype=np.int64), ids.shape)
-        if len(vectors) != len(ids):
-            raise ValueError(f"{len(ids)} ids but {len(vectors)} vectors")
+        means = np.zeros(len(ids), np.float32) if means is None else np.asarray(means, np.float32).reshape(-1)
+        stds = np.ones(len(ids), np.float32) if stds is None else np.asarray(stds, np.float32).reshape(-1)
+        if len(vectors) != len(ids) or len(means) != len(ids) or len(stds) != len(ids):
+            raise ValueError(f"{len(ids)} ids but {len(vectors)} vectors, {len(means)} means, {len(stds)} stds")
+        if not (np.all(np.isfinite(means)) and np.all(stds > 0)):
+            raise ValueError("cohort statistics must be finite with a positive spread")
         if len(np.unique(ids)) != len(ids):
             raise ValueError("duplicate face ids in one add()")
         if not np.all(np.isfinite(vectors)):
@@ -159,6 +178,8 @@ class InProcessIndex:
             self._screen.set_rows(np.arange(start, end), self._vectors[start:end].astype(np.float32))
             self._ids[start:end] = ids
             self._owners[start:end] = owners
+            self._means[start:end] = means
+            self._inverse_stds[start:end] = 1.0 / stds
             self._position_of.update(zip(ids.tolist(), range(start, end)))
             self._size = end
 
@@ -184,9 +205,8 @@ class InProcessIndex:
         removed_in_tail[rows[rows >= new_size] - new_size] = True
         holes = rows[rows < new_size]
         movers = new_size + np.flatnonzero(~removed_in_tail)  # as many as there are holes
-        self._vectors[holes] = self._vectors[movers]
-        self._ids[holes] = self._ids[movers]
-        self._owners[holes] = self._owners[movers]
+        for array in self._columns():
+            array[holes] = array[movers]
         self._screen.move_rows(holes, movers)
         self._position_of.update(zip(self._ids[holes].tolist(), holes.tolist()))
         self._size = new_size
@@ -208,12 +228,29 @@ class InProcessIndex:
     # -- search -------------------------------------------------------------------
 
     def _exact(self, rows: np.ndarray, probes: np.ndarray) -> np.ndarray:
-        """Exact similarities of the rows at ``rows`` to ``probes``, shape (len(rows), m).
+        """Exact scores of the rows at ``rows`` to ``probes``, shape (len(rows), m).
 
         einsum rather than a BLAS product: each score is then summed the same way whichever other
         rows come along, so two searches give bit-identical scores for the same face.
         """
-        return np.einsum("nd,md->nm", self._vectors[rows].astype(np.float32), probes)
+        cosines = np.einsum("nd,md->nm", self._vectors[rows].astype(np.float32), probes)
+        return (cosines - self._means[rows, None]) * self._inverse_stds[rows, None]
+
+    def _bounds(self, probes: np.ndarray, positions: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Lower and upper bounds, each (m, rows), on the scores of the rows at ``positions`` (all
+        rows by default) from the int8 screen: its bound on a cosine, divided by the row's spread."""
+        approximate, errors = self._screen.scores(probes, self._size)
+        means, inverse = self._means[: self._size], self._inverse_stds[: self._size]
+        if positions is not None:
+            approximate, means, inverse = approximate[:, positions], means[positions], inverse[positions]
+        # in place, on the screen's fresh array: a scan is memory-bound, each extra array costs
+        approximate -= means
+        approximate *= inverse
+        radius = errors[:, None] * inverse
+        radius += _SCORE_SLACK
+        lower = approximate - radius
+        approximate += radius
+        return lower, approximate
 
     def search(
         self,
@@ -221,7 +258,7 @@ class InProcessIndex:
         k: int,
         allowed_owner: int | Iterable[int] | None = None,
     ) -> list[SearchHit] | list[list[SearchHit]]:
-        """Top-``k`` faces by cosine similarity, best first.
+        """Top-``k`` faces by score, best first.
 
         ``probes`` of shape (512,) gives one list; (m, 512) gives m lists.
         ``allowed_owner`` (an owner id or several) restricts the search to
@@ -230,16 +267,14 @@ class InProcessIndex:
         single = np.ndim(probes) == 1
         matrix = _as_probe_matrix(probes, self.dim)
         with self._lock:
-            approximate, errors = self._screen.scores(matrix, self._size)
             positions = None
             if allowed_owner is not None:
                 positions = np.flatnonzero(np.isin(self._owners[: self._size], _owner_array(allowed_owner)))
-                approximate = approximate[:, positions]
+            lower, upper = self._bounds(matrix, positions)
             results = []
-            for estimate, error, probe in zip(approximate, errors, matrix):
-                # k rows score at least the k-th estimate minus the error: only rows whose estimate
-                # is within twice the error of it can be in the top k
-                rows = np.flatnonzero(estimate >= _kth_largest(estimate, k) - 2 * error)
+            for low, high, probe in zip(lower, upper, matrix):
+                # k rows score at least the k-th best lower bound: only rows that may reach it can be in the top k
+                rows = np.flatnonzero(high >= _kth_largest(low, k))
                 if positions is not None:
                     rows = positions[rows]
                 exact = self._exact(rows, probe[None])[:, 0]
@@ -251,22 +286,21 @@ class InProcessIndex:
     def best_per_owner(
         self, probes: np.ndarray, k_owners: int, min_score: float | None = None
     ) -> list[OwnerMatch]:
-        """Owners ranked by their best face's similarity to any probe (a case scores as its best photo).
+        """Owners ranked by their best face's score against any probe.
 
-        Exact: the screen's estimates give a score that ``k_owners`` owners surely reach; only rows
-        that may reach it (and ``min_score``) within the screen's error are scored exactly, and ranked.
+        Exact: the screen's bounds give a score that ``k_owners`` owners surely reach; only rows
+        that may reach it (and ``min_score``) are scored exactly, and ranked.
         """
         matrix = _as_probe_matrix(probes, self.dim)
         with self._lock:
             size = self._size
             if size == 0 or k_owners <= 0:
                 return []
-            approximate, errors = self._screen.scores(matrix, size)
-            estimate = approximate.max(axis=0)  # a row's score is its best over the probes
-            error = float(errors.max())
-            candidates = np.arange(size) if min_score is None else np.flatnonzero(estimate >= min_score - error)
-            floor = self._owner_floor(candidates, estimate[candidates], k_owners) - 2 * error
-            rows = candidates[estimate[candidates] >= floor]
+            lower, upper = self._bounds(matrix)
+            lower, upper = lower.max(axis=0), upper.max(axis=0)  # a row's score is its best over the probes
+            candidates = np.arange(size) if min_score is None else np.flatnonzero(upper >= min_score)
+            floor = self._owner_floor(candidates, lower[candidates], k_owners)
+            rows = candidates[upper[candidates] >= floor]
             exact = self._exact(rows, matrix)  # (rows, m)
             best = exact.max(axis=1)
             if min_score is not None:
@@ -286,7 +320,8 @@ class InProcessIndex:
             ]
 
     def _owner_floor(self, rows: np.ndarray, scores: np.ndarray, k_owners: int) -> float:
-        """The ``k_owners``-th best owner's best score among ``rows`` (scored ``scores``), or -inf.
+        """The ``k_owners``-th best owner's best score among ``rows`` (scored ``scores``, lower
+        bounds here), or -inf.
 
         Looks at the best scores in growing batches until they hold ``k_owners`` owners, so an
         owner with many photos cannot crowd the others out.

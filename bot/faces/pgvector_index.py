@@ -1,14 +1,20 @@
-"""Face search in PostgreSQL with pgvector: HNSW (cosine distance) over the ``faces`` table.
+"""Face search in PostgreSQL with pgvector: HNSW over the ``faces`` table.
 
 Reference faces (``case_id`` set) and tip faces (``tip_media_id`` set) each have a partial HNSW
-index (migration 0002), so a search names the same condition to use it. Reference searches keep
+index, so a search names the same condition to use it. Reference faces are searched by normalised
+score (migration 0005): their ``normalised`` vector ``[v / std, -mean / std]`` has inner product
+``(v.q - mean) / std`` with ``[q, 1]`` (:mod:`bot.faces.normalisation`), so the index ranks by the
+score the floor applies to, not by cosine (a child's photo can score high at a cosine thousands
+of adult faces beat). Tip faces are searched by cosine (migration 0002): for one reference face the
+normalised score grows with the cosine, so retro-matching ranks them the same either way. Reference searches keep
 to active cases and to the current model; such a filter on an HNSW scan would otherwise return
 fewer rows than asked (the graph walk stops after ``hnsw.ef_search`` candidates, filtered or not),
 so they use pgvector's iterative scan: with ``relaxed_order`` the index keeps producing candidates
 until the LIMIT is filled after the filter. Relaxed order means results may come slightly out of
 order, so each query sorts them again outside the scan (a MATERIALIZED CTE, as pgvector advises).
 
-Distances are cosine distances (``1 - similarity``); the functions return similarities.
+Reference searches return normalised scores (``<#>`` is the negative inner product); tip face
+searches cosine similarities (``<=>`` is ``1 - similarity``).
 """
 
 from __future__ import annotations
@@ -22,23 +28,25 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.faces.index import OwnerMatch, SearchHit
 from bot.faces.models import EMBEDDING_SIZE
+from bot.faces.normalisation import augmented_probes
 
-#: HNSW candidates kept per step of the graph walk (pgvector's default is 40). Recall@10 against
-#: exact search was measured by bench/pgvector_bench.py: see bench/RESULTS.md.
+#: HNSW candidates kept per step of the graph walk (pgvector's default is 40). Whether a probe's own
+#: case is among the top 5 as often as exact search puts it there was measured by
+#: bench/pgvector_bench.py: see bench/RESULTS.md.
 EF_SEARCH = 400
 #: Faces fetched per probe when ranking cases, so a case with many photos cannot crowd others out.
 FACES_PER_CASE = 4
 
 _REFERENCE_FACES = text("""
     WITH nearest AS MATERIALIZED (
-        SELECT f.id, f.case_id, f.embedding <=> :probe AS distance
+        SELECT f.id, f.case_id, f.normalised <#> :probe AS distance
         FROM faces f
-        WHERE f.case_id IS NOT NULL AND f.model_id = :model_id
+        WHERE f.case_id IS NOT NULL AND f.model_id = :model_id AND f.normalised IS NOT NULL
           AND f.case_id IN (SELECT c.id FROM cases c WHERE c.status = 'active')
-        ORDER BY f.embedding <=> :probe
+        ORDER BY f.normalised <#> :probe
         LIMIT :limit)
-    SELECT id, case_id, 1 - distance AS similarity FROM nearest ORDER BY distance
-""").bindparams(bindparam("probe", type_=VECTOR(EMBEDDING_SIZE)))
+    SELECT id, case_id, -distance AS score FROM nearest ORDER BY distance
+""").bindparams(bindparam("probe", type_=VECTOR(EMBEDDING_SIZE + 1)))
 
 _TIP_FACES = text("""
     WITH nearest AS MATERIALIZED (
@@ -71,9 +79,11 @@ class PgvectorIndex:
         return [SearchHit(int(face_id), int(owner_id), float(similarity)) for face_id, owner_id, similarity in rows]
 
     async def reference_faces(self, session: AsyncSession, probe: np.ndarray, k: int) -> list[SearchHit]:
-        """The ``k`` reference faces of active cases nearest to ``probe``; owner = case id."""
+        """The ``k`` reference faces of active cases that score highest (normalised) against ``probe``;
+        owner = case id."""
         await self._tune(session, k)
-        return await self._nearest(session, _REFERENCE_FACES, probe, k)
+        unit = np.asarray(probe, dtype=np.float32) / max(float(np.linalg.norm(probe)), 1e-12)
+        return await self._nearest(session, _REFERENCE_FACES, augmented_probes(unit)[0], k)
 
     async def tip_faces(self, session: AsyncSession, probe: np.ndarray, k: int) -> list[SearchHit]:
         """The ``k`` stored tip faces nearest to ``probe``; owner = tip id."""
@@ -82,7 +92,7 @@ class PgvectorIndex:
 
     async def best_per_owner(self, session: AsyncSession, probes: np.ndarray, k_owners: int,
                              min_score: float | None = None) -> list[OwnerMatch]:
-        """Active cases ranked by their best reference face against any probe (as
+        """Active cases ranked by their best reference face's normalised score against any probe (as
         :meth:`InProcessIndex.best_per_owner`, within HNSW's recall)."""
         matrix = np.asarray(probes, dtype=np.float32).reshape(-1, EMBEDDING_SIZE)
         best: dict[int, OwnerMatch] = {}

@@ -1,14 +1,15 @@
-"""Similarity thresholds for face matches (cosine similarity of the 512-d embeddings).
+"""Words for a face match's strength, on the normalised score (:mod:`bot.faces.normalisation`).
 
-Derived by ``bench/face_threshold.py`` for buffalo_s / w600k_mbf as the product
-embeds faces (a tip face alone against case photos' faces averaged with their
-mirror images); the measurements and the reasoning are in ``bench/FACES.md``.
-A different model pack (``REUNITE_FACE_MODEL_DIR``) needs its own run.
+A normalised score says how far a tip face stands above the reference face's usual scores against
+adult faces of other people, in that reference's own spreads; so the same words mean the same for a
+toddler's photo and an adult's. Derived by ``bench/face_threshold.py`` for buffalo_s / w600k_mbf
+on the packaged photos (bench/FACES.md, "Normalised scores"); a different model pack
+(``REUNITE_FACE_MODEL_DIR``) needs its own run.
 
-The review threshold is deliberately a low floor: a missed child costs more
-than a coordinator's glance at a wrong candidate, and genuine matches across
-years of ageing score far below same-age pairs. Every candidate is a possible
-lead that a human verifies; the words below say how much weight it carries.
+There is no fixed review floor any more: it follows the coordinators' review load
+(:meth:`bot.faces.normalisation.ImpostorTail.floor`, ``REUNITE_WRONG_LEADS_PER_FACE``), unless
+``REUNITE_MATCH_THRESHOLD`` sets one. Every candidate is a possible lead that a human verifies; the
+words say how much weight it carries.
 """
 
 from __future__ import annotations
@@ -17,34 +18,24 @@ from typing import Literal
 
 MatchStrength = Literal["strong", "possible", "weak"]
 
-#: Candidates at or above this similarity are shown to coordinators (the
-#: ``REUNITE_MATCH_THRESHOLD`` setting overrides it). Between the measured
-#: different-person p99 (0.250) and p99.9 (0.324): 0.5 % of such pairs reach it.
-#: 0.01 under the 0.30 derived when tip faces were embedded with their mirror
-#: images too: same-person scores fell by 0.009 on average without it, while as
-#: many different-person pairs reach 0.29 now as reached 0.30 then.
-DEFAULT_MATCH_THRESHOLD = 0.29
+#: At or above: "possible" match. Above every score of different people measured among the
+#: packaged photos (largest 4.05, team-mates in players.jpg; leave-one-out over the seed cohort).
+POSSIBLE_MATCH_THRESHOLD = 4.5
 
-#: At or above: "possible" match. Above every different-person pair measured (max 0.331).
-POSSIBLE_MATCH_THRESHOLD = 0.40
-
-#: At or above: "strong" match. Typical of the same person in two photos of
-#: similar age (yaoming.jpg vs players.jpg: 0.621), well clear of different people.
-STRONG_MATCH_THRESHOLD = 0.55
+#: At or above: "strong" match. Typical of the same person in two photos of similar age
+#: (yaoming.jpg as the case photo against his face in players.jpg: 7.0).
+STRONG_MATCH_THRESHOLD = 6.0
 
 
-def match_strength(
-    similarity: float, threshold: float = DEFAULT_MATCH_THRESHOLD
-) -> MatchStrength | None:
-    """The word for a similarity, or ``None`` below the review threshold.
+def match_strength(score: float, threshold: float) -> MatchStrength | None:
+    """The word for a normalised score, or ``None`` below the review floor ``threshold``.
 
-    ``threshold`` is the configured review floor; raising it above the
-    "possible" band simply leaves fewer weak candidates.
+    A floor above the "possible" band (many open reference faces) simply leaves no weak candidates.
     """
-    if similarity < threshold:
+    if score < threshold:
         return None
-    if similarity >= STRONG_MATCH_THRESHOLD:
+    if score >= STRONG_MATCH_THRESHOLD:
         return "strong"
-    if similarity >= POSSIBLE_MATCH_THRESHOLD:
+    if score >= POSSIBLE_MATCH_THRESHOLD:
         return "possible"
     return "weak"

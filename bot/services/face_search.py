@@ -10,8 +10,10 @@
 * PostgreSQL: :class:`PgvectorSearch`, HNSW in the database (:mod:`bot.faces.pgvector_index`);
   nothing to load or keep current.
 
-Searches return similarities of the current model's embeddings only: faces of another model are
-not comparable (they are re-embedded, see :func:`bot.services.matching.requeue_other_models`).
+Searches of reference faces return normalised scores (:mod:`bot.faces.normalisation`) of the
+current model's embeddings only: faces of another model are not comparable (they are re-embedded,
+see :func:`bot.services.matching.requeue_other_models`), and a reference face is searched once it
+has its cohort statistics (:mod:`bot.services.cohort`). Searches of tip faces return cosines.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ _PROBES_PER_PASS = 512
 
 @dataclass(frozen=True)
 class TipFaceMatch:
-    """A stored tip face similar to one of a case's faces."""
+    """A stored tip face similar to one of a case's faces (``similarity``: their cosine)."""
 
     tip_face_id: int
     tip_id: int
@@ -74,24 +76,30 @@ class FaceSearch(Protocol):
     async def reconcile(self, session: AsyncSession) -> bool:
         """Catch changes :meth:`apply` cannot see (deletions elsewhere); True if it had to."""
 
+    def reference_count(self) -> int:
+        """Searchable reference faces of active cases (as of the last load, apply or reconcile)."""
+
     async def best_cases(self, session: AsyncSession, probes: np.ndarray, k: int,
                          min_score: float) -> list[OwnerMatch]:
-        """Active cases by their best reference face against any probe, best first (owner = case)."""
+        """Active cases by their best reference face's normalised score against any probe, best first
+        (owner = case)."""
 
-    async def similar_tip_faces(self, session: AsyncSession, probes: np.ndarray, min_score: float,
+    async def similar_tip_faces(self, session: AsyncSession, probes: np.ndarray, min_scores: np.ndarray,
                                 per_probe: int) -> list[TipFaceMatch]:
-        """For each probe (a case's face), its ``per_probe`` most similar stored tip faces that are at
-        least ``min_score`` similar."""
+        """For each probe (a case's face), its ``per_probe`` most similar stored tip faces whose cosine
+        is at least the probe's ``min_scores`` entry."""
 
 
 def _active_reference_faces(model_id: str, *columns):
     """``columns`` of the current model's reference faces of active cases."""
     return (select(*columns).select_from(Face).join(Case, Case.id == Face.case_id)
-            .where(Face.case_id.is_not(None), Face.model_id == model_id, Case.status == STATUS_ACTIVE))
+            .where(Face.case_id.is_not(None), Face.model_id == model_id, Case.status == STATUS_ACTIVE,
+                   Face.cohort_std.is_not(None)))
 
 
 def _with_vectors(model_id: str):
-    return _active_reference_faces(model_id, Face.id, Face.case_id, type_coerce(Face.embedding, LargeBinary))
+    return _active_reference_faces(model_id, Face.id, Face.case_id, type_coerce(Face.embedding, LargeBinary),
+                                   Face.cohort_mean, Face.cohort_std)
 
 
 def _unpack(blobs: list[bytes]) -> np.ndarray:
@@ -115,7 +123,9 @@ class InProcessSearch:
             ids = np.array([row[0] for row in rows], dtype=np.int64)
             owners = np.array([row[1] for row in rows], dtype=np.int64)
             vectors = _unpack([row[2] for row in rows])
-            await run_in_face_executor(self.index.add, ids, owners, vectors)
+            means = np.array([row[3] for row in rows], dtype=np.float32)
+            stds = np.array([row[4] for row in rows], dtype=np.float32)
+            await run_in_face_executor(self.index.add, ids, owners, vectors, means, stds)
             after = int(ids[-1])
 
     async def load(self, session: AsyncSession) -> None:
@@ -143,22 +153,26 @@ class InProcessSearch:
         await self.load(session)
         return True
 
+    def reference_count(self) -> int:
+        return len(self.index)
+
     async def best_cases(self, session: AsyncSession, probes: np.ndarray, k: int,
                          min_score: float) -> list[OwnerMatch]:
         return await run_in_face_executor(self.index.best_per_owner, probes, k, min_score)
 
-    async def similar_tip_faces(self, session: AsyncSession, probes: np.ndarray, min_score: float,
+    async def similar_tip_faces(self, session: AsyncSession, probes: np.ndarray, min_scores: np.ndarray,
                                 per_probe: int) -> list[TipFaceMatch]:
         """One pass over the stored tip faces per block of probes, keeping each probe's best ones."""
         probes = np.asarray(probes, dtype=np.float32).reshape(-1, EMBEDDING_SIZE)
+        min_scores = np.broadcast_to(np.asarray(min_scores, dtype=np.float32), len(probes))
         matches: list[TipFaceMatch] = []
         for first in range(0, len(probes), _PROBES_PER_PASS):
-            matches += await self._tip_face_pass(session, probes[first:first + _PROBES_PER_PASS], first,
-                                                 min_score, per_probe)
+            block = slice(first, first + _PROBES_PER_PASS)
+            matches += await self._tip_face_pass(session, probes[block], first, min_scores[block], per_probe)
         return matches
 
     async def _tip_face_pass(self, session: AsyncSession, probes: np.ndarray, first_probe: int,
-                             min_score: float, per_probe: int) -> list[TipFaceMatch]:
+                             min_scores: np.ndarray, per_probe: int) -> list[TipFaceMatch]:
         query = (select(Face.id, TipMedia.tip_id, type_coerce(Face.embedding, LargeBinary))
                  .join(TipMedia, TipMedia.id == Face.tip_media_id)
                  .where(Face.tip_media_id.is_not(None), Face.model_id == self.model_id))
@@ -176,7 +190,7 @@ class InProcessSearch:
             keys += [(face_id, tip_id) for face_id, tip_id, _ in rows]
             after = rows[-1][0]
         return [TipFaceMatch(*keys[best_rows[rank, probe]], float(best[rank, probe]), first_probe + probe)
-                for rank, probe in zip(*np.nonzero(best >= min_score))]
+                for rank, probe in zip(*np.nonzero(best >= min_scores[None, :]))]
 
 
 def _keep_best(best: np.ndarray, best_rows: np.ndarray, vectors: np.ndarray, probes: np.ndarray, first_row: int,
@@ -197,24 +211,34 @@ class PgvectorSearch:
     def __init__(self, model_id: str) -> None:
         self.model_id = model_id
         self.index = PgvectorIndex(model_id)
+        self._count = 0
+
+    async def _recount(self, session: AsyncSession) -> None:
+        self._count = await session.scalar(_active_reference_faces(self.model_id, func.count())) or 0
 
     async def load(self, session: AsyncSession) -> None:
-        return None
+        await self._recount(session)
 
     async def apply(self, session: AsyncSession, changes: ReferenceChanges) -> None:
-        return None
+        await self._recount(session)
 
     async def reconcile(self, session: AsyncSession) -> bool:
+        await self._recount(session)  # the index itself is the database: nothing to catch up
         return False
+
+    def reference_count(self) -> int:
+        return self._count
 
     async def best_cases(self, session: AsyncSession, probes: np.ndarray, k: int,
                          min_score: float) -> list[OwnerMatch]:
         return await self.index.best_per_owner(session, probes, k, min_score)
 
-    async def similar_tip_faces(self, session: AsyncSession, probes: np.ndarray, min_score: float,
+    async def similar_tip_faces(self, session: AsyncSession, probes: np.ndarray, min_scores: np.ndarray,
                                 per_probe: int) -> list[TipFaceMatch]:
+        probes = np.asarray(probes, dtype=np.float32).reshape(-1, EMBEDDING_SIZE)
+        min_scores = np.broadcast_to(np.asarray(min_scores, dtype=np.float32), len(probes))
         matches = []
-        for probe_index, probe in enumerate(np.asarray(probes, dtype=np.float32).reshape(-1, EMBEDDING_SIZE)):
+        for probe_index, (probe, min_score) in enumerate(zip(probes, min_scores.tolist())):
             for hit in await self.index.tip_faces(session, probe, per_probe):
                 if hit.score < min_score:
                     break  # best first

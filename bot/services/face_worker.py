@@ -39,7 +39,7 @@ from bot.config import Settings
 from bot.db.models import Case, Tip, TipMedia
 from bot.faces.models import EMBEDDING_SIZE
 from bot.faces.worker_pool import FacePool
-from bot.services import alerts, match_alerts, matching, outbox, retention
+from bot.services import alerts, cohort, match_alerts, matching, outbox, retention, retro_matching
 from bot.services.face_search import FaceSearch, face_search_for
 from bot.services.match_alerts import MarkupBuilder
 from bot.services.matching import FaceCrop, MatchAlert
@@ -73,6 +73,7 @@ class FaceWorker:
         self.markup = markup  # Confirm/Reject buttons (signed by the handlers)
         self.on_queued = on_queued  # hands committed outbox rows (alerts, requests) to the sender
         self.search: FaceSearch | None = None
+        self.cohort: cohort.Cohort | None = None  # what scores are normalised against
         self.watcher: matching.ReferenceWatcher | None = None
         self._wake = asyncio.Event()
         self._scanned_at = 0.0
@@ -89,6 +90,10 @@ class FaceWorker:
             if tips or photos:
                 log.info("re-embedding %d tip images and %d case photos with %s", tips, photos, model_id)
             await session.commit()
+            await cohort.seed(session, self.faces, model_id, _now())  # the first start: the sample photos
+            await session.commit()
+            self.cohort = await cohort.Cohort.load(session, model_id)
+            await self.cohort.give_statistics(session)  # reference faces stored while the bot was down
             await self.search.load(session)
             await self.watcher.prime(session, _now())
             await self._purge_closed_cases(session)
@@ -141,6 +146,7 @@ class FaceWorker:
             self.watched_at = began
         await self._match_pending_tips()
         if self._is_due("reconcile", RECONCILE_INTERVAL):
+            await self.follow_the_cohort()
             async with self.sessionmaker() as session:
                 await self.search.reconcile(session)
         if self._is_due("cleanup", CLEANUP_INTERVAL):
@@ -228,7 +234,7 @@ class FaceWorker:
         crops = [FaceCrop(image.sha256, face.bbox, face.crop_jpeg) for image, report in readable for face in report.faces]
         probes = np.array([face.embedding for _, report in readable for face in report.faces],
                           dtype=np.float32).reshape(-1, EMBEDDING_SIZE)
-        planned = await matching.plan_tip_matches(session, self.search, tip.id, probes, self.settings.match_threshold)
+        planned = await matching.plan_tip_matches(session, self.search, tip.id, probes, self.floor())
         skipped = sum(report.skipped for _, report in readable)
         draft = matching.tip_alert(tip, planned, crops, skipped) if planned else None
         composite = await self._composite(draft) if draft else None
@@ -256,6 +262,21 @@ class FaceWorker:
             self._discard(composite)
         log.info("tip %s: %d images, %d faces compared, %d skipped, %d candidates", tip.reference,
                  len(reports), len(probes), skipped, len(alert.candidates) if alert else 0)
+
+    def floor(self) -> float:
+        """The review floor now: it rises with the open reference faces (bench/FACES.md)."""
+        return self.cohort.floor(self.search.reference_count(), self.settings.wrong_leads_per_face,
+                                 self.settings.match_threshold)
+
+    async def follow_the_cohort(self) -> None:
+        """Read the cohort again (tip faces purged leave it); once it has grown enough, every
+        reference face's statistics are computed again and the index reloaded with them."""
+        async with self.sessionmaker() as session:
+            if await self.cohort.reload(session):
+                refreshed = await self.cohort.give_statistics(session, only_missing=False)
+                await self.search.load(session)
+                log.info("cohort of %d faces: statistics of %d reference faces computed again", len(self.cohort),
+                         refreshed)
 
     async def _commit(self, session: AsyncSession) -> None:
         await session.commit()
@@ -298,13 +319,15 @@ class FaceWorker:
 
     async def _follow_reference_changes(self) -> None:
         """Index what changed among the reference faces, and retro-match new ones against old tips."""
-        threshold = self.settings.match_threshold
         async with self.sessionmaker() as session:
             changes = await self.watcher.poll(session, _now())
             if not changes:
                 self.watcher.confirm()
                 return
+            await self.cohort.give_statistics(session, case_ids=set(changes.activated),
+                                              face_ids=[face_id for face_id, _ in changes.new_faces])
             await self.search.apply(session, changes)
+            floor = self.floor()
             if changes.deactivated:
                 await self._purge_closed_cases(session)
             faces_by_case: dict[int, list[int] | None] = dict.fromkeys(changes.activated)
@@ -313,14 +336,14 @@ class FaceWorker:
             plans = []
             batch = list(faces_by_case.items())
             for first in range(0, len(batch), RETRO_CASES_PER_PLAN):
-                plans += await matching.plan_retro_matches(
-                    session, self.search, dict(batch[first:first + RETRO_CASES_PER_PLAN]), threshold)
+                plans += await retro_matching.plan_retro_matches(
+                    session, self.search, dict(batch[first:first + RETRO_CASES_PER_PLAN]), floor)
             drafts = [(plan, await self._composite(plan.alert())) for plan in plans]
             recipients = await alerts.recipients(session, self.settings.coordinator_chat_id)
             now = _now()
             unshown = []
             for plan, composite in drafts:
-                candidate_id = await matching.record_retro_match(session, plan, now)
+                candidate_id = await retro_matching.record_retro_match(session, plan, now)
                 alert = matching.with_candidate_ids(plan.alert(), [candidate_id])
                 await self._queue_alert(session, recipients, alert, composite)
                 if alert is None:

@@ -130,9 +130,9 @@ def store_composite(media_dir: Path, alert: MatchAlert) -> str:
     return store_rows(media_dir, _alert_rows(alert))
 
 
-def strength_words(language: str, similarity: float) -> str:
-    # candidates are at or above the configured floor, which may be below the "weak" band's floor
-    return t(language, f"match_strength_{match_strength(similarity, threshold=-1.0)}")
+def strength_words(language: str, score: float) -> str:
+    # candidates passed the floor when they were found: the word follows their normalised score alone
+    return t(language, f"match_strength_{match_strength(score, threshold=float('-inf'))}")
 
 
 def caption(language: str, alert: MatchAlert, tz) -> str:
@@ -147,7 +147,7 @@ def caption(language: str, alert: MatchAlert, tz) -> str:
         lines.append(t(language, "match_alert_line", number=number, code=candidate.case_code,
                        name=outbox.clip(candidate.case_name, 60),
                        strength=strength_words(language, candidate.similarity),
-                       similarity=f"{candidate.similarity:.2f}"))
+                       similarity=f"{candidate.similarity:.1f}"))
     if alert.skipped_faces:
         lines.append(t(language, "match_alert_skipped", count=alert.skipped_faces))
     lines.append(t(language, "match_alert_footer"))

@@ -3,8 +3,10 @@ active cases, and every new reference face (or newly active case) back against a
 
 What a match becomes: a ``MatchCandidate`` per (tip, case) pair, at most
 :data:`MAX_CANDIDATES_PER_TIP` per match alert, best first, each a possible lead that a coordinator
-confirms or rejects. A case scores as its best photo (``best_per_owner``). Nobody outside the
-coordinators ever learns of a match (privacy rule 1): nothing here answers a tipster.
+confirms or rejects. Scores are normalised per reference face against a cohort of adult faces
+(:mod:`bot.services.cohort`), a case's photos fused (:mod:`bot.services.case_scores`), and the floor
+follows the coordinators' review load (``Cohort.floor``). Nobody outside the coordinators ever
+learns of a match (privacy rule 1): nothing here answers a tipster.
 
 What a closed case or an expired tip leaves is purged by :mod:`bot.services.retention`.
 
@@ -42,18 +44,17 @@ from bot.faces.engine import DetectedFace
 from bot.faces.images import UnreadableImage
 from bot.faces.worker_pool import FacePool, FaceWorkerDied
 from bot.i18n import t
-from bot.services import audit, outbox
+from bot.services import audit, case_scores, outbox
 from bot.services.alerts import ALBUM_GATHER_SECONDS
 from bot.services.cases import STATUS_ACTIVE
-from bot.services.face_search import FaceSearch, ReferenceChanges, TipFaceMatch
+from bot.services.cohort import new_cohort_key
+from bot.services.face_search import FaceSearch, ReferenceChanges
 from bot.services.media import media_path
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_CANDIDATES_PER_TIP = 5
-# Old tips that become candidates of one case at once (a case activated, or a photo added): the best.
-MAX_RETRO_TIPS = 20
 # How often the ReferenceWatcher reads every active case, not just the cases changed lately.
 FULL_CHECK_INTERVAL = timedelta(minutes=1)
 # Faces and cases written within this window before the last look are looked at again: on
@@ -244,7 +245,7 @@ async def record_tip_faces(session: AsyncSession, image: TipMedia, faces: list[D
             same.det_score, same.embedding, same.model_id = face.score, face.embedding, face.model_id
             rows.append(same)
         else:
-            row = _face_row(face, now, tip_media_id=image.id)
+            row = _face_row(face, now, tip_media_id=image.id, cohort_key=new_cohort_key())
             session.add(row)
             rows.append(row)
     for gone in stored:
@@ -283,7 +284,7 @@ async def photo_sender(session: AsyncSession, photo: CasePhoto, case: Case) -> U
 # -- matching a tip ------------------------------------------------------------------------------
 
 
-async def _references(session: AsyncSession, face_ids: list[int]) -> dict[int, ReferenceFace]:
+async def references_by_id(session: AsyncSession, face_ids: list[int]) -> dict[int, ReferenceFace]:
     """Reference faces by id, with their photo and their case (only faces of active cases)."""
     if not face_ids:
         return {}
@@ -309,21 +310,20 @@ class PlannedMatch:
 
 
 async def plan_tip_matches(session: AsyncSession, search: FaceSearch, tip_id: int, probes: np.ndarray,
-                           threshold: float) -> list[PlannedMatch]:
+                           floor: float) -> list[PlannedMatch]:
     """The best active cases (at most MAX_CANDIDATES_PER_TIP, best first) that any of the tip's faces
-    (``probes``) looks like at ``threshold`` or above, leaving out cases already candidates of the tip."""
+    (``probes``) looks like with a case score at ``floor`` or above, leaving out cases already
+    candidates of the tip."""
     if len(probes) == 0:
         return []
     known = await _candidate_cases(session, tip_id)
-    owners = await search.best_cases(session, probes, MAX_CANDIDATES_PER_TIP + len(known), threshold)
-    owners = [match for match in owners if match.owner_id not in known]
-    references = await _references(session, [match.face_id for match in owners])
-    planned = [PlannedMatch(references[match.face_id], match.score, match.probe_index)
-               for match in owners if match.face_id in references]
-    return planned[:MAX_CANDIDATES_PER_TIP]
+    ranked = await case_scores.best_cases(session, search, probes, MAX_CANDIDATES_PER_TIP, floor, known)
+    references = await references_by_id(session, [match.face_id for match in ranked])
+    return [PlannedMatch(references[match.face_id], match.score, match.probe_index)
+            for match in ranked if match.face_id in references]
 
 
-async def _insert_candidate(session: AsyncSession, tip_id: int, tip_face_id: int, reference: ReferenceFace,
+async def insert_candidate(session: AsyncSession, tip_id: int, tip_face_id: int, reference: ReferenceFace,
                             similarity: float, rank: int, now: datetime) -> int | None:
     """A new pending candidate's id; None if another worker stored the same (tip face, case) first."""
     insert = postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
@@ -334,7 +334,7 @@ async def _insert_candidate(session: AsyncSession, tip_id: int, tip_face_id: int
     return await session.scalar(statement.returning(MatchCandidate.id))
 
 
-def _alert_candidate(reference: ReferenceFace, similarity: float, tip_face: FaceCrop) -> AlertCandidate:
+def alert_candidate(reference: ReferenceFace, similarity: float, tip_face: FaceCrop) -> AlertCandidate:
     return AlertCandidate(0, reference.case.code, reference.case.name, similarity, tip_face,
                           FaceCrop.of(reference.face, reference.photo_sha256))
 
@@ -346,7 +346,7 @@ def tip_alert(tip: Tip, planned: list[PlannedMatch], tip_faces: list[FaceCrop], 
     before anything is written (on SQLite a write holds the one write lock until the commit).
     """
     return MatchAlert(tip.reference, tip.alias, tip.created_at, retro=False, skipped_faces=skipped_faces,
-                      candidates=[_alert_candidate(match.reference, match.similarity, tip_faces[match.probe_index])
+                      candidates=[alert_candidate(match.reference, match.similarity, tip_faces[match.probe_index])
                                   for match in planned])
 
 
@@ -354,7 +354,7 @@ async def record_tip_matches(session: AsyncSession, tip: Tip, tip_faces: list[Fa
                              planned: list[PlannedMatch], now: datetime) -> list[int | None]:
     """Store the planned matches as candidates (``tip_faces``: the stored faces in probe order); the
     new candidates' ids, None where another worker got there first."""
-    return [await _insert_candidate(session, tip.id, tip_faces[match.probe_index].id, match.reference,
+    return [await insert_candidate(session, tip.id, tip_faces[match.probe_index].id, match.reference,
                                     match.similarity, rank, now)
             for rank, match in enumerate(planned, start=1)]
 
@@ -364,68 +364,6 @@ def with_candidate_ids(draft: MatchAlert, ids: list[int | None]) -> MatchAlert |
     stored = [replace(candidate, candidate_id=candidate_id)
               for candidate, candidate_id in zip(draft.candidates, ids) if candidate_id is not None]
     return replace(draft, candidates=stored) if stored else None
-
-
-# -- retro-matching ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RetroMatch:
-    """An old tip's face that looks like a case's reference face."""
-
-    tip: Tip
-    tip_face: Face
-    image_sha256: str
-    reference: ReferenceFace
-    similarity: float
-
-    def alert(self) -> MatchAlert:
-        """Its match alert, before it is stored (candidate id 0)."""
-        return MatchAlert(self.tip.reference, self.tip.alias, self.tip.created_at, retro=True,
-                          candidates=[_alert_candidate(self.reference, self.similarity,
-                                                       FaceCrop.of(self.tip_face, self.image_sha256))])
-
-
-async def plan_retro_matches(session: AsyncSession, search: FaceSearch, faces_by_case: dict[int, list[int] | None],
-                             threshold: float) -> list[RetroMatch]:
-    """Compare reference faces (per case: the ones listed, or all of them) with every stored tip face
-    in one pass; for each active case, the best old tips (at most MAX_RETRO_TIPS, best first) that
-    look like it and are not candidates of it yet."""
-    whole_cases = [case_id for case_id, face_ids in faces_by_case.items() if face_ids is None]
-    listed = [face_id for face_ids in faces_by_case.values() if face_ids is not None for face_id in face_ids]
-    face_ids = await session.scalars(select(Face.id).where(
-        Face.model_id == search.model_id, Face.case_id.in_(whole_cases) | Face.id.in_(listed)))
-    references = list((await _references(session, list(face_ids))).values())  # of active cases only
-    if not references:
-        return []
-    probes = np.stack([reference.face.embedding for reference in references])
-    best: dict[tuple[int, int], TipFaceMatch] = {}  # (case, tip) -> the tip's face most like the case
-    for match in await search.similar_tip_faces(session, probes, threshold, per_probe=2 * MAX_RETRO_TIPS):
-        key = (references[match.probe_index].case.id, match.tip_id)
-        if key not in best or match.similarity > best[key].similarity:
-            best[key] = match
-    case_ids = {reference.case.id for reference in references}
-    already = set((await session.execute(
-        select(MatchCandidate.case_id, MatchCandidate.tip_id).where(MatchCandidate.case_id.in_(case_ids)))).all())
-    per_case: dict[int, list[TipFaceMatch]] = {}
-    for (case_id, tip_id), match in sorted(best.items(), key=lambda item: item[1].similarity, reverse=True):
-        chosen = per_case.setdefault(case_id, [])
-        if (case_id, tip_id) not in already and len(chosen) < MAX_RETRO_TIPS:
-            chosen.append(match)
-    chosen = [match for matches in per_case.values() for match in matches]
-    rows = await session.execute(
-        select(Face, TipMedia.sha256, Tip).join(TipMedia, TipMedia.id == Face.tip_media_id)
-        .join(Tip, Tip.id == TipMedia.tip_id).where(Face.id.in_([match.tip_face_id for match in chosen]))
-    )
-    tip_faces = {face.id: (tip, face, sha256) for face, sha256, tip in rows}
-    return [RetroMatch(*tip_faces[match.tip_face_id], references[match.probe_index], match.similarity)
-            for match in chosen if match.tip_face_id in tip_faces]
-
-
-async def record_retro_match(session: AsyncSession, match: RetroMatch, now: datetime) -> int | None:
-    """Store a retro match as a candidate; its id, None if another worker got there first."""
-    return await _insert_candidate(session, match.tip.id, match.tip_face.id, match.reference, match.similarity,
-                                   1, now)
 
 
 class ReferenceWatcher:

@@ -1,7 +1,7 @@
 """case_changes: a family's change to a public case, waiting for a coordinator
 
 Revision ID: 0007
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-05 08:00:00
 """
 from alembic import op
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 
 revision = '0007'
-down_revision = '0004'
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 
