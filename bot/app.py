@@ -22,7 +22,7 @@ from bot.db.session import create_engine, create_sessionmaker
 from bot.faces.models import return_freed_memory_promptly
 from bot.faces.worker_pool import FacePool
 from bot.handlers import matches
-from bot.handlers.common import ReuniteContext
+from bot.handlers.common import REVIEW_FLOOR, ReuniteContext
 from bot.services import broadcasts, outbox, retention, users
 from bot.services.face_worker import FaceWorker
 from bot.transport.http import AiohttpRequest
@@ -127,6 +127,7 @@ class Reunite:
         face_pool = face_pool or FacePool()
         face_worker = FaceWorker(settings, sessionmaker, functools.partial(matches.review_keyboard, settings),
                                  on_queued=sender.push, faces=face_pool)
+        application.bot_data[REVIEW_FLOOR] = face_worker.floor  # the shortlist labels by it
         try:
             await face_worker.start()  # starts the face worker processes (they load the models), loads the index
         except BaseException:
@@ -146,7 +147,8 @@ class Reunite:
             self.console = console or ConsoleSite()
             self.console.attach(ConsoleBackend(settings, sessionmaker, application.bot.username,
                                                lambda session: on_committed(outbox.committed_rows(session), False,
-                                                                            broadcasts.lane_may_change(session))))
+                                                                            broadcasts.lane_may_change(session)),
+                                               face_worker.floor))
         if own_flyer_pool:
             # the flyer worker process starts in the background, so the first /flyer renders at warm speed
             self.flyer_warm_up = asyncio.create_task(start_flyer_worker(), name="flyer warm-up")

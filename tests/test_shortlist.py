@@ -12,6 +12,7 @@ import os
 import re
 from datetime import datetime, timezone
 
+import pytest
 from PIL import Image
 from sqlalchemy import func, select, update
 
@@ -46,6 +47,13 @@ from tests.test_matching import (
 )
 
 FAMILY_ID = 7180
+
+@pytest.fixture
+def settings(settings):
+    """A fixed review floor: these tests are about the shortlist, not about how the floor follows the
+    open reference faces (with one open case that floor is low, and most tip faces pass it)."""
+    return settings.with_overrides(match_threshold=4.0)
+
 
 
 async def yao_ming_case(reunite, age: float = 24.0) -> Case:
@@ -121,17 +129,24 @@ async def test_a_coordinators_shortlist_ranks_every_tip_face_pages_and_confirms_
     assert all(len(button["callback_data"].encode()) <= 64
                for row in first["reply_markup"]["inline_keyboard"] for button in row)
 
-    # paging: the faces that never passed the review floor come next
+    # paging, to the end: the faces that never passed the review floor come last (with one open
+    # reference face the floor is low, so most faces are weak leads: bench/FACES.md)
     second = await press(coordinator, first, "More ›")
     second_page = coordinator.received()[-1]
-    assert f"6–10 of {stored}" in second and "below the review floor" in second
+    assert f"6–10 of {stored}" in second
     assert {"✅ Confirm lead 6", "✖ Reject 10"} <= set(buttons(second_page))
+    labels, page_shown = [line.split(": ", 1)[1] for line in entry_lines(caption) + entry_lines(second)], second_page
+    while "More ›" in buttons(page_shown):
+        labels += [line.split(": ", 1)[1] for line in entry_lines(await press(coordinator, page_shown, "More ›"))]
+        page_shown = coordinator.received()[-1]
+    below = [n for n, label in enumerate(labels) if label.startswith("below the review floor")]
+    assert len(labels) == stored and below and below == list(range(below[0], stored))
 
-    # Confirm: Yao Ming's face (a pending lead of a match alert) and one below the floor
+    # Confirm: Yao Ming's face (a pending lead of a match alert) and one that never was a candidate
     confirmed = await press(coordinator, first, "✅ Confirm lead 1")
     assert "Confirmed as a lead" in confirmed and players in confirmed and case.code in confirmed
-    below_floor = await press(coordinator, second_page, "✅ Confirm lead 6")
-    assert "Confirmed as a lead" in below_floor
+    never_candidate = await press(coordinator, second_page, "✅ Confirm lead 6")
+    assert "Confirmed as a lead" in never_candidate
     # pressed again, or by another coordinator: nothing changes
     coordinator.user.press(first, "✅ Confirm lead 1")
     await settle(reunite)
@@ -187,7 +202,9 @@ async def test_a_rejected_face_leaves_the_shortlist_for_good_and_never_becomes_a
     assert total_of(later["caption"]) == await tip_faces(reunite) - 1
     assert similarity_to(composite_tile(stand_in, later, 0, 0), image_bytes("yaoming.jpg")) < 0.4
     assert len([m for m in coordinator.received() if is_match_alert(m)]) == alerts_before
-    decisions = await rows(reunite, select(MatchCandidate).where(MatchCandidate.case_id == case.id))
+    # his tip's one candidate of the case is the rejected one (t1.jpg's faces may be weak candidates)
+    decisions = await rows(reunite, select(MatchCandidate).join(Tip, Tip.id == MatchCandidate.tip_id)
+                           .where(MatchCandidate.case_id == case.id, Tip.reference == players))
     assert [(c.status, c.reviewer_id) for c in decisions] == [(MATCH_REJECTED, COORDINATOR_ID)]
 
     # a new tip with his face is a new face: it is on the list again, under its own reference

@@ -25,6 +25,8 @@ class ConsoleBackend:
     bot_username: str  # for the flyers' QR codes
     # hands the committed session's queued outbox rows to the sender (as the update processor does)
     on_committed: Callable[[AsyncSession], None]
+    # the review floor now (the face worker's: it rises with the open reference faces)
+    review_floor: Callable[[], float]
 
 
 class ConsoleSite:

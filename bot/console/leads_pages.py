@@ -32,7 +32,7 @@ async def _shortlist(request: web.Request, case: cases.Case | None) -> shortlist
 
 async def leads_page(request: web.Request) -> web.Response:
     """Pending leads of active cases (or of one case), strongest first; a case's shortlist below them."""
-    db, language, floor = request[DB], request[USER].language, request[BACKEND].settings.match_threshold
+    db, language, floor = request[DB], request[USER].language, request[BACKEND].review_floor()
     case, typed_case = await case_from_query(request)
     pending = await matching.pending_leads(db, offset=0, limit=LEADS_PAGE_SIZE, case_id=case.id if case else None)
     shown = await lead_views.leads(db, candidate_ids=[lead.candidate_id for lead in pending.leads])

@@ -18,6 +18,9 @@ from bot.i18n import t
 from bot.services import outbox, users
 from bot.transport.scope import UpdateScope, current_scope
 
+#: ``application.bot_data`` key: the review floor now, a callable (the face worker's, bot/app.py)
+REVIEW_FLOOR = "review_floor"
+
 
 class ReuniteContext(CallbackContext[ExtBot, dict, dict, dict]):
     """PTB's context plus the scope of the update being handled."""

@@ -19,6 +19,7 @@ from telegram.ext import (
 )
 
 from bot.db.models import PRIORITY_ACK
+from bot.handlers import intake
 from bot.handlers.common import (
     ReuniteContext,
     answer_button,
@@ -29,7 +30,6 @@ from bot.handlers.common import (
     sign_callback,
     verify_callback,
 )
-from bot.handlers import intake
 from bot.i18n import LANGUAGE_NAMES, LANGUAGES, t
 from bot.services import alerts, cases, conversation, flyer_service, outbox, tips, users
 from bot.services.media import ImageRejected

@@ -15,7 +15,15 @@ from telegram import Update
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler
 
 from bot.db.models import MATCH_CONFIRMED, MATCH_REJECTED, Case
-from bot.handlers.common import ReuniteContext, coordinators_only, inline_keyboard, pressed_button, say, sign_callback
+from bot.handlers.common import (
+    REVIEW_FLOOR,
+    ReuniteContext,
+    coordinators_only,
+    inline_keyboard,
+    pressed_button,
+    say,
+    sign_callback,
+)
 from bot.handlers.matches import answer_review, pressed_decision, review_buttons
 from bot.i18n import t
 from bot.services import audit, cases, shortlist
@@ -50,7 +58,7 @@ async def _send_page(update: Update, context: ReuniteContext, case: Case, offset
         say(context, update, key, code=case.code, force=True)
         return
     composite = await asyncio.to_thread(shortlist.store_composite, settings.media_dir, listing)
-    text = shortlist.caption(context.language, listing, settings.match_threshold)
+    text = shortlist.caption(context.language, listing, context.bot_data[REVIEW_FLOOR]())
     shortlist.enqueue_page(context.session, update.effective_chat.id, composite, text,
                            _keyboard(context, listing))
 

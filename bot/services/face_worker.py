@@ -36,7 +36,7 @@ import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
-from bot.db.models import Case, Tip, TipMedia
+from bot.db.models import Case, CasePhoto, Tip, TipMedia
 from bot.faces.models import EMBEDDING_SIZE
 from bot.faces.worker_pool import FacePool
 from bot.services import alerts, cohort, match_alerts, matching, outbox, retention, retro_matching
@@ -159,7 +159,12 @@ class FaceWorker:
             photo = await matching.next_pending_case_photo(session)
             if photo is None:
                 return False
-            faces = await matching.analyse_case_photo(self.faces, self.settings.media_dir, photo.sha256)
+            photo_id, sha256 = photo.id, photo.sha256
+            await session.rollback()  # no read transaction held (nor its snapshot kept) while it is analysed
+            faces = await matching.analyse_case_photo(self.faces, self.settings.media_dir, sha256)
+            photo = await session.get(CasePhoto, photo_id)
+            if photo is None:  # deleted meanwhile: its case closed, or its change was rejected
+                return True
             await matching.record_case_faces(session, photo, faces, _now())
             if photo.face_status != matching.FACES_DONE:
                 case = await session.get(Case, photo.case_id)

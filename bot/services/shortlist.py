@@ -42,6 +42,8 @@ from bot.db.models import (
     Tip,
     TipMedia,
 )
+from bot.faces.normalisation import case_score as fused_case_score
+from bot.faces.normalisation import normalised_score
 from bot.faces.thresholds import match_strength
 from bot.i18n import t
 from bot.services import audit, matching, outbox
@@ -65,26 +67,28 @@ class CaseFace:
     crop: FaceCrop
     photo_id: int
     photo_age: float | None
+    cohort_mean: float  # its cosine scores' robust mean and spread against the cohort
+    cohort_std: float
 
 
 # -- scores ---------------------------------------------------------------------------------------
 
 
 def reference_score(raw_cosine: np.ndarray, reference: CaseFace) -> np.ndarray:
-    """Tip faces' scores against one reference face, from their cosine similarities to it.
-
-    Today the cosine similarity itself (the scale of ``REUNITE_MATCH_THRESHOLD``). It must rise with
-    the cosine (as a z-score against a cohort does): the tip faces nearest by cosine to a reference
-    face are taken as its best-scoring ones."""
-    return raw_cosine
+    """Tip faces' normalised scores against one reference face, from their cosine similarities to it
+    (as match alerts score them). It rises with the cosine: the tip faces nearest by cosine to a
+    reference face are its best-scoring ones."""
+    return normalised_score(raw_cosine, reference.cohort_mean, reference.cohort_std)
 
 
 def case_score(scores: np.ndarray, references: list[CaseFace]) -> np.ndarray:
     """Tip faces' scores against the case, from their scores against each of its reference faces
-    (``scores``: one row per tip face, one column per reference face, in ``references``' order).
-
-    Today the best reference face's (the best photo's), as match alerts score a case."""
-    return scores.max(axis=1)
+    (``scores``: one row per tip face, one column per reference face, in ``references``' order):
+    each photo's best face, fused over the photos as match alerts fuse them
+    (:func:`bot.faces.normalisation.case_score`)."""
+    photo_ids = np.array([reference.photo_id for reference in references])
+    per_photo = np.stack([scores[:, photo_ids == photo].max(axis=1) for photo in np.unique(photo_ids)], axis=1)
+    return np.array([fused_case_score(row) for row in per_photo])
 
 
 def _scored(tip_vectors: np.ndarray, references: list[CaseFace]) -> tuple[np.ndarray, np.ndarray]:
@@ -129,8 +133,10 @@ async def _case_faces(session: AsyncSession, case_id: int) -> tuple[str | None, 
     rows = await session.execute(
         select(Face, CasePhoto.sha256, CasePhoto.age_years).join(CasePhoto, CasePhoto.id == Face.case_photo_id)
         .where(Face.case_id == case_id, Face.model_id == model_id).order_by(Face.id))
+    # a face whose cohort statistics are not computed yet (the cohort is being seeded) cannot be scored
     return model_id, [CaseFace(face.id, np.asarray(face.embedding, dtype=np.float32), FaceCrop.of(face, sha256),
-                               face.case_photo_id, age) for face, sha256, age in rows]
+                               face.case_photo_id, age, face.cohort_mean, face.cohort_std)
+                      for face, sha256, age in rows if face.cohort_mean is not None and face.cohort_std]
 
 
 async def _decisions(session: AsyncSession, case_id: int) -> dict[int, str]:
