@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, timezone
 
+import numpy as np
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -364,7 +365,7 @@ class Face(Base):
     x2: Mapped[float] = mapped_column(Float)
     y2: Mapped[float] = mapped_column(Float)
     det_score: Mapped[float] = mapped_column(Float)
-    embedding: Mapped[object] = mapped_column(Embedding())
+    embedding: Mapped[np.ndarray] = mapped_column(Embedding())
     model_id: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
     # A reference face's cohort statistics: the robust mean and spread of its scores against the
@@ -374,7 +375,7 @@ class Face(Base):
     cohort_size: Mapped[int | None] = mapped_column(Integer)  # faces in the cohort they came from
     # PostgreSQL only: [embedding / std, -mean / std], searched by inner product (HNSW) for
     # normalised scores; null on SQLite, which searches in process.
-    normalised: Mapped[object | None] = mapped_column(Embedding(NORMALISED_DIM))
+    normalised: Mapped[np.ndarray | None] = mapped_column(Embedding(NORMALISED_DIM))
     # A tip face's random draw in [0, 1): the cohort samples the tip faces with the lowest draws, so
     # it is a uniform sample of those stored, and a face purged leaves it (bot.services.cohort).
     cohort_key: Mapped[float | None] = mapped_column(Float)
@@ -392,7 +393,7 @@ class CohortFace(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     source: Mapped[str] = mapped_column(String(64))  # the sample photo's file name
-    embedding: Mapped[object] = mapped_column(Embedding())
+    embedding: Mapped[np.ndarray] = mapped_column(Embedding())
     model_id: Mapped[str] = mapped_column(String(64), index=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 

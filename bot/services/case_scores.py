@@ -60,7 +60,7 @@ async def _faces_of(session: AsyncSession, model_id: str, case_ids) -> dict[int,
         .order_by(Face.id))).all()
     grouped: dict[int, list] = {}
     for row in rows:
-        grouped.setdefault(row[0], []).append(row)
+        grouped.setdefault(row.case_id, []).append(row)
     return {case_id: _CaseFaces(np.array([r[1] for r in group]), np.array([r[2] for r in group]),
                                 as_matrix([r[3] for r in group]),
                                 np.array([r[4] for r in group], dtype=np.float32),
@@ -83,7 +83,7 @@ async def fused_scores(session: AsyncSession, model_id: str, probes_by_case: dic
 
 
 async def best_cases(session: AsyncSession, search: FaceSearch, probes: np.ndarray, k: int, floor: float,
-                     exclude: set[int] = frozenset()) -> list[CaseScore]:
+                     exclude: set[int] | frozenset[int] = frozenset()) -> list[CaseScore]:
     """The ``k`` active cases (not in ``exclude``) with the highest fused score for any of ``probes``
     (a tip's faces) at ``floor`` or above, best first; each with the tip face it scored for."""
     probes = np.atleast_2d(np.asarray(probes, dtype=np.float32))

@@ -28,10 +28,11 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.db.models import CohortFace, Face
+from bot.db.statements import dialect_of
 from bot.faces.engine import run_in_face_executor
 from bot.faces.models import EMBEDDING_SIZE
 from bot.faces.normalisation import ImpostorTail, augmented_references, reference_stats
@@ -60,6 +61,7 @@ REFRESH_GROWTH = 2.0
 _STATS_BATCH = 2000
 
 _FACES = Face.__table__
+assert isinstance(_FACES, Table)  # a plain table (what update() below takes)
 _SET_STATISTICS = (
     update(_FACES).where(_FACES.c.id == bindparam("b_id"))
     .values(cohort_mean=bindparam("b_mean"), cohort_std=bindparam("b_std"), cohort_size=bindparam("b_size"),
@@ -159,7 +161,7 @@ class Cohort:
             query = query.where(Face.cohort_std.is_(None))
         if case_ids is not None or face_ids is not None:
             query = query.where(Face.case_id.in_(case_ids or ()) | Face.id.in_(face_ids or ()))
-        postgres = session.bind.dialect.name == "postgresql"
+        postgres = dialect_of(session) == "postgresql"
         done, after = 0, 0
         while True:
             rows = (await session.execute(query.where(Face.id > after).order_by(Face.id).limit(_STATS_BATCH))).all()

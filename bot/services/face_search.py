@@ -189,8 +189,9 @@ class InProcessSearch:
                                                          per_probe)
             keys += [(face_id, tip_id) for face_id, tip_id, _ in rows]
             after = rows[-1][0]
-        return [TipFaceMatch(*keys[best_rows[rank, probe]], float(best[rank, probe]), first_probe + probe)
-                for rank, probe in zip(*np.nonzero(best >= min_scores[None, :]))]
+        return [TipFaceMatch(face_id, tip_id, float(best[rank, probe]), first_probe + probe)
+                for rank, probe in zip(*np.nonzero(best >= min_scores[None, :]), strict=True)
+                for face_id, tip_id in [keys[best_rows[rank, probe]]]]
 
 
 def _keep_best(best: np.ndarray, best_rows: np.ndarray, vectors: np.ndarray, probes: np.ndarray, first_row: int,

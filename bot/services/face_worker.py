@@ -17,8 +17,9 @@ Rows are found in the database (``face_status = 'pending'``), so work written by
 picked up within a second, and a restart resumes where it stopped. The update processor wakes the
 worker after committing updates that carry files (photos, case photos), so a photo tip is usually
 matched a few tens of milliseconds after it is stored; anything else (a case verified, another
-process's writes) waits for the next look, within a second. Images are analysed in the face worker processes (:class:`~bot.faces.worker_pool.FacePool`:
-the models live there, not in the bot's process); index searches run in the face executor's thread,
+process's writes) waits for the next look, within a second. Images are analysed in the face worker
+processes (:class:`~bot.faces.worker_pool.FacePool`: the models live there, not in the bot's
+process); index searches run in the face executor's thread,
 composite images in a worker thread. On SQLite, nothing is written before the slow parts are done:
 a write holds the database's one write lock until the commit, and text tips must not wait behind it.
 """
@@ -72,9 +73,9 @@ class FaceWorker:
         self.sessionmaker = sessionmaker
         self.markup = markup  # Confirm/Reject buttons (signed by the handlers)
         self.on_queued = on_queued  # hands committed outbox rows (alerts, requests) to the sender
-        self.search: FaceSearch | None = None
-        self.cohort: cohort.Cohort | None = None  # what scores are normalised against
-        self.watcher: matching.ReferenceWatcher | None = None
+        self._search: FaceSearch | None = None
+        self._cohort: cohort.Cohort | None = None
+        self._watcher: matching.ReferenceWatcher | None = None
         self._wake = asyncio.Event()
         self._scanned_at = 0.0
         self._due = {"watch": 0.0, "reconcile": 0.0, "cleanup": 0.0}
@@ -83,8 +84,8 @@ class FaceWorker:
     async def start(self) -> None:
         """Start the face worker processes (they load the models) and load the reference faces."""
         model_id = await self.faces.start()
-        self.search = face_search_for(self.settings.database_url, model_id)
-        self.watcher = matching.ReferenceWatcher(model_id)
+        self._search = face_search_for(self.settings.database_url, model_id)
+        self._watcher = matching.ReferenceWatcher(model_id)
         async with self.sessionmaker() as session:
             tips, photos = await matching.requeue_other_models(session, model_id)
             if tips or photos:
@@ -92,13 +93,34 @@ class FaceWorker:
             await session.commit()
             await cohort.seed(session, self.faces, model_id, _now())  # the first start: the sample photos
             await session.commit()
-            self.cohort = await cohort.Cohort.load(session, model_id)
+            self._cohort = await cohort.Cohort.load(session, model_id)
             await self.cohort.give_statistics(session)  # reference faces stored while the bot was down
             await self.search.load(session)
             await self.watcher.prime(session, _now())
             await self._purge_closed_cases(session)
         now = time.monotonic()
         self._due = {"watch": now, "reconcile": now + RECONCILE_INTERVAL, "cleanup": now}
+
+    @property
+    def search(self) -> FaceSearch:
+        """Where reference and tip faces are searched (set by :meth:`start`)."""
+        if self._search is None:
+            raise RuntimeError("the face worker is not started")
+        return self._search
+
+    @property
+    def cohort(self) -> cohort.Cohort:
+        """What scores are normalised against (set by :meth:`start`)."""
+        if self._cohort is None:
+            raise RuntimeError("the face worker is not started")
+        return self._cohort
+
+    @property
+    def watcher(self) -> matching.ReferenceWatcher:
+        """What notices reference faces written here or elsewhere (set by :meth:`start`)."""
+        if self._watcher is None:
+            raise RuntimeError("the face worker is not started")
+        return self._watcher
 
     def wake(self) -> None:
         """Something was committed (a photo tip, perhaps): look for pending work now."""
@@ -166,8 +188,8 @@ class FaceWorker:
             if photo is None:  # deleted meanwhile: its case closed, or its change was rejected
                 return True
             await matching.record_case_faces(session, photo, faces, _now())
-            if photo.face_status != matching.FACES_DONE:
-                case = await session.get(Case, photo.case_id)
+            case = await session.get(Case, photo.case_id)
+            if photo.face_status != matching.FACES_DONE and case is not None:
                 person = await matching.photo_sender(session, photo, case)
                 if person is not None:
                     matching.tell_about_unusable_photo(session, person, case, photo.face_status)
@@ -234,9 +256,13 @@ class FaceWorker:
         """Search a claimed tip's faces, store them and its candidates, and queue its match alert."""
         session = claimed.session
         tip = await session.get(Tip, claimed.tip_id)
-        reports = list(zip(claimed.images, await claimed.reports))
+        reports = list(zip(claimed.images, await claimed.reports, strict=True))
+        if tip is None:  # purged meanwhile (retention): nothing left to match
+            await session.rollback()
+            return
         readable = [(image, report) for image, report in reports if report is not None]
-        crops = [FaceCrop(image.sha256, face.bbox, face.crop_jpeg) for image, report in readable for face in report.faces]
+        crops = [FaceCrop(image.sha256, face.bbox, face.crop_jpeg)
+                 for image, report in readable for face in report.faces]
         probes = np.array([face.embedding for _, report in readable for face in report.faces],
                           dtype=np.float32).reshape(-1, EMBEDDING_SIZE)
         planned = await matching.plan_tip_matches(session, self.search, tip.id, probes, self.floor())
@@ -258,7 +284,7 @@ class FaceWorker:
                 tip_faces += await matching.record_tip_faces(session, image, report.faces, now)
         ids = await matching.record_tip_matches(session, tip, tip_faces, planned, now)
         alert = matching.with_candidate_ids(draft, ids) if draft else None
-        if alert is not None and len(alert.candidates) < len(draft.candidates):
+        if alert is not None and draft is not None and len(alert.candidates) < len(draft.candidates):
             self._discard(composite)
             composite = await self._composite(alert)  # rare: another worker stored some first
         await self._queue_alert(session, recipients, alert, composite)
@@ -296,7 +322,7 @@ class FaceWorker:
                            composite: str | None) -> None:
         """Queue the alert (if any candidate of it was stored) with its composite image, which is
         tracked with its candidates until it is sent."""
-        if alert is None:
+        if alert is None or composite is None:
             return
         await retention.track_composite(session, [candidate.candidate_id for candidate in alert.candidates],
                                         composite)
@@ -337,7 +363,9 @@ class FaceWorker:
                 await self._purge_closed_cases(session)
             faces_by_case: dict[int, list[int] | None] = dict.fromkeys(changes.activated)
             for face_id, case_id in changes.new_faces:
-                faces_by_case.setdefault(case_id, []).append(face_id)
+                faces = faces_by_case.setdefault(case_id, [])
+                if faces is not None:  # None: the case was activated, all its faces are searched anyway
+                    faces.append(face_id)
             plans = []
             batch = list(faces_by_case.items())
             for first in range(0, len(batch), RETRO_CASES_PER_PLAN):

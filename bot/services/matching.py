@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Awaitable, Callable, TypeVar
 
@@ -40,6 +40,7 @@ from bot.db.models import (
     TipMedia,
     User,
 )
+from bot.db.statements import dialect_of, rows_changed
 from bot.faces.engine import DetectedFace
 from bot.faces.images import UnreadableImage
 from bot.faces.worker_pool import FacePool, FaceWorkerDied
@@ -127,7 +128,7 @@ class ReferenceFace:
 # -- pending work -------------------------------------------------------------------------------
 
 
-async def next_pending_tip_images(session: AsyncSession, now: datetime, exclude: set[int] = frozenset()
+async def next_pending_tip_images(session: AsyncSession, now: datetime, exclude: set[int] | frozenset[int] = frozenset()
                                   ) -> list[TipMedia]:
     """The pending images of the oldest tip that has any (but the tips in ``exclude``), locked on
     PostgreSQL (``SKIP LOCKED``: another worker takes the next tip); [] when there is nothing to do.
@@ -167,20 +168,20 @@ async def requeue_other_models(session: AsyncSession, model_id: str) -> tuple[in
     with ``model_id`` (embeddings of different models cannot be compared). Returns their counts."""
     stale_tips = select(Face.tip_media_id).where(Face.tip_media_id.is_not(None), Face.model_id != model_id)
     stale_photos = select(Face.case_photo_id).where(Face.case_photo_id.is_not(None), Face.model_id != model_id)
-    tips = await session.execute(update(TipMedia).where(TipMedia.id.in_(stale_tips))
-                                 .values(face_status=FACES_PENDING))
-    photos = await session.execute(update(CasePhoto).where(CasePhoto.id.in_(stale_photos))
-                                   .values(face_status=FACES_PENDING))
-    return tips.rowcount, photos.rowcount
+    tips = await rows_changed(session, update(TipMedia).where(TipMedia.id.in_(stale_tips))
+                              .values(face_status=FACES_PENDING))
+    photos = await rows_changed(session, update(CasePhoto).where(CasePhoto.id.in_(stale_photos))
+                                .values(face_status=FACES_PENDING))
+    return tips, photos
 
 
 async def still_pending(session: AsyncSession, images: list[TipMedia]) -> bool:
     """Whether none of ``images`` was done meanwhile (by another process, on SQLite where nothing is
     locked); the first write of their transaction, so on SQLite it also takes the write lock."""
-    touched = await session.execute(
+    touched = await rows_changed(session, (
         update(TipMedia).where(TipMedia.id.in_([image.id for image in images]), TipMedia.face_status == FACES_PENDING)
-        .values(face_status=FACES_PENDING).execution_options(synchronize_session=False))
-    return touched.rowcount == len(images)
+        .values(face_status=FACES_PENDING).execution_options(synchronize_session=False)))
+    return touched == len(images)
 
 
 # -- analysing images ---------------------------------------------------------------------------
@@ -326,7 +327,7 @@ async def plan_tip_matches(session: AsyncSession, search: FaceSearch, tip_id: in
 async def insert_candidate(session: AsyncSession, tip_id: int, tip_face_id: int, reference: ReferenceFace,
                             similarity: float, rank: int, now: datetime) -> int | None:
     """A new pending candidate's id; None if another worker stored the same (tip face, case) first."""
-    insert = postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
+    insert = postgresql.insert if dialect_of(session) == "postgresql" else sqlite.insert
     statement = insert(MatchCandidate).values(
         tip_id=tip_id, tip_face_id=tip_face_id, case_id=reference.case.id, case_face_id=reference.face.id,
         similarity=similarity, rank=rank, status=MATCH_PENDING, created_at=now,
@@ -383,7 +384,7 @@ class ReferenceWatcher:
         self.active: set[int] = set()
         self._newest_id = 0
         self._recent: dict[int, datetime] = {}  # face id -> when first seen, kept for WATCH_LOOKBACK
-        self._checked_all_at: datetime | None = None
+        self._checked_all_at = datetime.min.replace(tzinfo=timezone.utc)  # never: the first look checks all
         # the last look that was handled: the next reads from a window before it, however long ago
         # it was (the face worker looks between rounds, and a round can outlast the window)
         self._looked_at: datetime | None = None
@@ -467,11 +468,11 @@ async def review(session: AsyncSession, actor_id: int, candidate_id: int, decisi
     if row is None:
         return ReviewOutcome("gone")
     _, tip_reference, case_code = row
-    changed = await session.execute(
+    changed = await rows_changed(session, (
         update(MatchCandidate).where(MatchCandidate.id == candidate_id, MatchCandidate.status == MATCH_PENDING)
         .values(status=decision, reviewer_id=actor_id, reviewed_at=now)
-    )
-    if changed.rowcount == 0:
+    ))
+    if changed == 0:
         status = await session.scalar(select(MatchCandidate.status).where(MatchCandidate.id == candidate_id))
         if status is None:  # purged between the two statements
             return ReviewOutcome("gone")

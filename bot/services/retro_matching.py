@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.db.models import Face, MatchCandidate, Tip, TipMedia
+from bot.faces.normalisation import normalised_score
 from bot.services import case_scores, matching
 from bot.services.face_search import FaceSearch
 from bot.services.matching import FaceCrop, MatchAlert, ReferenceFace
@@ -53,14 +54,15 @@ async def plan_retro_matches(session: AsyncSession, search: FaceSearch, faces_by
     if not references:
         return []
     probes = np.stack([reference.face.embedding for reference in references])
+    # only faces with statistics were chosen above
+    means = np.array([reference.face.cohort_mean for reference in references], dtype=np.float32)
+    stds = np.array([reference.face.cohort_std for reference in references], dtype=np.float32)
     # for one reference face the normalised score grows with the cosine: the floor is a cosine per face
-    min_cosines = np.array([reference.face.cohort_mean + floor * reference.face.cohort_std
-                            for reference in references])
+    min_cosines = means + floor * stds
     best: dict[tuple[int, int], tuple[float, int]] = {}  # (case, tip) -> best score, tip face
     for match in await search.similar_tip_faces(session, probes, min_cosines, per_probe=2 * MAX_RETRO_TIPS):
-        face = references[match.probe_index].face
         key = (references[match.probe_index].case.id, match.tip_id)
-        score = (match.similarity - face.cohort_mean) / face.cohort_std
+        score = float(normalised_score(match.similarity, means[match.probe_index], stds[match.probe_index]))
         if key not in best or score > best[key][0]:
             best[key] = (score, match.tip_face_id)
     already = set((await session.execute(select(MatchCandidate.case_id, MatchCandidate.tip_id).where(

@@ -42,6 +42,7 @@ from bot.db.models import (
     Tip,
     TipMedia,
 )
+from bot.db.statements import dialect_of
 from bot.faces.normalisation import case_score as fused_case_score
 from bot.faces.normalisation import normalised_score
 from bot.faces.thresholds import match_strength
@@ -136,7 +137,8 @@ async def _case_faces(session: AsyncSession, case_id: int) -> tuple[str | None, 
     # a face whose cohort statistics are not computed yet (the cohort is being seeded) cannot be scored
     return model_id, [CaseFace(face.id, np.asarray(face.embedding, dtype=np.float32), FaceCrop.of(face, sha256),
                                face.case_photo_id, age, face.cohort_mean, face.cohort_std)
-                      for face, sha256, age in rows if face.cohort_mean is not None and face.cohort_std]
+                      for face, sha256, age in rows
+                      if face.case_photo_id is not None and face.cohort_mean is not None and face.cohort_std]
 
 
 async def _decisions(session: AsyncSession, case_id: int) -> dict[int, str]:
@@ -158,13 +160,13 @@ async def ranked(session: AsyncSession, database_url: str, case: Case) -> tuple[
     """The case's whole shortlist (at most SHORTLIST_LENGTH entries, best first, rejected faces left
     out), and whether the case has any reference face to compare."""
     model_id, references = await _case_faces(session, case.id)
-    if not references:
+    if model_id is None or not references:
         return [], False
     decisions = await _decisions(session, case.id)
     rejected = {face_id for face_id, status in decisions.items() if status == MATCH_REJECTED}
     probes = np.stack([reference.embedding for reference in references])
     nearest = await face_search_for(database_url, model_id).similar_tip_faces(
-        session, probes, -1.0, per_probe=SHORTLIST_LENGTH + len(rejected))
+        session, probes, np.full(len(probes), -1.0, dtype=np.float32), per_probe=SHORTLIST_LENGTH + len(rejected))
     tip_faces = await _tip_faces(session, {match.tip_face_id for match in nearest} - rejected)
     if not tip_faces:
         return [], True
@@ -254,8 +256,10 @@ async def decide(session: AsyncSession, actor_id: int, case_id: int, tip_face_id
         if not references:
             return ReviewOutcome("gone")
         face = await session.get(Face, tip_face_id)
+        if face is None:  # purged between the two reads
+            return ReviewOutcome("gone")
         scores, best = _scored(np.asarray(face.embedding, dtype=np.float32)[None], references)
-        insert = postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
+        insert = postgresql.insert if dialect_of(session) == "postgresql" else sqlite.insert
         inserted = await session.scalar(insert(MatchCandidate).values(
             tip_id=tip.id, tip_face_id=tip_face_id, case_id=case_id, case_face_id=references[int(best[0])].face_id,
             similarity=float(scores[0]), rank=SHORTLIST_RANK, status=decision, reviewer_id=actor_id,
@@ -266,6 +270,8 @@ async def decide(session: AsyncSession, actor_id: int, case_id: int, tip_face_id
             audit.record(session, actor_id, action, f"{tip.reference} {case.code}")
             return ReviewOutcome("changed", decision, tip.reference, case.code)
         candidate_id = await _candidate_of(session, tip_face_id, case_id)  # another press got there first
+        if candidate_id is None:  # and was purged since
+            return ReviewOutcome("gone")
     return await matching.review(session, actor_id, candidate_id, decision, now)
 
 
