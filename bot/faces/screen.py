@@ -30,9 +30,9 @@ and fixed blocks grow without copying what is already there. Every column of a b
 (a block's first columns are not contiguous on their own), so blocks are sized to what is stored:
 :meth:`Int8Screen.reserve` makes exactly the room asked for (the index reserves what it loads at
 start), and rows stored beyond it add a block of an eighth of the rows held (at least
-:data:`FIRST_BLOCK_COLUMNS`, at most :data:`MAX_BLOCK_COLUMNS`). Before, blocks doubled with the
-index's capacity: 100,000 faces loaded made 130,048 columns, and the first face added after that
-another 65,536, so a search scanned 65 % more than it held (measured: bench/RESULTS.md).
+:data:`FIRST_BLOCK_COLUMNS`, at most :data:`MAX_BLOCK_COLUMNS`). Blocks that doubled with the
+index's capacity would scan up to 65 % more than is held (100,000 faces loaded plus one added:
+195,584 columns; measured in bench/history/2026-11.md).
 """
 
 from __future__ import annotations

@@ -108,9 +108,9 @@ def render_rows(media_dir: Path, rows: list[CompositeRow]) -> bytes:
         _label(canvas, label_font, tip_x, top, row.tip_label)
         _label(canvas, label_font, case_x, top, row.case_label)
     buffer = io.BytesIO()
-    # Encoded once, as it is sent and kept. It used to be a PNG that the media store decoded, checked
-    # and encoded again as a JPEG, as it does with what users send: under photo load that was 30 % of
-    # the samples of the bot's asyncio.to_thread workers (py-spy, bench/photo_tips.py).
+    # Encoded once, as it is sent and kept: a PNG would be decoded, checked and encoded again as a JPEG
+    # by the media store, as what users send is; under photo load that was 30 % of the samples of the
+    # bot's asyncio.to_thread workers (py-spy, bench/photo_tips.py).
     canvas.save(buffer, format="JPEG", quality=COMPOSITE_JPEG_QUALITY)
     return buffer.getvalue()
 
