@@ -15,7 +15,15 @@ from telegram import Update
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler
 
 from bot.db.models import MATCH_CONFIRMED, MATCH_REJECTED, Case
-from bot.handlers.common import ReuniteContext, coordinators_only, inline_keyboard, pressed_button, say, sign_callback
+from bot.handlers.common import (
+    ReuniteContext,
+    chat_id_of,
+    coordinators_only,
+    inline_keyboard,
+    pressed_button,
+    say,
+    sign_callback,
+)
 from bot.handlers.matches import answer_review, pressed_decision, review_buttons
 from bot.i18n import t
 from bot.services import audit, cases, shortlist
@@ -51,7 +59,7 @@ async def _send_page(update: Update, context: ReuniteContext, case: Case, offset
         return
     composite = await asyncio.to_thread(shortlist.store_composite, settings.media_dir, listing)
     text = shortlist.caption(context.language, listing, settings.match_threshold)
-    shortlist.enqueue_page(context.session, update.effective_chat.id, composite, text,
+    shortlist.enqueue_page(context.session, chat_id_of(update), composite, text,
                            _keyboard(context, listing))
 
 
