@@ -16,6 +16,7 @@ from bot.handlers.common import (
     ReuniteContext,
     chat_id_of,
     coordinators_only,
+    from_a_person,
     inline_keyboard,
     message_of,
     pressed_button,
@@ -55,6 +56,7 @@ async def _start(context: ReuniteContext, broadcast: Broadcast, case: Case) -> i
                                   actor_id=context.user.id, now=scope.now, card_file=_card_file(context, case))
 
 
+@from_a_person
 async def broadcast_command(update: Update, context: ReuniteContext) -> None:
     """/broadcast C-XXXXXX (a coordinator, or the case's family): how many subscribers near the
     last-seen place it would reach, with Send (coordinator) or Ask our team (family) and Cancel.
@@ -161,6 +163,7 @@ async def reject(update: Update, context: ReuniteContext) -> None:
     say(context, update, "reject_done", reference=broadcast.reference, force=True)
 
 
+@from_a_person
 async def cancel_broadcast(update: Update, context: ReuniteContext) -> None:
     """/cancel_broadcast B-XXXXXX (a coordinator, or whoever asked for it): nothing more is sent;
     the progress message shows where it stopped, and a family whose request a coordinator
@@ -176,6 +179,7 @@ async def cancel_broadcast(update: Update, context: ReuniteContext) -> None:
     say(context, update, "cancel_broadcast_done", reference=broadcast.reference, force=True)
 
 
+@from_a_person
 async def list_broadcasts(update: Update, context: ReuniteContext) -> None:
     """/broadcasts: the ten newest (all of them for a coordinator, one's own for a family), each
     with its case, status and how many were sent."""

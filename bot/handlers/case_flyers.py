@@ -11,12 +11,13 @@ from telegram import Update
 from telegram.ext import Application, CommandHandler
 
 from bot.db.models import PRIORITY_ACK
-from bot.handlers.common import ReuniteContext, chat_id_of, say
+from bot.handlers.common import ReuniteContext, chat_id_of, from_a_person, say
 from bot.handlers.family import open_case_from_args
 from bot.i18n import t
 from bot.services import audit, cases, flyer_service, outbox
 
 
+@from_a_person
 async def flyer(update: Update, context: ReuniteContext) -> None:
     """/flyer C-XXXXXX [en|zh|bi]: the poster JPEG with a short caption, then its PDF."""
     case = await open_case_from_args(update, context, "flyer_usage")

@@ -67,7 +67,8 @@ class ReuniteContext(CallbackContext[ExtBot, dict, dict, dict]):
     @property
     def user(self) -> User:
         """The person who sent the update. A bot or an anonymous group admin is no one we know
-        (``scope.user`` is None): a handler that can get their messages checks ``scope.user``."""
+        (``scope.user`` is None): a handler that can get their messages is ``from_a_person``, or
+        checks ``scope.user`` itself."""
         return guaranteed(current_scope.get().user, "person we know")
 
     @property
@@ -117,6 +118,18 @@ def _requires(allowed: Callable[[User], bool], refusal_key: str) -> Callable[[Ha
 # The role is checked on every call, buttons included: a role revoked a second ago no longer works.
 coordinators_only = _requires(users.is_coordinator, "coordinators_only")
 admins_only = _requires(users.is_admin, "admins_only")
+
+
+def from_a_person(handler: Handler) -> Handler:
+    """For a command anyone may send that also works in the coordinator group: there, an anonymous
+    admin's or a bot's message has no person we know behind it, and is left unanswered."""
+
+    @functools.wraps(handler)
+    async def checked(update: Update, context: ReuniteContext) -> None:
+        if context.scope.user is not None:
+            await handler(update, context)
+
+    return checked
 
 
 # Callback data is at most 64 bytes and comes back from the client: we sign what we send and

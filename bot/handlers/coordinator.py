@@ -15,6 +15,7 @@ from bot.handlers.common import (
     admins_only,
     chat_id_of,
     coordinators_only,
+    from_a_person,
     inline_keyboard,
     message_of,
     pressed_button,
@@ -29,6 +30,7 @@ TIPS_PAGE_SIZE = 10
 PREVIEW_CHARS = 70
 
 
+@from_a_person
 async def whoami(update: Update, context: ReuniteContext) -> None:
     """Your Telegram user id (an admin needs it to /grant you a role) and your role."""
     user = context.user
