@@ -53,7 +53,7 @@ def build_application(settings: Settings, request: AiohttpRequest | None = None)
     api = settings.telegram_api_url
     application = (
         Application.builder()
-        .token(settings.telegram_bot_token)
+        .token(settings.bot_token)
         .base_url(f"{api}/bot")
         .base_file_url(f"{api}/file/bot")
         .updater(None)
@@ -188,7 +188,7 @@ class Reunite:
 
     def _webhook_secret(self) -> str:
         """WEBHOOK_SECRET, or one derived from the token: a webhook never runs without a secret."""
-        return self.settings.webhook_secret or secret_from_token(self.settings.telegram_bot_token)
+        return self.settings.webhook_secret or secret_from_token(self.settings.bot_token)
 
     async def _set_webhook(self) -> None:
         settings = self.settings

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Mapping, overload
+from typing import overload
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -89,6 +90,13 @@ class Settings:
         return None
 
     @property
+    def bot_token(self) -> str:
+        """TELEGRAM_BOT_TOKEN, which running the bot needs (the database commands do not)."""
+        if not self.telegram_bot_token:
+            raise SettingsError("TELEGRAM_BOT_TOKEN is not set")
+        return self.telegram_bot_token
+
+    @property
     def media_dir(self) -> Path:
         return self.data_dir / "media"
 
@@ -96,7 +104,7 @@ class Settings:
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
 
-    def with_overrides(self, **changes) -> "Settings":
+    def with_overrides(self, **changes) -> Settings:
         return replace(self, **changes)
 
 

@@ -7,7 +7,7 @@ The language is the one a user chose with /language, else their Telegram app's l
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 LOCALES_DIR = Path(__file__).parent / "locales"
@@ -17,7 +17,7 @@ LANGUAGES = {"en": "en", "zh": "zh_Hans"}
 LANGUAGE_NAMES = {"en": "English", "zh": "简体中文"}
 
 
-@lru_cache(maxsize=None)
+@cache
 def catalog(language: str) -> dict[str, str]:
     name = LANGUAGES.get(language, LANGUAGES[DEFAULT_LANGUAGE])
     messages: dict[str, str] = {}

@@ -26,11 +26,11 @@ import psutil
 import pytest
 from PIL import Image
 
+from bot.child_process import BACKGROUND_NICE
 from bot.faces.engine import FaceEngine, FacePolicy, run_in_face_executor
 from bot.faces.images import ImageTooLarge, UnreadableImage, decode_image
 from bot.faces.index import FaceIndex, InProcessIndex
 from bot.faces.models import FaceDetector, ModelPackError, load_model_pack, vectron_model_dir
-from bot.child_process import BACKGROUND_NICE
 from bot.faces.worker_pool import FacePool, FaceWorkerDied
 from bot.services import matching
 from tests.conftest import shared_face_pool

@@ -9,13 +9,14 @@ from __future__ import annotations
 import hmac
 import time
 from collections import defaultdict, deque
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from ipaddress import ip_address
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from bot.console.keys import BACKEND, CSRF, DB, FORM, NOW, SESSION_ID, USER
+from bot.console import ConsoleSite
+from bot.console.keys import BACKEND, CSRF, DB, FORM, NOW, SESSION_ID, USER, Form
 from bot.console.render import page
 from bot.services import console_auth
 
@@ -26,7 +27,7 @@ PUBLIC_ROUTES = ("login", "login_open", "ask", "static")
 # GET routes that are pages: without a session they redirect; every other route answers 403
 PAGE_PREFIX = "page:"
 # the ConsoleSite (its backend is attached once the bot runs), and the login limiter
-SITE = web.AppKey("console_site", object)
+SITE = web.AppKey("console_site", ConsoleSite)
 LOGIN_ATTEMPTS = 10
 LOGIN_WINDOW_SECONDS = 300.0
 MAX_ADDRESSES = 10_000
@@ -92,6 +93,7 @@ def client_address(request: web.Request) -> str:
 
 def _refuse(request: web.Request) -> web.HTTPException:
     route = request.match_info.route.name or ""
+    refusal: web.HTTPException
     if request.method == "GET" and route.startswith(PAGE_PREFIX):
         refusal = web.HTTPFound("/console/ask")
     else:
@@ -100,7 +102,7 @@ def _refuse(request: web.Request) -> web.HTTPException:
     return refusal
 
 
-def _csrf_ok(request: web.Request, form) -> bool:
+def _csrf_ok(request: web.Request, form: Form) -> bool:
     sent = request.headers.get("X-CSRF-Token") or (form.get("csrf") if form else None) or ""
     return hmac.compare_digest(str(sent), console_auth.csrf_token(request[SESSION_ID]))
 
@@ -112,11 +114,11 @@ async def gate(request: web.Request, handler):
     if backend is None:
         raise web.HTTPServiceUnavailable(text="The bot is starting")
     request[BACKEND] = backend
-    request[NOW] = now = datetime.now(timezone.utc)
+    request[NOW] = now = datetime.now(UTC)
     async with backend.sessionmaker() as db:
         request[DB] = db
         if request.match_info.route.name not in PUBLIC_ROUTES:
-            session_id = request.cookies.get(SESSION_COOKIE)
+            session_id = request.cookies.get(SESSION_COOKIE, "")
             user = await console_auth.current_user(db, session_id, now,
                                                    timedelta(minutes=backend.settings.console_idle_minutes))
             if user is None:

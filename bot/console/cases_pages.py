@@ -61,7 +61,7 @@ async def close(request: web.Request) -> web.Response:
     raise web.HTTPSeeOther(f"/console/cases/{case.code}?done={'closed' if done else 'unchanged'}")
 
 
-async def flyer(request: web.Request) -> web.Response:
+async def flyer(request: web.Request) -> web.StreamResponse:
     """An active case's flyer (poster JPEG or PDF, or the card), rendered only if the case changed."""
     case = await case_in_path(request)
     design, lang = request.match_info["design"], request.query.get("lang", case.language)

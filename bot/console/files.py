@@ -22,7 +22,7 @@ SHA256 = re.compile(r"^[0-9a-f]{64}$")
 TILE_JPEG_QUALITY = 88
 
 
-async def media(request: web.Request) -> web.Response:
+async def media(request: web.Request) -> web.StreamResponse:
     """A tip image, a case photo or a waiting change's photo by SHA-256 (never any other file of the store)."""
     sha256 = request.match_info["sha256"]
     if not SHA256.match(sha256) or not (await lead_views.is_shown_image(request[DB], sha256)

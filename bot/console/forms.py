@@ -47,7 +47,7 @@ def safe_back(form, fallback: str) -> str:
 def choice(request: web.Request, name: str, allowed) -> str:
     """The form's ``name`` if it is one of ``allowed``; a 400 otherwise (no page offers anything else)."""
     value = request[FORM].get(name)
-    if value not in allowed:
+    if not isinstance(value, str) or value not in allowed:
         raise web.HTTPBadRequest(text=f"unknown {name}")
     return value
 

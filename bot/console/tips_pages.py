@@ -46,7 +46,8 @@ async def mark_many(request: web.Request) -> web.Response:
     """Bulk: the ticked tips marked useful or dismissed (each audited as /mark is)."""
     form = request[FORM]
     status = choice(request, "status", tips.TIP_STATUSES)
-    for tip in await tip_queue.by_references(request[DB], form.getall("tip", [])[:200]):
+    references = [value for value in form.getall("tip", [])[:200] if isinstance(value, str)]
+    for tip in await tip_queue.by_references(request[DB], references):
         tips.mark(request[DB], request[USER].id, tip, status)
     raise web.HTTPSeeOther(safe_back(form, "/console/tips"))
 

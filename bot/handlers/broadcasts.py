@@ -12,7 +12,17 @@ from telegram import Update
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler
 
 from bot.db.models import BROADCAST_AWAITING_APPROVAL, BROADCAST_CANCELLED, BROADCAST_DRAFT, Broadcast, Case
-from bot.handlers.common import ReuniteContext, coordinators_only, inline_keyboard, pressed_button, say, sign_callback
+from bot.handlers.common import (
+    ReuniteContext,
+    chat_id_of,
+    coordinators_only,
+    from_a_person,
+    inline_keyboard,
+    message_of,
+    pressed_button,
+    say,
+    sign_callback,
+)
 from bot.handlers.family import open_case_from_args
 from bot.i18n import t
 from bot.services import broadcasts, case_notices, flyer_service, outbox, subscriptions, users
@@ -46,6 +56,7 @@ async def _start(context: ReuniteContext, broadcast: Broadcast, case: Case) -> i
                                   actor_id=context.user.id, now=scope.now, card_file=_card_file(context, case))
 
 
+@from_a_person
 async def broadcast_command(update: Update, context: ReuniteContext) -> None:
     """/broadcast C-XXXXXX (a coordinator, or the case's family): how many subscribers near the
     last-seen place it would reach, with Send (coordinator) or Ask our team (family) and Cancel.
@@ -77,13 +88,12 @@ async def broadcast_button(update: Update, context: ReuniteContext) -> None:
     """Send (a coordinator: sending starts, with a progress message), Ask our team (a family: the
     request goes to coordinators) or Cancel under a broadcast's size."""
     session = context.session
-    parts = pressed_button(context, update)
-    broadcast = await session.get(Broadcast, int(parts[2])) if parts and len(parts) == 3 and parts[2].isdigit() \
-        else None
+    parts = pressed_button(context, update) or []
+    broadcast = await session.get(Broadcast, int(parts[2])) if len(parts) == 3 and parts[2].isdigit() else None
     if broadcast is None or broadcast.status != BROADCAST_DRAFT or broadcast.requested_by != context.user.id:
         say(context, update, "conversation_button_stale", force=True)
         return
-    case = await session.get(Case, broadcast.case_id)
+    case = await session.get_one(Case, broadcast.case_id)
     if parts[1] == "no":
         broadcast.status = BROADCAST_CANCELLED
         say(context, update, "broadcast_dropped", reference=broadcast.reference, force=True)
@@ -121,7 +131,7 @@ async def _awaiting(update: Update, context: ReuniteContext, usage_key: str) -> 
         say(context, update, "broadcast_not_awaiting", reference=broadcast.reference,
             status=_status(context.language, broadcast), force=True)
         return None
-    return broadcast, await context.session.get(Case, broadcast.case_id)
+    return broadcast, await context.session.get_one(Case, broadcast.case_id)
 
 
 @coordinators_only
@@ -141,7 +151,7 @@ async def approve(update: Update, context: ReuniteContext) -> None:
 @coordinators_only
 async def reject(update: Update, context: ReuniteContext) -> None:
     """/reject B-XXXXXX reason: nothing is sent, and the family reads the reason."""
-    words = (update.effective_message.text or "").split(None, 2)
+    words = (message_of(update).text or "").split(None, 2)
     if len(words) < 3 or not words[2].strip():
         say(context, update, "reject_usage", force=True)
         return
@@ -153,6 +163,7 @@ async def reject(update: Update, context: ReuniteContext) -> None:
     say(context, update, "reject_done", reference=broadcast.reference, force=True)
 
 
+@from_a_person
 async def cancel_broadcast(update: Update, context: ReuniteContext) -> None:
     """/cancel_broadcast B-XXXXXX (a coordinator, or whoever asked for it): nothing more is sent;
     the progress message shows where it stopped, and a family whose request a coordinator
@@ -168,6 +179,7 @@ async def cancel_broadcast(update: Update, context: ReuniteContext) -> None:
     say(context, update, "cancel_broadcast_done", reference=broadcast.reference, force=True)
 
 
+@from_a_person
 async def list_broadcasts(update: Update, context: ReuniteContext) -> None:
     """/broadcasts: the ten newest (all of them for a coordinator, one's own for a family), each
     with its case, status and how many were sent."""
@@ -181,7 +193,7 @@ async def list_broadcasts(update: Update, context: ReuniteContext) -> None:
     lines += [t(language, "broadcasts_line", reference=item.broadcast.reference, code=item.case_code,
                 status=_status(language, item.broadcast), sent=item.sent, total=item.broadcast.audience,
                 when=item.broadcast.created_at.astimezone(tz).strftime("%m-%d %H:%M")) for item in listed]
-    outbox.enqueue_text(context.session, update.effective_chat.id, "\n".join(lines))
+    outbox.enqueue_text(context.session, chat_id_of(update), "\n".join(lines))
 
 
 def register(application: Application) -> None:

@@ -15,8 +15,11 @@ from bot.db.models import PRIORITY_ACK, PRIORITY_ALERT, Case, CaseChange
 from bot.handlers.common import (
     ReuniteContext,
     answer_button,
+    button_of,
+    chat_id_of,
     coordinators_only,
     inline_keyboard,
+    message_of,
     say,
     sign_callback,
     verify_callback,
@@ -115,7 +118,7 @@ async def list_changes(update: Update, context: ReuniteContext) -> None:
     lines = [t(language, "changes_header", shown=len(page.changes), total=page.total)]
     lines += [_describe(context, language, change, case) for change, case in page.changes]
     lines.append(t(language, "changes_footer"))
-    outbox.enqueue_text(session, update.effective_chat.id, "\n\n".join(lines), priority=PRIORITY_ACK)
+    outbox.enqueue_text(session, chat_id_of(update), "\n\n".join(lines), priority=PRIORITY_ACK)
     audit.record(session, context.user.id, "changes.list")
 
 
@@ -127,16 +130,16 @@ async def _decide(update: Update, context: ReuniteContext, approving: bool, chan
     else:
         review = await case_changes.reject(session, change_id, context.user.id, scope.now, scope.settings.media_dir,
                                            reason)
-    values = {"number": change_id}
-    if review.case is not None:
-        values.update(code=review.case.code, status=t(context.language, f"change_status_{review.change.status}"))
+    # no case and no change only when there is no such change, whose message names neither
+    code = review.case.code if review.case is not None else ""
+    status = t(context.language, f"change_status_{review.change.status}") if review.change is not None else ""
     key = f"change_{'approved' if approving else 'rejected'}_done" if review.result == "done" \
         else f"change_review_{review.result}"
-    say(context, update, key, force=True, **values)
+    say(context, update, key, force=True, number=change_id, code=code, status=status)
 
 
 async def _decide_by_command(update: Update, context: ReuniteContext, approving: bool) -> None:
-    words = (update.effective_message.text or "").split(None, 2)
+    words = (message_of(update).text or "").split(None, 2)
     if len(words) < 2 or not words[1].isdigit():
         say(context, update, "approve_change_usage" if approving else "reject_change_usage", force=True)
         return
@@ -159,7 +162,7 @@ async def reject_change(update: Update, context: ReuniteContext) -> None:
 @coordinators_only
 async def change_button(update: Update, context: ReuniteContext) -> None:
     """Approve / Reject under a change's alert: decided once, whoever presses first."""
-    parts = verify_callback(context.scope.settings, update.callback_query.data)
+    parts = verify_callback(context.scope.settings, button_of(update).data)
     if parts is None or len(parts) != 2 or not parts[1].isdigit():
         answer_button(context, update, "button_stale")
         return

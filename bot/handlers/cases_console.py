@@ -10,7 +10,15 @@ from telegram import Update
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler
 
 from bot.db.models import PHOTO_AGE_PROGRESSED, PRIORITY_ACK, PRIORITY_ALERT, Case
-from bot.handlers.common import ReuniteContext, coordinators_only, inline_keyboard, pressed_button, say, sign_callback
+from bot.handlers.common import (
+    ReuniteContext,
+    chat_id_of,
+    coordinators_only,
+    inline_keyboard,
+    pressed_button,
+    say,
+    sign_callback,
+)
 from bot.i18n import t
 from bot.services import audit, case_actions, case_changes, case_fields, cases, outbox, tips
 
@@ -56,7 +64,7 @@ async def close(update: Update, context: ReuniteContext) -> None:
     case = await _case_from_args(update, context, "close_usage")
     if case is None:
         return
-    status = context.args[1].lower() if len(context.args) > 1 else ""
+    status = context.argument(1).lower()
     if status not in cases.CLOSED_STATUSES:
         say(context, update, "close_usage", force=True)
         return
@@ -86,7 +94,7 @@ async def case_command(update: Update, context: ReuniteContext) -> None:
         lines.append(t(language, "case_changes_waiting", count=waiting))
     if case.status in cases.OPEN_STATUSES:
         lines.append(t(language, f"case_hint_{case.status}", code=case.code))
-    chat_id = update.effective_chat.id
+    chat_id = chat_id_of(update)
     outbox.enqueue_text(session, chat_id, "\n".join(lines), priority=PRIORITY_ACK)
     for number, photo in enumerate(photos, start=1):
         caption = t(language, "case_photo_caption", code=case.code, number=number, count=len(photos))
@@ -114,7 +122,7 @@ async def _send_cases_page(update: Update, context: ReuniteContext, word: str, o
     if offset + CASES_PAGE_SIZE < listing.total:
         keyboard = inline_keyboard([[(t(language, "tips_older"),
                                       sign_callback(settings, "cases", str(offset + CASES_PAGE_SIZE), word))]])
-    outbox.enqueue_text(session, update.effective_chat.id, "\n".join(lines), priority=PRIORITY_ACK,
+    outbox.enqueue_text(session, chat_id_of(update), "\n".join(lines), priority=PRIORITY_ACK,
                         reply_markup=keyboard)
     audit.record(session, context.user.id, "cases.list", word)
 
@@ -154,7 +162,7 @@ async def stats(update: Update, context: ReuniteContext) -> None:
              t(language, "stats_days", days=STATS_DAYS)]
     lines += [f"{day:%m-%d}  {count:>4}  {'▇' * min(count, STATS_BAR_MAX)}".rstrip()
               for day, count in counts.tips_by_day]
-    outbox.enqueue_text(context.session, update.effective_chat.id, "\n".join(lines), priority=PRIORITY_ACK)
+    outbox.enqueue_text(context.session, chat_id_of(update), "\n".join(lines), priority=PRIORITY_ACK)
     audit.record(context.session, context.user.id, "stats.view")
 
 

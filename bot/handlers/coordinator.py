@@ -13,8 +13,11 @@ from bot.db.models import PRIORITY_ACK, PRIORITY_ALERT, ROLE_ADMIN, ROLE_COORDIN
 from bot.handlers.common import (
     ReuniteContext,
     admins_only,
+    chat_id_of,
     coordinators_only,
+    from_a_person,
     inline_keyboard,
+    message_of,
     pressed_button,
     say,
     sign_callback,
@@ -27,10 +30,11 @@ TIPS_PAGE_SIZE = 10
 PREVIEW_CHARS = 70
 
 
+@from_a_person
 async def whoami(update: Update, context: ReuniteContext) -> None:
     """Your Telegram user id (an admin needs it to /grant you a role) and your role."""
-    say(context, update, "whoami", user_id=update.effective_user.id,
-        role=t(context.language, f"role_{context.user.role}"), force=True)
+    user = context.user
+    say(context, update, "whoami", user_id=user.id, role=t(context.language, f"role_{user.role}"), force=True)
 
 
 async def _target_user_id(update: Update, context: ReuniteContext, usage_key: str) -> int | None:
@@ -46,7 +50,7 @@ async def grant(update: Update, context: ReuniteContext) -> None:
     target_id = await _target_user_id(update, context, "grant_usage")
     if target_id is None:
         return
-    role = context.args[1].lower() if len(context.args) > 1 else ""
+    role = context.argument(1).lower()
     if role not in (ROLE_COORDINATOR, ROLE_ADMIN):
         say(context, update, "grant_usage", force=True)
         return
@@ -92,7 +96,7 @@ async def _send_tips_page(update: Update, context: ReuniteContext, offset: int, 
         buttons.append((t(language, "tips_older"),
                         sign_callback(settings, "tips", str(offset + TIPS_PAGE_SIZE), case.code if case else "")))
     keyboard = inline_keyboard([buttons]) if buttons else None
-    outbox.enqueue_text(session, update.effective_chat.id, "\n".join(lines), priority=PRIORITY_ACK,
+    outbox.enqueue_text(session, chat_id_of(update), "\n".join(lines), priority=PRIORITY_ACK,
                         reply_markup=keyboard)
     audit.record(session, context.user.id, "tips.list", case.code if case else None)
 
@@ -128,7 +132,7 @@ async def tip_command(update: Update, context: ReuniteContext) -> None:
     tip = await _tip_from_args(update, context, "tip_usage")
     if tip is None:
         return
-    session, language, chat_id = context.session, context.language, update.effective_chat.id
+    session, language, chat_id = context.session, context.language, chat_id_of(update)
     case = await session.get(cases.Case, tip.case_id) if tip.case_id else None
     text = "\n".join(alerts.tip_summary_lines(language, tip, case.code if case else None,
                                               context.scope.settings.tz))
@@ -148,7 +152,7 @@ async def mark(update: Update, context: ReuniteContext) -> None:
     tip = await _tip_from_args(update, context, "mark_usage")
     if tip is None:
         return
-    status = context.args[1].lower() if len(context.args) > 1 else ""
+    status = context.argument(1).lower()
     if status not in tips.TIP_STATUSES:
         say(context, update, "mark_usage", force=True)
         return
@@ -163,7 +167,7 @@ async def reply(update: Update, context: ReuniteContext) -> None:
     tip = await _tip_from_args(update, context, "reply_usage")
     if tip is None:
         return
-    text = update.effective_message.text.split(None, 2)
+    text = (message_of(update).text or "").split(None, 2)
     if len(text) < 3 or not text[2].strip():
         say(context, update, "reply_usage", force=True)
         return

@@ -8,6 +8,8 @@ their messages answer it; outside one, the same messages are tips (bot/handlers/
 
 from __future__ import annotations
 
+import functools
+
 from telegram import Update
 from telegram.ext import (
     Application,
@@ -20,7 +22,16 @@ from telegram.ext import (
 
 from bot.db.models import PRIORITY_ACK, Case
 from bot.handlers import case_changes, intake
-from bot.handlers.common import ReuniteContext, inline_keyboard, pressed_button, say, sign_callback
+from bot.handlers.common import (
+    ReuniteContext,
+    chat_id_of,
+    guaranteed,
+    inline_keyboard,
+    message_of,
+    pressed_button,
+    say,
+    sign_callback,
+)
 from bot.i18n import t
 from bot.services import audit, case_fields, case_notices, cases, conversation, outbox, reporting
 from bot.services.case_fields import CHOICE, FieldError
@@ -34,10 +45,9 @@ EDIT_BUTTONS_PER_ROW = 2
 
 # -- asking -------------------------------------------------------------------------------------
 
-def _tell(context: ReuniteContext, update: Update, key: str, **values: object) -> None:
-    """Message ``key``, even over the per-user rate limit: a family answering quickly must still
-    see where they are (the questions themselves are queued directly for the same reason)."""
-    say(context, update, key, force=True, **values)
+# say(), even over the per-user rate limit: a family answering quickly must still see where they
+# are (the questions themselves are queued directly for the same reason)
+_tell = functools.partial(say, force=True)
 
 
 def _question(language: str, draft: Draft, name: str) -> str:
@@ -45,8 +55,9 @@ def _question(language: str, draft: Draft, name: str) -> str:
         if draft.photos:
             return t(language, "ask_photos_more", count=len(draft.photos))
         return t(language, "ask_photos", name=name)
-    if draft.step == STEP_PHOTO_AGE:
-        return t(language, "ask_photo_age", name=name, number=draft.asking_photo + 1)
+    asking_photo = draft.asking_photo
+    if draft.step == STEP_PHOTO_AGE and asking_photo is not None:
+        return t(language, "ask_photo_age", name=name, number=asking_photo + 1)
     return t(language, f"ask_{draft.step}", name=name)
 
 
@@ -94,7 +105,7 @@ def _ask(update: Update, context: ReuniteContext, draft: Draft, case: Case | Non
     current = _current_value(context, draft, case)
     if current is not None:
         parts.append(t(language, "current_value", value=current))
-    outbox.enqueue_text(context.session, update.effective_chat.id, "\n\n".join(parts), priority=PRIORITY_ACK,
+    outbox.enqueue_text(context.session, chat_id_of(update), "\n\n".join(parts), priority=PRIORITY_ACK,
                         reply_markup=_keyboard(context, draft, case))
 
 
@@ -127,7 +138,7 @@ async def _take_photo(context: ReuniteContext, draft: Draft, file_id: str, file_
 
 async def _take_message(update: Update, context: ReuniteContext, draft: Draft) -> str | None:
     """Apply one message to the conversation; returns a notice to lead the next question with."""
-    message = update.effective_message
+    message = message_of(update)
     if message.photo:
         return await _take_photo(context, draft, message.photo[-1].file_id, message.photo[-1].file_size,
                                  message.caption, message.media_group_id, from_photo=True)
@@ -143,13 +154,13 @@ async def _take_message(update: Update, context: ReuniteContext, draft: Draft) -
         return None
     if not message.text:
         raise FieldError("report_expects_other")
-    if draft.step == STEP_PHOTOS:
-        raise FieldError("report_expects_photo")
-    if draft.step == STEP_PHOTO_AGE:
-        draft.give_age(case_fields.parse_age(message.text))
-    else:
+    if draft.field is not None:
         scope = context.scope
         draft.give(case_fields.parse(draft.field, message.text, scope.settings.tz, scope.now))
+    elif draft.step == STEP_PHOTO_AGE:
+        draft.give_age(case_fields.parse_age(message.text))
+    else:
+        raise FieldError("report_expects_photo")
     return None
 
 
@@ -185,14 +196,15 @@ async def _continue(update: Update, context: ReuniteContext, draft: Draft, answe
         return
     if draft.step == STEP_DONE:
         await conversation.clear(context.session, context.user.id)
-        await _FINISH[draft.flow](update, context, draft, case)
+        await _finish(update, context, draft, case)
         return
     await draft.save(context.session, context.user.id)
     _ask(update, context, draft, case, lead, **lead_values)
 
 
 async def _conversation(context: ReuniteContext) -> Draft | None:
-    state = await conversation.get(context.session, context.user.id) if context.user else None
+    user = context.scope.user
+    state = await conversation.get(context.session, user.id) if user else None
     return Draft.from_state(state) if state is not None and state.flow in reporting.FLOWS else None
 
 
@@ -200,7 +212,8 @@ async def conversation_message(update: Update, context: ReuniteContext) -> None:
     """A message while someone is in a /report, /edit or /addphoto conversation answers its question;
     someone back after a long pause is first shown where they were. Outside a conversation this does
     nothing and the message is a tip."""
-    state = await conversation.get(context.session, context.user.id) if context.user else None
+    user = context.scope.user
+    state = await conversation.get(context.session, user.id) if user else None
     if state is None or state.flow not in reporting.FLOWS:
         return
     draft = Draft.from_state(state)
@@ -244,7 +257,8 @@ async def conversation_command(update: Update, context: ReuniteContext) -> None:
     if draft is None:
         _tell(context, update, "no_conversation")
         return
-    action = update.effective_message.text.split()[0].lstrip("/").split("@")[0].lower()
+    command = guaranteed(message_of(update).text, "command")
+    action = command.split()[0].lstrip("/").split("@")[0].lower()
     await _continue(update, context, draft, lambda d: _apply_action(d, action, None))
 
 
@@ -260,7 +274,7 @@ async def cancel(update: Update, context: ReuniteContext) -> None:
 
 # -- finishing ----------------------------------------------------------------------------------
 
-async def _file_report(update: Update, context: ReuniteContext, draft: Draft, _case: None) -> None:
+async def _file_report(update: Update, context: ReuniteContext, draft: Draft) -> None:
     session, scope = context.session, context.scope
     case = await reporting.file_report(session, draft, context.user.id, scope.now)
     _tell(context, update, "report_filed", code=case.code, name=case.name)
@@ -271,9 +285,15 @@ async def _file_report(update: Update, context: ReuniteContext, draft: Draft, _c
         place=case.last_seen_place, photos=len(draft.photos))
 
 
-# a family's change to a public case waits for review: bot/handlers/case_changes.py
-_FINISH = {reporting.FLOW_REPORT: _file_report, reporting.FLOW_EDIT: case_changes.save_edit,
-           reporting.FLOW_ADD_PHOTOS: case_changes.save_photos}
+async def _finish(update: Update, context: ReuniteContext, draft: Draft, case: Case | None) -> None:
+    """A /report is filed; an /edit's or /addphoto's case (there is one) is changed, or a family's
+    change to a public case waits for review (bot/handlers/case_changes.py)."""
+    if case is None:
+        await _file_report(update, context, draft)
+    elif draft.flow == reporting.FLOW_EDIT:
+        await case_changes.save_edit(update, context, draft, case)
+    else:
+        await case_changes.save_photos(update, context, draft, case)
 
 
 # -- commands about one's cases -----------------------------------------------------------------
@@ -300,7 +320,7 @@ async def my_cases(update: Update, context: ReuniteContext) -> None:
     lines = [t(language, "mycases_header")]
     lines += [f"{case.code} · {case.name} · {t(language, 'case_status_' + case.status)}" for case in reported]
     lines.append(t(language, "mycases_footer"))
-    outbox.enqueue_text(context.session, update.effective_chat.id, "\n".join(lines), priority=PRIORITY_ACK)
+    outbox.enqueue_text(context.session, chat_id_of(update), "\n".join(lines), priority=PRIORITY_ACK)
 
 
 async def open_case_from_args(update: Update, context: ReuniteContext, usage_key: str) -> Case | None:

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Callable
+from collections.abc import Callable
 
 from bot.handlers.common import ReuniteContext
 from bot.services import media, media_quota

@@ -16,6 +16,8 @@ from bot.db.models import MATCH_CONFIRMED, MATCH_REJECTED, PRIORITY_ACK
 from bot.handlers.common import (
     ReuniteContext,
     answer_button,
+    button_of,
+    chat_id_of,
     coordinators_only,
     inline_keyboard,
     pressed_button,
@@ -47,7 +49,7 @@ def pressed_decision(update: Update, context: ReuniteContext, decisions: dict[st
                      ids: int) -> tuple[str, list[int]] | None:
     """The decision (by the code in ``decisions``) and the ``ids`` numbers of a signed Confirm lead /
     Reject press; None, the button answered as expired, when it is forged, altered or not ours."""
-    parts = verify_callback(context.scope.settings, update.callback_query.data)
+    parts = verify_callback(context.scope.settings, button_of(update).data)
     if parts is None or len(parts) != 1 + ids or parts[0] not in decisions \
             or not all(part.isdigit() for part in parts[1:]):
         answer_button(context, update, "button_stale")
@@ -105,13 +107,13 @@ async def _send_leads_page(update: Update, context: ReuniteContext, offset: int,
                        name=outbox.clip(lead.case_name, 40), strength=strength_words(language, lead.similarity),
                        date=lead.created_at.astimezone(settings.tz).strftime("%m-%d %H:%M")))
         rows.append(review_buttons(settings, language, number, CONFIRM, REJECT, str(lead.candidate_id)))
-    if confirmed:
+    if case is not None and confirmed:
         lines.append(t(language, "matches_confirmed", code=case.code, references=", ".join(confirmed)))
     lines.append(t(language, "matches_footer"))
     if offset + LEADS_PAGE_SIZE < page.total:
         rows.append([(t(language, "matches_more"),
                       sign_callback(settings, PAGE, str(offset + LEADS_PAGE_SIZE), case.code if case else ""))])
-    outbox.enqueue_text(session, update.effective_chat.id, "\n".join(lines), priority=PRIORITY_ACK,
+    outbox.enqueue_text(session, chat_id_of(update), "\n".join(lines), priority=PRIORITY_ACK,
                         reply_markup=inline_keyboard(rows))
     audit.record(session, context.user.id, "matches.list", case.code if case else None)
 

@@ -23,8 +23,12 @@ from bot.handlers import intake
 from bot.handlers.common import (
     ReuniteContext,
     answer_button,
+    button_of,
+    chat_id_of,
     emergency_text,
+    guaranteed,
     inline_keyboard,
+    message_of,
     pressed_button,
     say,
     sign_callback,
@@ -54,15 +58,15 @@ async def start(update: Update, context: ReuniteContext) -> None:
 
 async def _start_from_flyer(update: Update, context: ReuniteContext, token: str) -> None:
     target = await cases.resolve_deep_link(context.session, token)
-    if target.state == "active":
+    if target.state == "active" and target.case is not None:
         case = target.case
         await conversation.put(context.session, context.user.id, FLOW_CASE_TIP, "waiting", {"case_id": case.id})
         intro = t(context.language, "case_tip_intro", name=case.name, code=case.code, emergency=emergency_text(context))
         card = await _case_card(context, case)
         if card is None:
-            outbox.enqueue_text(context.session, update.effective_chat.id, intro)
+            outbox.enqueue_text(context.session, chat_id_of(update), intro)
         else:  # the card shows whom they are writing about, with the request for the tip as its caption
-            outbox.enqueue_photo(context.session, update.effective_chat.id, card, intro, priority=PRIORITY_ACK)
+            outbox.enqueue_photo(context.session, chat_id_of(update), card, intro, priority=PRIORITY_ACK)
     elif target.state == "closed":
         say(context, update, "appeal_closed")
     else:
@@ -97,7 +101,7 @@ async def _case_card(context: ReuniteContext, case: cases.Case) -> str | None:
 async def help_command(update: Update, context: ReuniteContext) -> None:
     """How to send a tip or report someone missing, the commands a person can use, and what to do if
     someone is in danger."""
-    language, chat_id = context.language, update.effective_chat.id
+    language, chat_id = context.language, chat_id_of(update)
     general = t(language, "help", emergency=emergency_text(context))
     outbox.enqueue_text(context.session, chat_id,
                         f"{general}\n\n{t(language, 'help_subscribe')}\n\n{t(language, 'help_family')} "
@@ -123,7 +127,7 @@ async def language(update: Update, context: ReuniteContext) -> None:
 
 async def language_chosen(update: Update, context: ReuniteContext) -> None:
     """The user pressed a language button: from now on the bot speaks it."""
-    parts = verify_callback(context.scope.settings, update.callback_query.data)
+    parts = verify_callback(context.scope.settings, button_of(update).data)
     if parts is None or len(parts) != 2 or parts[1] not in LANGUAGES:
         answer_button(context, update, "button_stale")
         return
@@ -132,10 +136,9 @@ async def language_chosen(update: Update, context: ReuniteContext) -> None:
     say(context, update, "language_set")
 
 
-
-async def _tip_target(update: Update, context: ReuniteContext) -> tuple[int | None, object | None]:
+async def _tip_target(update: Update, context: ReuniteContext) -> tuple[int | None, cases.Case | None]:
     """(tip a Telegram reply points at, case of a pending flyer deep link)."""
-    message = update.effective_message
+    message = message_of(update)
     replied_tip_id = None
     if message.reply_to_message is not None:
         replied_tip_id = await outbox.tip_of_message(context.session, message.chat_id,
@@ -169,19 +172,19 @@ async def _record(update: Update, context: ReuniteContext, content: tips.TipCont
 
 async def tip_text(update: Update, context: ReuniteContext) -> None:
     """A written tip. The tipster gets the T- reference (or 'added to T-...')."""
-    await _record(update, context, tips.TipContent(kind="text", text=update.effective_message.text))
+    await _record(update, context, tips.TipContent(kind="text", text=message_of(update).text))
 
 
 async def tip_location(update: Update, context: ReuniteContext) -> None:
     """A shared location becomes part of the tip."""
-    location = update.effective_message.location
+    location = guaranteed(message_of(update).location, "location")
     await _record(update, context, tips.TipContent(kind="location", latitude=location.latitude,
                                                    longitude=location.longitude))
 
 
 async def tip_edited(update: Update, context: ReuniteContext) -> None:
     """An edited message: the new wording is added to the tip (the first wording stays too)."""
-    message = update.edited_message
+    message = guaranteed(update.edited_message, "edited message")
     text = message.text or message.caption
     if not text:
         return
@@ -190,14 +193,14 @@ async def tip_edited(update: Update, context: ReuniteContext) -> None:
 
 async def tip_photo(update: Update, context: ReuniteContext) -> None:
     """A photo (or one photo of an album): downloaded, checked, stripped and stored with the tip."""
-    message = update.effective_message
+    message = message_of(update)
     await _record_image(update, context, message.photo[-1].file_id, message.photo[-1].file_size, from_photo=True)
 
 
 async def tip_image_file(update: Update, context: ReuniteContext) -> None:
     """An image sent as a file keeps its EXIF: the capture time and GPS are read, then stripped (and
     the image encoded afresh, so the camera's own quantisation tables go too)."""
-    document = update.effective_message.document
+    document = guaranteed(message_of(update).document, "document")
     await _record_image(update, context, document.file_id, document.file_size, from_photo=False)
 
 
@@ -205,7 +208,7 @@ async def _record_image(update: Update, context: ReuniteContext, file_id: str, f
                         from_photo: bool) -> None:
     """An image refused (too large, unreadable, over the daily quota) is answered plainly; its caption
     is still kept as the tip's words."""
-    message = update.effective_message
+    message = message_of(update)
     try:
         stored = await intake.fetch_and_store(context, file_id, file_size, from_photo=from_photo)
     except ImageRejected as rejected:
@@ -239,7 +242,7 @@ async def stale_button(update: Update, context: ReuniteContext) -> None:
 
 async def chat_member_changed(update: Update, context: ReuniteContext) -> None:
     """A user blocked the bot (status 'kicked'): stop sending to them until they write again."""
-    change = update.my_chat_member
+    change = guaranteed(update.my_chat_member, "membership change")
     if change.chat.type == "private" and change.new_chat_member.status in ("kicked", "left"):
         await users.mark_blocked(context.session, change.chat.id)
 

@@ -18,6 +18,7 @@ from bot.db.models import MATCH_CONFIRMED, MATCH_REJECTED, Case
 from bot.handlers.common import (
     REVIEW_FLOOR,
     ReuniteContext,
+    chat_id_of,
     coordinators_only,
     inline_keyboard,
     pressed_button,
@@ -59,7 +60,7 @@ async def _send_page(update: Update, context: ReuniteContext, case: Case, offset
         return
     composite = await asyncio.to_thread(shortlist.store_composite, settings.media_dir, listing)
     text = shortlist.caption(context.language, listing, context.bot_data[REVIEW_FLOOR]())
-    shortlist.enqueue_page(context.session, update.effective_chat.id, composite, text,
+    shortlist.enqueue_page(context.session, chat_id_of(update), composite, text,
                            _keyboard(context, listing))
 
 

@@ -19,7 +19,7 @@ from telegram.ext import (
 )
 
 from bot.db.models import Subscriber
-from bot.handlers.common import ReuniteContext, inline_keyboard, pressed_button, say, sign_callback
+from bot.handlers.common import ReuniteContext, chat_id_of, inline_keyboard, pressed_button, say, sign_callback
 from bot.i18n import t
 from bot.services import conversation, outbox, subscriptions
 
@@ -66,13 +66,14 @@ async def subscribe(update: Update, context: ReuniteContext) -> None:
     text = t(language, "subscribe_ask_area")
     if regions:
         text += "\n\n" + t(language, "subscribe_regions", regions=regions)
-    outbox.enqueue_text(context.session, update.effective_chat.id, text, reply_markup=keyboard)
+    outbox.enqueue_text(context.session, chat_id_of(update), text, reply_markup=keyboard)
 
 
 async def subscribe_answer(update: Update, context: ReuniteContext) -> None:
     """A message during /subscribe: a shared location brings the radius buttons, a region's name
     the choice of appeals; anything else is asked for again. Outside /subscribe this does nothing."""
-    state = await conversation.get(context.session, context.user.id) if context.user else None
+    user = context.scope.user
+    state = await conversation.get(context.session, user.id) if user else None
     if state is None or state.flow != FLOW_SUBSCRIBE:
         return
     message = update.effective_message
@@ -102,9 +103,9 @@ async def subscribe_answer(update: Update, context: ReuniteContext) -> None:
 async def subscribe_button(update: Update, context: ReuniteContext) -> None:
     """A radius button (then the choice of appeals) or a children-only / all button (the area is
     saved and described back)."""
-    parts = pressed_button(context, update)
+    parts = pressed_button(context, update) or []
     state = await conversation.get(context.session, context.user.id)
-    expected_step = {"r": STEP_RADIUS, "w": STEP_WHICH}.get(parts[1]) if parts and len(parts) == 3 else None
+    expected_step = {"r": STEP_RADIUS, "w": STEP_WHICH}.get(parts[1]) if len(parts) == 3 else None
     if expected_step is None or state is None or state.flow != FLOW_SUBSCRIBE or state.step != expected_step:
         say(context, update, "conversation_button_stale", force=True)
         return
@@ -163,7 +164,8 @@ async def unsubscribe(update: Update, context: ReuniteContext) -> None:
     elif word:
         say(context, update, "unsubscribe_usage", force=True)
     else:
-        buttons = [(str(number), sign_callback(settings, "unsub", str(area.id))) for number, area in enumerate(areas, 1)]
+        buttons = [(str(number), sign_callback(settings, "unsub", str(area.id)))
+                   for number, area in enumerate(areas, 1)]
         rows = [buttons[n:n + 5] for n in range(0, len(buttons), 5)]
         rows.append([(t(language, "button_unsubscribe_all"), sign_callback(settings, "unsub", "all"))])
         lines = "\n".join(f"{number}. {_area_text(language, area)}" for number, area in enumerate(areas, 1))
