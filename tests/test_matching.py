@@ -29,7 +29,7 @@ from bot.db.models import (
     TipMedia,
 )
 from bot.faces import get_face_engine
-from bot.services import cases, match_alerts, matching, media, retention, users
+from bot.services import cases, leads, match_alerts, matching, media, retention, users
 from bot.services.match_alerts import GAP_PX, NUMBER_COLUMN_PX, TILE_PX
 from bot.services.matching import FaceCrop
 from tests.conftest import COORDINATOR_ID, packaged_image, settle
@@ -402,7 +402,7 @@ async def test_matches_lists_pending_leads_paged_with_at_most_five_per_tip(reuni
     some_case = await scalar(reunite, select(Case).join(MatchCandidate, MatchCandidate.case_id == Case.id).limit(1))
     listing = await coordinator.say(f"/matches {some_case.code.lower()}")
     async with reunite.sessionmaker() as session:
-        count = await matching.pending_lead_count(session, some_case.id)
+        count = await leads.pending_lead_count(session, some_case.id)
     assert count > 0 and listing.count(some_case.code) == count and f"of {count}" in listing
 
 

@@ -9,7 +9,7 @@ from bot.console.changes_pages import waiting
 from bot.console.forms import case_in_path, choice
 from bot.console.keys import BACKEND, DB, NOW, USER
 from bot.console.render import page
-from bot.services import audit, case_actions, case_fields, cases, flyer_service, matching
+from bot.services import audit, case_actions, case_fields, cases, flyer_service, leads
 from bot.services.media import media_path
 
 CASES_PAGE_SIZE = 25
@@ -40,7 +40,7 @@ async def case_page(request: web.Request) -> web.Response:
     return page(request, "case.html", case=case, particulars=case_fields.particulars(case, language, settings.tz),
                 photos=await cases.photos_of(db, case.id),
                 tip_count=(await cases.tip_counts(db, [case.id])).get(case.id, 0),
-                pending_leads=await matching.pending_lead_count(db, case.id),
+                pending_leads=await leads.pending_lead_count(db, case.id),
                 is_open=case.status in cases.OPEN_STATUSES, is_pending=case.status == cases.STATUS_PENDING,
                 is_active=case.status == cases.STATUS_ACTIVE, closed_statuses=cases.CLOSED_STATUSES,
                 flyer_languages=flyer_service.FLYER_LANGUAGES, changes=await waiting(request, case),

@@ -1,6 +1,6 @@
 """Face-match leads: the tip's face beside the case's photos (with the age in each), the strength in
 words, Confirm / Reject; and, for a chosen case, its shortlist (every stored tip face most like it,
-whether or not it passed the review floor). Deciding calls :func:`bot.services.matching.review` and
+whether or not it passed the review floor). Deciding calls :func:`bot.services.leads.review` and
 :func:`bot.services.shortlist.decide`, as the buttons under /matches and /shortlist do."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from bot.console.keys import BACKEND, DB, FORM, NOW, USER
 from bot.console.render import page
 from bot.console.tips_pages import strength_labeller
 from bot.db.models import MATCH_CONFIRMED, MATCH_REJECTED
-from bot.services import audit, cases, lead_views, matching, shortlist
+from bot.services import audit, cases, lead_views, leads, shortlist
 
 LEADS_PAGE_SIZE = 20
 SHORTLIST_PAGE_SIZE = 10
@@ -34,7 +34,7 @@ async def leads_page(request: web.Request) -> web.Response:
     """Pending leads of active cases (or of one case), strongest first; a case's shortlist below them."""
     db, language, floor = request[DB], request[USER].language, request[BACKEND].review_floor()
     case, typed_case = await case_from_query(request)
-    pending = await matching.pending_leads(db, offset=0, limit=LEADS_PAGE_SIZE, case_id=case.id if case else None)
+    pending = await leads.pending_leads(db, offset=0, limit=LEADS_PAGE_SIZE, case_id=case.id if case else None)
     shown = await lead_views.leads(db, candidate_ids=[lead.candidate_id for lead in pending.leads])
     audit.record(db, request[USER].id, "matches.list", case.code if case else None)
     return page(request, "leads.html", leads=shown, total=pending.total, case=case, typed_case=typed_case,
@@ -49,7 +49,7 @@ async def review(request: web.Request) -> web.Response:
     candidate_id = request.match_info["candidate_id"]
     if not candidate_id.isdigit():
         raise web.HTTPNotFound()
-    await matching.review(request[DB], request[USER].id, int(candidate_id), decision, request[NOW])
+    await leads.review(request[DB], request[USER].id, int(candidate_id), decision, request[NOW])
     raise web.HTTPSeeOther(safe_back(request[FORM], "/console/leads"))
 
 

@@ -26,9 +26,10 @@ from bot.handlers.common import (
     verify_callback,
 )
 from bot.i18n import t
-from bot.services import audit, cases, matching, outbox, shortlist
+from bot.services import audit, cases, leads, outbox, shortlist
+from bot.services.leads import ReviewOutcome
 from bot.services.match_alerts import strength_words
-from bot.services.matching import MatchAlert, ReviewOutcome
+from bot.services.matching import MatchAlert
 
 # callback data: confirm / reject a candidate, a page of /matches
 CONFIRM = "mc"
@@ -71,7 +72,7 @@ async def review_pressed(update: Update, context: ReuniteContext) -> None:
     if pressed is None:
         return
     decision, (candidate_id,) = pressed
-    outcome = await matching.review(context.session, context.user.id, candidate_id, decision, context.scope.now)
+    outcome = await leads.review(context.session, context.user.id, candidate_id, decision, context.scope.now)
     answer_review(update, context, outcome)
 
 
@@ -93,7 +94,7 @@ async def _send_leads_page(update: Update, context: ReuniteContext, offset: int,
     if case_code and case is None:
         say(context, update, "case_not_found", code=cases.code_as_typed(case_code), force=True)
         return
-    page = await matching.pending_leads(session, offset=offset, limit=LEADS_PAGE_SIZE,
+    page = await leads.pending_leads(session, offset=offset, limit=LEADS_PAGE_SIZE,
                                         case_id=case.id if case else None)
     confirmed = await shortlist.confirmed_leads(session, case.id) if case and offset == 0 else []
     if page.total == 0 and not confirmed:

@@ -1,5 +1,5 @@
 """What the console shows of face-match leads: the tip's face, the case's photos with the age the
-person was in each, the strength, the status. Deciding a lead is :func:`bot.services.matching.review`,
+person was in each, the strength, the status. Deciding a lead is :func:`bot.services.leads.review`,
 the same call the chat's buttons make."""
 
 from __future__ import annotations

@@ -47,11 +47,12 @@ from bot.faces.normalisation import case_score as fused_case_score
 from bot.faces.normalisation import normalised_score
 from bot.faces.thresholds import match_strength
 from bot.i18n import t
-from bot.services import audit, matching, outbox
+from bot.services import audit, leads, outbox
 from bot.services.cases import STATUS_ACTIVE
 from bot.services.face_search import face_search_for
+from bot.services.leads import ReviewOutcome
 from bot.services.match_alerts import CompositeRow, store_rows
-from bot.services.matching import FaceCrop, ReviewOutcome
+from bot.services.matching import FaceCrop
 
 #: How far down a shortlist goes: a list for people to read, not an export.
 SHORTLIST_LENGTH = 50
@@ -243,7 +244,7 @@ async def decide(session: AsyncSession, actor_id: int, case_id: int, tip_face_id
     """Confirm or reject a tip face of a case's shortlist, once (a second press, or a second
     coordinator, changes nothing): the face's candidate of the case is decided, or created decided
     if it never passed the review floor. Audited with the references only, as a match alert's."""
-    if decision not in matching.REVIEW_DECISIONS:
+    if decision not in leads.REVIEW_DECISIONS:
         raise ValueError(decision)
     case = await session.get(Case, case_id)
     tip = await session.scalar(select(Tip).join(TipMedia, TipMedia.tip_id == Tip.id)
@@ -272,7 +273,7 @@ async def decide(session: AsyncSession, actor_id: int, case_id: int, tip_face_id
         candidate_id = await _candidate_of(session, tip_face_id, case_id)  # another press got there first
         if candidate_id is None:  # and was purged since
             return ReviewOutcome("gone")
-    return await matching.review(session, actor_id, candidate_id, decision, now)
+    return await leads.review(session, actor_id, candidate_id, decision, now)
 
 
 async def _candidate_of(session: AsyncSession, tip_face_id: int, case_id: int) -> int | None:
