@@ -12,14 +12,11 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from telegram.ext import Application, ContextTypes
 
-import flyers
 from bot import handlers
-from bot.child_process import start_flyer_worker
 from bot.config import Settings
 from bot.console import ConsoleBackend, ConsoleSite
 from bot.db.migrate import upgrade_to_head_async
 from bot.db.session import create_engine, create_sessionmaker
-from bot.faces.models import return_freed_memory_promptly
 from bot.faces.worker_pool import FacePool
 from bot.handlers import matches
 from bot.handlers.common import REVIEW_FLOOR, ReuniteContext
@@ -30,6 +27,7 @@ from bot.transport.polling import POLL_TIMEOUT, poll_forever
 from bot.transport.processor import UpdateProcessor, collect_handler_error
 from bot.transport.sender import MAX_IN_FLIGHT, Sender
 from bot.transport.webhook import add_webhook_route, secret_from_token, webhook_path
+from bot.workers import Workers, tune_process
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +82,9 @@ class Reunite:
     web_runner: web.AppRunner | None = None
     tasks: tuple[asyncio.Task, ...] = ()
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
-    flyer_warm_up: asyncio.Task | None = None
     face_worker: FaceWorker | None = None
-    face_pool: FacePool | None = None
-    owns_face_pool: bool = True  # stop() shuts the pool down
+    workers: Workers | None = None
     console: ConsoleSite | None = None
-    owns_flyer_pool: bool = True  # stop() shuts the flyer worker process down
 
     @classmethod
     async def start(cls, settings: Settings, *, migrate: bool = True, face_pool: FacePool | None = None,
@@ -106,9 +101,7 @@ class Reunite:
         background (so the first ``/flyer`` renders at warm speed), and :meth:`stop` stops it. False:
         it starts at the first flyer and whoever started the bot stops it (``flyers.shutdown_pool``);
         tests share one among bots, most of which render no flyer."""
-        # glibc: freed large blocks (index chunks, decoded photos) go back to the system. This came with
-        # loading the face models into this process; the face worker processes load them now.
-        return_freed_memory_promptly()
+        tune_process()
         settings.media_dir.mkdir(parents=True, exist_ok=True)
         if migrate:
             await upgrade_to_head_async(settings.database_url)
@@ -123,16 +116,14 @@ class Reunite:
         await application.start()
         sender = Sender(application.bot, engine, sessionmaker, settings.media_dir, settings.send_rate,
                         request=request)
-        owns_face_pool = face_pool is None
-        face_pool = face_pool or FacePool()
+        workers = Workers(face_pool, own_flyer_pool=own_flyer_pool)
         face_worker = FaceWorker(settings, sessionmaker, functools.partial(matches.review_keyboard, settings),
-                                 on_queued=sender.push, faces=face_pool)
+                                 on_queued=sender.push, faces=workers.face_pool)
         application.bot_data[REVIEW_FLOOR] = face_worker.floor  # the shortlist labels by it
         try:
             await face_worker.start()  # starts the face worker processes (they load the models), loads the index
         except BaseException:
-            if owns_face_pool:
-                await asyncio.to_thread(face_pool.shutdown)
+            await workers.stop()
             raise
 
         def on_committed(queued: list, with_files: bool, broadcasts_changed: bool) -> None:
@@ -142,16 +133,14 @@ class Reunite:
 
         processor = UpdateProcessor(application, sessionmaker, settings, on_committed=on_committed)
         self = cls(settings, engine, sessionmaker, application, processor, sender, face_worker=face_worker,
-                   face_pool=face_pool, owns_face_pool=owns_face_pool, owns_flyer_pool=own_flyer_pool)
+                   workers=workers)
         if settings.console_origin is not None:
             self.console = console or ConsoleSite()
             self.console.attach(ConsoleBackend(settings, sessionmaker, application.bot.username,
                                                lambda session: on_committed(outbox.committed_rows(session), False,
                                                                             broadcasts.lane_may_change(session)),
                                                face_worker.floor))
-        if own_flyer_pool:
-            # the flyer worker process starts in the background, so the first /flyer renders at warm speed
-            self.flyer_warm_up = asyncio.create_task(start_flyer_worker(), name="flyer warm-up")
+        workers.start_flyer_process()
         # watched with the others: if it failed, polling would wait for it forever
         tasks = [processor.start()]
         recovered = await processor.recover()
@@ -208,13 +197,8 @@ class Reunite:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.processor.stop()
-        if self.flyer_warm_up is not None:
-            self.flyer_warm_up.cancel()
-            await asyncio.gather(self.flyer_warm_up, return_exceptions=True)
-        if self.owns_flyer_pool:
-            await asyncio.to_thread(flyers.shutdown_pool)  # waits for the worker process to exit
-        if self.owns_face_pool and self.face_pool is not None:
-            await asyncio.to_thread(self.face_pool.shutdown)  # waits for the face worker processes to exit
+        if self.workers is not None:
+            await self.workers.stop()
         if self.web_runner is not None:
             await self.web_runner.cleanup()
         await self.application.stop()

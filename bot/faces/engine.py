@@ -34,7 +34,6 @@ import asyncio
 import functools
 import logging
 import os
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -379,14 +378,13 @@ def face_executor() -> ThreadPoolExecutor:
     if _executor is None:
         with _executor_lock:
             if _executor is None:
-                sys.setswitchinterval(GIL_SWITCH_INTERVAL)
                 _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="faces",
                                                initializer=_yield_to_the_event_loop)
     return _executor
 
 
-#: How long a thread may keep the GIL while another waits for it (Python's default: 5 ms). Set when
-#: the face executor starts. Inference has left the process, but a search is still a dozen NumPy and
+#: How long a thread may keep the GIL while another waits for it (Python's default: 5 ms). Set at the
+#: bot's start (:func:`bot.workers.tune_process`). Inference has left the process, but a search is still a dozen NumPy and
 #: onnxruntime calls, each taking the GIL back from a busy event loop: measured over 100,000 faces
 #: with the main thread running Python throughout, a search took p50 41-52 ms at 5 ms and 9.5-21 ms
 #: at 0.5 ms, the main thread's own work rate unchanged (bench/search_gil_bench.py, bench/RESULTS.md).
