@@ -2,6 +2,10 @@
 
 Privacy by construction: nothing here stores a Telegram name, username or phone number. A tipster is a
 numeric id (needed to answer them) and a random per-tip alias is all a coordinator ever sees.
+
+One module for the whole schema (about 570 lines), on purpose: the tables refer to each other, and
+Alembic's autogenerate and a reader checking a migration against the models both want them in one
+place.
 """
 
 from __future__ import annotations
