@@ -93,17 +93,22 @@ def as_matrix(embeddings) -> np.ndarray:
     return np.asarray(list(embeddings), dtype=np.float32).reshape(-1, EMBEDDING_SIZE)
 
 
+# The seed photos' faces by model: the same for every database a process serves (a process that
+# starts bots on several fresh databases, as the tests do, analyses them once)
+_seed_faces: dict[str, list[tuple[str, np.ndarray]]] = {}
+
+
 async def seed(session: AsyncSession, faces: FacePool, model_id: str, now: datetime) -> int:
     """Embed the seed photos with the tip pipeline in the face worker processes and store their faces,
     unless the cohort of ``model_id`` has its seed already; how many faces were stored."""
     if await session.scalar(select(func.count()).select_from(CohortFace).where(CohortFace.model_id == model_id)):
         return 0
-    stored = 0
-    for path in seed_photo_paths():
-        report = await faces.analyse_tip_image(path)
-        session.add_all(CohortFace(source=path.name, embedding=face.embedding, model_id=model_id, created_at=now)
-                        for face in report.faces)
-        stored += len(report.faces)
+    if model_id not in _seed_faces:
+        _seed_faces[model_id] = [(path.name, face.embedding) for path in seed_photo_paths()
+                                 for face in (await faces.analyse_tip_image(path)).faces]
+    session.add_all(CohortFace(source=source, embedding=embedding, model_id=model_id, created_at=now)
+                    for source, embedding in _seed_faces[model_id])
+    stored = len(_seed_faces[model_id])
     await session.flush()
     log.info("cohort: %d faces of the sample photos stored", stored)
     return stored
