@@ -153,7 +153,7 @@ def _before_execute(self, connection, cursor, statement, parameters, context, ma
     t = time.perf_counter()
     _orig_before_execute(self, connection, cursor, statement, parameters, context, many)
     if connection.info.get(session_module._HOLDS_WRITE_TURN):
-        kind = _kind(getattr(cursor, "execute"), (statement,))
+        kind = _kind(cursor.execute, (statement,))
         connection.info["probe_turn"] = (kind, time.perf_counter())
         with _lock:
             _turns[kind][0] += 1

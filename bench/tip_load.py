@@ -40,13 +40,12 @@ import shutil
 import signal
 import socket
 import sqlite3
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -217,7 +216,7 @@ async def wait_until(pred, timeout: float, what: str, interval: float = 0.1, pro
         try:
             if await pred():
                 return
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientError, OSError):
             pass
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
@@ -273,7 +272,7 @@ async def generate(http: aiohttp.ClientSession, base: str, user_ids: list[int], 
                 if r.status != 200:
                     failures.append((uid, r.status))
                     return
-        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+        except (TimeoutError, aiohttp.ClientError) as error:
             failures.append((uid, type(error).__name__))
             return
         sent_done.append(time.time())
@@ -414,18 +413,18 @@ async def _run_once(cfg: Config, data_dir: Path, procs: Processes, probe_path: P
                                     counts[2] - base_counts[2]))
                 try:
                     await asyncio.wait_for(stop_polling.wait(), POLL_INTERVAL)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
 
         async def poll_timeline() -> None:
             while not stop_polling.is_set():
                 try:
                     await fetch_timeline(http, base, tl)
-                except (aiohttp.ClientError, asyncio.TimeoutError):
+                except (TimeoutError, aiohttp.ClientError):
                     pass
                 try:
                     await asyncio.wait_for(stop_polling.wait(), 0.5)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
 
         db_task = asyncio.create_task(poll_db())
@@ -787,7 +786,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _terminate)
     notes = machine_notes()
-    started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     results = []
     interrupted = False
     for i, cfg in enumerate(configs, 1):

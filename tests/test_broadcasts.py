@@ -8,7 +8,7 @@ import asyncio
 import json
 import re
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select, update
@@ -49,7 +49,7 @@ async def seed_subscribers(reunite, stand_in, areas: list[dict], language: str =
             session.add(Subscriber(chat_id=area["chat_id"], latitude=point[0], longitude=point[1],
                                    radius_km=area.get("radius_km"), region=area.get("region"),
                                    children_only=area.get("children_only", False),
-                                   created_at=datetime.now(timezone.utc)))
+                                   created_at=datetime.now(UTC)))
         await session.commit()
 
 
@@ -309,7 +309,7 @@ async def test_closing_a_case_stops_its_broadcast_and_takes_its_messages_down(re
     # one message older than Telegram lets a bot delete: it stays, and its button says the appeal is closed
     async with reunite.sessionmaker() as session:
         await session.execute(update(Delivery).where(Delivery.chat_id == subscribers[0])
-                              .values(sent_at=datetime.now(timezone.utc) - timedelta(hours=49)))
+                              .values(sent_at=datetime.now(UTC) - timedelta(hours=49)))
         await session.commit()
     assert "is closed" in await coordinator.say(f"/close {case.code} found")
     assert (await wait_until_finished(reunite)).status == "withdrawn"

@@ -4,7 +4,7 @@ plus the int8 screen's error bound and the in-process index following changes ma
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -141,7 +141,7 @@ async def sqlite_sessionmaker(tmp_path):
 async def seed(sessionmaker, rng) -> dict:
     """Cases with one to three photos of the same person (an identity vector plus noise), a quarter
     of them not active, and tip faces, some of them of those people."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     identities = unit(rng.standard_normal((CASES, 512)))
     data = {"case_of_face": {}, "active": set(), "vectors": {}, "tip_of_face": {}, "tip_vectors": {}}
     async with sessionmaker() as session:

@@ -26,6 +26,7 @@ import psutil
 import pytest
 from PIL import Image
 
+from bot.child_process import BACKGROUND_NICE
 from bot.faces.engine import FaceEngine, FacePolicy, run_in_face_executor
 from bot.faces.images import ImageTooLarge, UnreadableImage, decode_image
 from bot.faces.index import FaceIndex, InProcessIndex
@@ -36,7 +37,6 @@ from bot.faces.thresholds import (
     STRONG_MATCH_THRESHOLD,
     match_strength,
 )
-from bot.child_process import BACKGROUND_NICE
 from bot.faces.worker_pool import FacePool, FaceWorkerDied
 from bot.services import matching
 from tests.conftest import shared_face_pool

@@ -25,7 +25,8 @@ import json
 import logging
 import os
 import sys
-from typing import Any, Iterator, TextIO
+from collections.abc import Iterator
+from typing import Any, TextIO
 
 import numpy as np
 

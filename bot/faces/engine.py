@@ -36,9 +36,10 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
@@ -167,7 +168,7 @@ class FaceEngine:
         *,
         threads: int | None = None,
         policy: FacePolicy | None = None,
-    ) -> "FaceEngine":
+    ) -> FaceEngine:
         """Load the models (``REUNITE_FACE_MODEL_DIR`` or buffalo_s) and warm them up."""
         pack: ModelPack = load_model_pack(model_dir, threads=threads)
         engine = cls(pack.detector, pack.embedder, pack.model_id, policy)

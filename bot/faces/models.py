@@ -29,9 +29,9 @@ import math
 import os
 import sys
 import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -160,7 +160,7 @@ class FaceDetector:
         input_sizes: Sequence[tuple[int, int]] = DEFAULT_DETECTION_SIZES,
         threshold: float = DEFAULT_DETECTION_THRESHOLD,
         nms_threshold: float = 0.4,
-    ) -> "FaceDetector":
+    ) -> FaceDetector:
         # ctx_id -1 = CPU (the sessions were created for the CPU provider already).
         self.model.prepare(
             -1,
@@ -211,7 +211,7 @@ class FaceEmbedder:
         self.model_file = Path(model.model_file)
         self.crop_size = int(model.input_size[0])
 
-    def prepare(self) -> "FaceEmbedder":
+    def prepare(self) -> FaceEmbedder:
         self.model.prepare(-1)
         return self
 

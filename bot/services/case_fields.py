@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from datetime import date, datetime, time, timezone, tzinfo
+from datetime import UTC, date, datetime, time, tzinfo
 
 from bot.i18n import LANGUAGES as CATALOG_LANGUAGES
 from bot.i18n import t
@@ -206,7 +206,7 @@ def when_value(moment: datetime, has_time: bool, tz: tzinfo, now: datetime) -> d
         moment = moment.replace(tzinfo=tz)
     if moment.year < OLDEST_YEAR or moment > now:
         raise FieldError("field_date_out_of_range")
-    return {"missing_since": moment.astimezone(timezone.utc).isoformat(), "missing_since_has_time": has_time}
+    return {"missing_since": moment.astimezone(UTC).isoformat(), "missing_since_has_time": has_time}
 
 
 def parse_birth(text: str, today: date) -> dict:

@@ -34,7 +34,7 @@ import sys
 import time
 from collections import deque
 from dataclasses import dataclass
-from datetime import date, datetime, timezone, tzinfo
+from datetime import UTC, date, datetime, tzinfo
 from pathlib import Path
 from typing import TextIO
 
@@ -361,7 +361,7 @@ async def _codes_by_external_id(session: AsyncSession, external_ids: list[str]) 
 
 async def _add_case(session: AsyncSession, record: CaseRecord, photos: list[PreparedPhoto],
                     with_faces: bool) -> _Created:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     case = await cases.create_case(session, status=cases.STATUS_ACTIVE, external_id=record.external_id,
                                    **record.columns)
     rows = await cases.add_photos(session, case, [photo.stored for photo in photos], SHELL_ADMIN, now)
@@ -461,7 +461,7 @@ async def import_cases(path: Path, settings: Settings, out: TextIO = sys.stdout,
         err.write(f"cannot read {path}: {error}\n")
         return 2
     folders = PhotoFolders(path, photo_folders)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     checked: list[tuple[int, CaseRecord | LineError]] = []
     for number, record in lines:
         if not isinstance(record, LineError):

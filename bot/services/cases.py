@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -41,7 +41,7 @@ DEFAULT_LISTING = "open"
 
 async def create_case(session: AsyncSession, *, name: str, status: str = STATUS_PENDING, language: str = "en",
                       reported_by: int | None = None, **particulars) -> Case:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     while True:
         code = new_case_code()
         if await session.scalar(select(Case.id).where(Case.code == code)) is None:

@@ -10,7 +10,7 @@ import asyncio
 import hashlib
 import os
 import tempfile
-from datetime import date, datetime, timezone, tzinfo
+from datetime import UTC, date, datetime, tzinfo
 from pathlib import Path
 
 from sqlalchemy import select
@@ -129,7 +129,7 @@ async def flyer_for_print(settings: Settings, code: str, lang: str | None) -> Fl
             lang = lang or case.language
             content, _ = await flyer_content(session, case, lang, media_dir=settings.media_dir,
                                              bot_username=settings.bot_username, tz=settings.tz,
-                                             now=datetime.now(timezone.utc))
+                                             now=datetime.now(UTC))
     finally:
         await engine.dispose()
     return render_flyers(content, lang)  # the command's own process: no event loop to keep free

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -67,7 +67,7 @@ async def add(session: AsyncSession, updates: list[RawUpdate], handled: set[int]
     without the payload (it names the sender), as :func:`mark_processed` leaves them."""
     if not updates:
         return set()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     rows = [
         {"update_id": raw.update_id, "user_key": raw.user_key, "received_at": now, "attempts": 0,
          **({"payload": "{}", "processed_at": now} if raw.update_id in handled
@@ -111,7 +111,7 @@ async def processed_among(session: AsyncSession, update_ids: list[int]) -> set[i
 async def mark_processed(session: AsyncSession, update_ids: list[int]) -> None:
     """Done: the raw payload (which names the sender) is dropped; the id stays to refuse re-delivery."""
     if update_ids:
-        await session.execute(_MARK_PROCESSED, {"update_ids": update_ids, "now": datetime.now(timezone.utc)})
+        await session.execute(_MARK_PROCESSED, {"update_ids": update_ids, "now": datetime.now(UTC)})
 
 
 async def record_failure(session: AsyncSession, update_id: int, error: str) -> int:
@@ -123,7 +123,7 @@ async def record_failure(session: AsyncSession, update_id: int, error: str) -> i
     row.error = error[:200]
     if row.attempts >= MAX_ATTEMPTS:
         # set aside, not deleted: an operator can look at the payload and the error
-        row.processed_at = datetime.now(timezone.utc)
+        row.processed_at = datetime.now(UTC)
     await session.commit()
     return row.attempts
 
@@ -132,6 +132,6 @@ async def set_aside(session: AsyncSession, raw: RawUpdate, error: str) -> None:
     """Never to be processed (it cannot be); the payload stays for an operator to look at."""
     await session.execute(
         update(InboxUpdate).where(InboxUpdate.update_id == raw.update_id)
-        .values(processed_at=datetime.now(timezone.utc), error=error[:200], attempts=MAX_ATTEMPTS,
+        .values(processed_at=datetime.now(UTC), error=error[:200], attempts=MAX_ATTEMPTS,
                 payload=json.dumps(raw.payload))
     )

@@ -54,7 +54,7 @@ class Draft:
     case_id: int | None = None  # /edit and /addphoto
 
     @classmethod
-    def from_state(cls, state: conversation.State) -> "Draft":
+    def from_state(cls, state: conversation.State) -> Draft:
         return cls(flow=state.flow, step=state.step, **state.data)
 
     async def save(self, session: AsyncSession, user_id: int) -> None:

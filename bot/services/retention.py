@@ -32,10 +32,10 @@ import logging
 import os
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Iterable
 
 from sqlalchemy import delete, event, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -362,7 +362,7 @@ async def run_daily(sessionmaker: async_sessionmaker[AsyncSession], settings: Se
     """:func:`run` now and every :data:`RUN_INTERVAL`, for as long as the bot runs."""
     while True:
         try:
-            await run(sessionmaker, settings, datetime.now(timezone.utc))
+            await run(sessionmaker, settings, datetime.now(UTC))
         except asyncio.CancelledError:
             raise
         except Exception:  # the database briefly down: the next run does it all
