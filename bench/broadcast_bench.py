@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -176,6 +177,11 @@ async def run(scenario: str, subscribers: int, rate: float, flood_scale: float) 
     }
 
 
+async def _limited(slots: asyncio.Semaphore, send: Callable[[int], Awaitable[None]], chat_id: int) -> None:
+    async with slots:
+        await send(chat_id)
+
+
 async def baseline(subscribers: int, flood_scale: float) -> list[dict]:
     """The same sends without the bot against the same stand-in: through PTB alone (the bot's HTTP
     stack, no database) with 1 to 16 calls in flight, and through a bare aiohttp client. What the
@@ -223,14 +229,9 @@ async def baseline(subscribers: int, flood_scale: float) -> list[dict]:
                 for number, (name, send, in_flight) in enumerate(runs):
                     slots = asyncio.Semaphore(in_flight)
                     chats = chat_ids[1 + number * per_client:1 + (number + 1) * per_client]
-
-                    async def one(chat_id: int) -> None:
-                        async with slots:
-                            await send(chat_id)
-
                     me = psutil.Process()
                     cpu, started = cpu_seconds(me), time.monotonic()
-                    await asyncio.gather(*(one(chat_id) for chat_id in chats))
+                    await asyncio.gather(*(_limited(slots, send, chat_id) for chat_id in chats))
                     wall = time.monotonic() - started
                     rows.append({"client": name, "sends": len(chats), "wall_s": wall, "msgs_per_s": len(chats) / wall,
                                  "cpu_ms": 1000 * (cpu_seconds(me) - cpu) / len(chats)})

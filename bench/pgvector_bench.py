@@ -101,7 +101,7 @@ async def load(url: str, size: int, basis: np.ndarray, rng, index_options: str =
                 "faces", columns=["id", "case_photo_id", "case_id", "x1", "y1", "x2", "y2", "det_score", "embedding",
                                   "model_id", "created_at"],
                 records=[(row + 1, int(owner) + 1, int(owner) + 1, 0.0, 0.0, 1.0, 1.0, 0.9, vectors[row], MODEL, now)
-                         for row, owner in zip(range(start, end), owners)])
+                         for row, owner in zip(range(start, end), owners, strict=True)])
         copied = time.perf_counter() - started
         await connection.execute("ANALYZE")
         await connection.execute("SET maintenance_work_mem = '8GB'")
@@ -142,7 +142,7 @@ async def measure(url: str, vectors: np.ndarray, identities: np.ndarray, basis: 
                 recalls = []
                 async with sessionmaker() as session:
                     await index.reference_faces(session, batch[0], 10)  # warm the connection and the plan
-                    for number, (probe, expected, relevant) in enumerate(zip(batch, truth[kind], above[kind])):
+                    for number, (probe, expected, relevant) in enumerate(zip(batch, truth[kind], above[kind], strict=True)):
                         started = time.perf_counter()
                         returned = await index.reference_faces(session, probe, 10)
                         times.append((time.perf_counter() - started) * 1000)

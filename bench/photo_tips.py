@@ -390,7 +390,7 @@ def pss_mb(proc: psutil.Process) -> tuple[float, float]:
 
 def memory(run: Run) -> dict:
     at_end = pss_mb(run.bot_ps)
-    own, workers = zip(*run.rss) if run.rss else ((float("nan"),), (float("nan"),))
+    own, workers = zip(*run.rss, strict=True) if run.rss else ((float("nan"),), (float("nan"),))
     return {"rss_after_start_mb": sum(run.rss_after_start), "rss_peak_mb": max(a + b for a, b in run.rss),
             "rss_bot_process_after_start_mb": run.rss_after_start[0], "rss_bot_process_peak_mb": max(own),
             "rss_face_workers_after_start_mb": run.rss_after_start[1], "rss_face_workers_peak_mb": max(workers),
@@ -407,7 +407,7 @@ def summary(values: list[float]) -> dict:
 async def warm_up(run: Run, photos: list[bytes]) -> None:
     ids = list(range(PHOTO_USER_BASE - WARMUP_PHOTOS, PHOTO_USER_BASE))
     await run.users(ids, "Warm")
-    for uid, photo in zip(ids, photos):
+    for uid, photo in zip(ids, photos, strict=False):  # the first few photos warm up
         await run.send_photo(uid, photo)
 
     async def matched() -> bool:

@@ -43,7 +43,7 @@ def test_int8_screen_bounds_hold_and_the_index_stays_exact():
     # float16 rows: the same scores up to float16 rounding (near-ties may swap places)
     index = InProcessIndex(dtype=np.float16)
     index.add(np.arange(len(rows)), np.arange(len(rows)) // 4, rows)
-    for number, (probe, truth) in enumerate(zip(probes, exact)):
+    for number, (probe, truth) in enumerate(zip(probes, exact, strict=True)):
         hits = index.search(probe, 10)
         assert np.allclose([hit.score for hit in hits], np.sort(truth)[::-1][:10], atol=1e-3)
         if number < 5:  # a near-duplicate of row ``number`` finds it first
@@ -94,7 +94,7 @@ def test_the_int8_screen_is_exact_on_cpus_that_add_products_in_16_bits():
     assert np.all(np.abs(faces @ faces.T - approximate) <= bound[:, None])
     index = InProcessIndex()
     index.add(np.arange(len(faces)), 0, faces)
-    for face, truth in zip(faces, faces @ faces.T):
+    for face, truth in zip(faces, faces @ faces.T, strict=True):
         assert np.allclose([hit.score for hit in index.search(face, 10)], np.sort(truth)[::-1][:10], atol=1e-6)
 
 
@@ -158,7 +158,7 @@ async def seed(sessionmaker, rng) -> dict:
                           embedding=vector, model_id=MODEL, created_at=now) for vector in vectors]
             session.add_all(faces)
             await session.flush()
-            for face, vector in zip(faces, vectors):
+            for face, vector in zip(faces, vectors, strict=True):
                 data["case_of_face"][face.id] = case.id
                 data["vectors"][face.id] = vector
             if status == cases.STATUS_ACTIVE:

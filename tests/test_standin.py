@@ -13,7 +13,7 @@ from aiohttp import web
 from PIL import Image
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, InputMediaPhoto, ReplyKeyboardMarkup, Update
 from telegram.constants import ParseMode
-from telegram.error import BadRequest, Forbidden, InvalidToken, NetworkError, RetryAfter
+from telegram.error import BadRequest, Conflict, Forbidden, InvalidToken, NetworkError, RetryAfter
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes, MessageHandler, filters
 
 from bot.sandbox.standin import StandIn
@@ -442,7 +442,7 @@ async def test_webhook_delivery(bot, standin):
     try:
         ann = standin.user(USER, "Ann")
         await bot.set_webhook(f"http://127.0.0.1:{port}/tg", secret_token="s3cret")
-        with pytest.raises(Exception):  # Conflict: polling while a webhook is set
+        with pytest.raises(Conflict, match="webhook is active"):  # polling while a webhook is set
             await bot.get_updates(timeout=0)
         ann.send_text("via webhook")
         for _ in range(50):

@@ -305,7 +305,7 @@ class FaceEngine:
         embeddings = self.embed_crops([c.crop for c in candidates], mirror=mirror)
         width, height = decoded.original_size
         faces = []
-        for candidate, embedding in zip(candidates, embeddings):
+        for candidate, embedding in zip(candidates, embeddings, strict=True):
             box = candidate.box / decoded.scale
             bbox = (
                 float(np.clip(box[0], 0, width)),

@@ -262,7 +262,7 @@ def _photo_entries(value) -> list[dict]:
             cells = [cell.strip() for cell in part.split("|")]
             if len(cells) > 3:
                 raise LineError(f"photos: {part!r} has more than path|age|kind")
-            entries.append(dict(zip(("path", "age", "kind"), cells)))
+            entries.append(dict(zip(("path", "age", "kind"), cells, strict=False)))  # age and kind may be left off
         return entries
     if not isinstance(value, list) or not all(isinstance(entry, dict) for entry in value):
         raise LineError("photos must be a list of {\"path\", \"age\", \"kind\"} objects")
@@ -346,8 +346,8 @@ async def _prepare_batch(batch: list[tuple[int, CaseRecord | LineError]], import
     """The photos of a batch's new lines, stored and analysed side by side, by line."""
     to_store = {number: record for number, record in batch
                 if isinstance(record, CaseRecord) and record.external_id not in imported}
-    return dict(zip(to_store, await asyncio.gather(*(_prepared_photos(record, media_dir, faces)
-                                                     for record in to_store.values()))))
+    prepared = await asyncio.gather(*(_prepared_photos(record, media_dir, faces) for record in to_store.values()))
+    return dict(zip(to_store, prepared, strict=True))
 
 
 async def _codes_by_external_id(session: AsyncSession, external_ids: list[str]) -> dict[str, str]:
@@ -366,10 +366,10 @@ async def _add_case(session: AsyncSession, record: CaseRecord, photos: list[Prep
                                    **record.columns)
     rows = await cases.add_photos(session, case, [photo.stored for photo in photos], SHELL_ADMIN, now)
     if with_faces:
-        for row, photo in zip(rows, photos):
+        for row, photo in zip(rows, photos, strict=True):
             await matching.record_case_faces(session, row, photo.faces, now)
     audit.record(session, SHELL_ADMIN, "case.import", case.code)
-    return _Created(case.code, [str(photo.source.path) for row, photo in zip(rows, photos)
+    return _Created(case.code, [str(photo.source.path) for row, photo in zip(rows, photos, strict=True)
                                 if row.face_status in (matching.FACES_NONE, matching.FACES_FAILED)])
 
 
