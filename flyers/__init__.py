@@ -12,7 +12,7 @@ See :mod:`flyers.renderer` for the pipeline, :mod:`flyers.pool` for the worker p
 fonts and libraries it needs.
 """
 
-from .model import FlyerCase, FlyerFiles, FlyerPhoto, Lang
+from .model import CaseLang, FlyerCase, FlyerFiles, FlyerPhoto, Lang, PhotoKind, Sex, as_lang
 from .pool import (
     configure_pool,
     render_flyers_async,
@@ -30,11 +30,15 @@ from .renderer import (
 )
 
 __all__ = [
+    "CaseLang",
     "FlyerCase",
     "FlyerFiles",
     "FlyerPhoto",
     "Lang",
+    "PhotoKind",
+    "Sex",
     "TEMPLATE_VERSION",
+    "as_lang",
     "configure_pool",
     "fingerprint",
     "render_card_jpg",
