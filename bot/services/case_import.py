@@ -33,10 +33,11 @@ import json
 import sys
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, tzinfo
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
@@ -232,7 +233,8 @@ def _birth(record: dict, today: date) -> dict:
         if day is not None and day.year != int(year_number):
             raise LineError("date_of_birth and birth_year disagree")
         year = int(year_number)
-    return _checked("date_of_birth" if day else "birth_year", case_fields.birth_value, day, year, today)
+    return _checked("date_of_birth" if day else "birth_year", case_fields.birth_value,
+                    day if day is not None else year, today)
 
 
 def _pin(record: dict) -> dict:
@@ -297,7 +299,8 @@ def check_line(record: dict, folders: PhotoFolders, tz: tzinfo, now: datetime) -
     missing = [key for key in REQUIRED if _given(record, key) is None]
     if missing:
         raise LineError(f"{missing[0]} is required")
-    columns = {key: value for key, field in TEXT_FIELDS.items() if (value := _text(record, field)) is not None}
+    columns: dict[str, Any] = {key: value for key, field in TEXT_FIELDS.items()
+                               if (value := _text(record, field)) is not None}
     columns.update(_missing_since(record["missing_since"], tz, now), **_birth(record, now.astimezone(tz).date()),
                    **_pin(record))
     columns = case_fields.to_columns(columns)
@@ -351,11 +354,12 @@ async def _prepare_batch(batch: list[tuple[int, CaseRecord | LineError]], import
 
 
 async def _codes_by_external_id(session: AsyncSession, external_ids: list[str]) -> dict[str, str]:
-    found = {}
+    found: dict[str, str] = {}
     for start in range(0, len(external_ids), LOOKUP_CHUNK):
         chunk = external_ids[start:start + LOOKUP_CHUNK]
-        found.update((await session.execute(select(Case.external_id, Case.code)
-                                            .where(Case.external_id.in_(chunk)))).all())
+        rows = await session.execute(select(Case.external_id, Case.code).where(Case.external_id.in_(chunk)))
+        # never None: one of ``chunk``; the check is for the type
+        found.update((external_id, code) for external_id, code in rows if external_id is not None)
     return found
 
 
@@ -405,18 +409,25 @@ async def _write_batch(session: AsyncSession, batch: list[tuple[int, CaseRecord 
     items = []
     for number, record in batch:
         photos = prepared.get(number)
-        if isinstance(record, LineError) or isinstance(photos, LineError):
-            outcomes[number] = record if isinstance(record, LineError) else photos
-        elif record.external_id in imported or record.external_id in first_line_of:
+        if isinstance(record, LineError):
+            outcomes[number] = record
+        elif isinstance(photos, LineError):
+            outcomes[number] = photos
+        elif record.external_id is not None and (record.external_id in imported
+                                                 or record.external_id in first_line_of):
             outcomes[number] = _Existing(record.external_id)
         else:
+            # photos are prepared for every line whose external_id was not imported before
+            assert photos is not None
             items.append((number, record, photos))
             if record.external_id:
                 first_line_of[record.external_id] = number
     created = await _create_cases(session, items, with_faces)
     outcomes.update(created)
-    imported.update((external_id, created[number].code) for external_id, number in first_line_of.items()
-                    if isinstance(created[number], _Created))
+    for external_id, number in first_line_of.items():
+        outcome = created[number]
+        if isinstance(outcome, _Created):
+            imported[external_id] = outcome.code
     return [_result(number, outcomes[number], imported) for number, _ in batch]
 
 
@@ -450,7 +461,7 @@ class ProgressBar:
 
 
 async def import_cases(path: Path, settings: Settings, out: TextIO = sys.stdout, err: TextIO = sys.stderr,
-                       *, skip_faces: bool = False, photo_folders: list[Path] = ()) -> int:
+                       *, skip_faces: bool = False, photo_folders: Sequence[Path] = ()) -> int:
     """Import ``path``; one result line per data line on ``out``. The exit status: 0 unless every
     line failed (2 if the file cannot be read at all, or the face models cannot be loaded).
     ``skip_faces``: leave the photos' faces to the running bot's face worker. ``photo_folders``:
@@ -463,13 +474,14 @@ async def import_cases(path: Path, settings: Settings, out: TextIO = sys.stdout,
     folders = PhotoFolders(path, photo_folders)
     now = datetime.now(UTC)
     checked: list[tuple[int, CaseRecord | LineError]] = []
-    for number, record in lines:
-        if not isinstance(record, LineError):
-            try:
-                record = check_line(record, folders, settings.tz, now)
-            except LineError as error:
-                record = error
-        checked.append((number, record))
+    for number, line in lines:
+        if isinstance(line, LineError):
+            checked.append((number, line))
+            continue
+        try:
+            checked.append((number, check_line(line, folders, settings.tz, now)))
+        except LineError as error:
+            checked.append((number, error))
 
     faces = None if skip_faces else FacePool()
     try:

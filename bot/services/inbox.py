@@ -7,6 +7,7 @@ update id already stored is never processed twice.
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -14,7 +15,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.db.models import InboxUpdate
+from bot.db.models import Base, InboxUpdate
 
 # after this many failed attempts an update is set aside (kept, with its error) instead of retried
 MAX_ATTEMPTS = 5
@@ -54,14 +55,14 @@ def received(payloads: list[dict]) -> list[RawUpdate]:
 
 # run by every round of updates: built once (see tips._LATEST_TIPS), on the table rather than the
 # model, as the rows are plain values (the ORM's bulk INSERT path adds nothing but CPU here)
+_INBOX = Base.metadata.tables[InboxUpdate.__tablename__]
 _ADD_NEW = {
-    name: dialect_insert(InboxUpdate.__table__).on_conflict_do_nothing(index_elements=["update_id"])
-    .returning(InboxUpdate.__table__.c.update_id)
+    name: dialect_insert(_INBOX).on_conflict_do_nothing(index_elements=["update_id"]).returning(_INBOX.c.update_id)
     for name, dialect_insert in (("postgresql", postgresql.insert), ("sqlite", sqlite.insert))
 }
 
 
-async def add(session: AsyncSession, updates: list[RawUpdate], handled: set[int] = frozenset()) -> set[int]:
+async def add(session: AsyncSession, updates: list[RawUpdate], handled: Collection[int] = frozenset()) -> set[int]:
     """Insert the updates not seen before, without committing; returns their ids (already-known ids
     are skipped). Those in ``handled`` are being handled in this transaction: stored as processed,
     without the payload (it names the sender), as :func:`mark_processed` leaves them."""
@@ -74,7 +75,7 @@ async def add(session: AsyncSession, updates: list[RawUpdate], handled: set[int]
             else {"payload": json.dumps(raw.payload), "processed_at": None})}
         for raw in updates
     ]
-    result = await session.execute(_ADD_NEW[session.bind.dialect.name], rows)
+    result = await session.execute(_ADD_NEW[session.get_bind().dialect.name], rows)
     return set(result.scalars())
 
 

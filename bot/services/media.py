@@ -200,10 +200,11 @@ def _without_metadata_segments(data: bytes) -> bytes | None:
         if length < 2 or segment_end > end:
             return None
         if marker == _SOS:
-            segment_end = _end_of_scan(data, segment_end)
-            if segment_end is None:
+            scan_end = _end_of_scan(data, segment_end)
+            if scan_end is None:
                 return None
-            kept.append(data[at:segment_end])
+            kept.append(data[at:scan_end])
+            segment_end = scan_end
         elif marker in _KEPT_MARKERS:
             kept.append(data[at:segment_end])
         elif marker == _APP0 and data.startswith(b"JFIF\x00", at + 4):
