@@ -32,12 +32,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import aiosqlite.core  # noqa: E402
+import aiosqlite.core
 
-import bot.app  # noqa: E402
-from bot.db import session as session_module  # noqa: E402
-from bot.transport import processor as processor_module  # noqa: E402
-from bot.transport import sender as sender_module  # noqa: E402
+import bot.app
+from bot.db import session as session_module
+from bot.transport import processor as processor_module
+from bot.transport import sender as sender_module
 
 OUT = os.environ.get("TIPLOAD_PROBE_OUT")
 

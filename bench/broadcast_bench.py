@@ -38,7 +38,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from tip_load import (  # noqa: E402
+from tip_load import (
     HOST,
     OUT_DIR,
     PYTHON,
@@ -51,9 +51,9 @@ from tip_load import (  # noqa: E402
     wait_until,
 )
 
-from bot.config import load_settings  # noqa: E402
-from tests.conftest import COORDINATOR_ID  # noqa: E402
-from tests.test_broadcast_crash import seed_running_broadcast  # noqa: E402
+from bot.config import load_settings
+from tests.conftest import COORDINATOR_ID
+from tests.test_broadcast_crash import seed_running_broadcast
 
 TOKEN = "777002:BROADCASTBENCH"
 FIRST_CHAT = 100_000

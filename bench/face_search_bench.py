@@ -30,10 +30,10 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bot.faces.engine import FaceEngine  # noqa: E402
-from bot.faces.index import InProcessIndex  # noqa: E402
-from bot.faces.screen import Int8Screen  # noqa: E402
-from bot.faces.thresholds import DEFAULT_MATCH_THRESHOLD  # noqa: E402
+from bot.faces.engine import FaceEngine
+from bot.faces.index import InProcessIndex
+from bot.faces.screen import Int8Screen
+from bot.faces.thresholds import DEFAULT_MATCH_THRESHOLD
 
 CHUNK = 5000  # faces per add(), as the bot reads them from the database
 

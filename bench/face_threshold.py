@@ -31,9 +31,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.faces.engine import FaceEngine, FacePolicy  # noqa: E402
-from bot.faces.models import vectron_model_dir  # noqa: E402
-from bot.faces.thresholds import (  # noqa: E402
+from bot.faces.engine import FaceEngine, FacePolicy
+from bot.faces.models import vectron_model_dir
+from bot.faces.thresholds import (
     DEFAULT_MATCH_THRESHOLD,
     POSSIBLE_MATCH_THRESHOLD,
     STRONG_MATCH_THRESHOLD,

@@ -32,10 +32,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.faces.engine import FaceEngine  # noqa: E402
-from bot.faces.images import decode_image  # noqa: E402
-from bot.faces.index import InProcessIndex  # noqa: E402
-from bot.faces.models import vectron_model_dir  # noqa: E402
+from bot.faces.engine import FaceEngine
+from bot.faces.images import decode_image
+from bot.faces.index import InProcessIndex
+from bot.faces.models import vectron_model_dir
 
 
 def rss_mb() -> float:

@@ -40,7 +40,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from tip_load import machine_notes  # noqa: E402
+from tip_load import machine_notes
 
 MODEL = "buffalo_s/w600k_mbf"
 PHOTOS_PER_CASE = 3
@@ -203,11 +203,11 @@ def stop(server) -> None:
 
     try:
         pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user, timeout=120)
-    except Exception as error:  # noqa: BLE001 - already stopped, or stopping failed: say so, go on
+    except Exception as error:  # already stopped, or stopping failed: say so, go on
         print(f"stopping the benchmark's PostgreSQL: {error}", file=sys.stderr)
     try:
         server.cleanup()
-    except Exception:  # noqa: BLE001 - it may complain that its own process is gone
+    except Exception:  # it may complain that its own process is gone
         pass
 
 

@@ -58,7 +58,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from tip_load import (  # noqa: E402
+from tip_load import (
     HOST,
     OUT_DIR,
     PYTHON,

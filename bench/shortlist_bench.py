@@ -30,8 +30,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pgvector_bench import give_memory, new_identities, noisy, stop  # noqa: E402
-from tip_load import machine_notes  # noqa: E402
+from pgvector_bench import give_memory, new_identities, noisy, stop
+from tip_load import machine_notes
 
 MODEL = "buffalo_s/w600k_mbf"
 FACE_DIMENSIONS = 145

@@ -797,7 +797,7 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             interrupted = True
             break
-        except Exception as error:  # noqa: BLE001 - one failed run is reported, the others go on
+        except Exception as error:  # one failed run is reported, the others go on
             print(f"  run failed: {type(error).__name__}: {error}", file=sys.stderr)
             continue
         results.append(result)

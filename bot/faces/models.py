@@ -347,7 +347,7 @@ def _discover_pack(folder: Path, load) -> tuple[object, object]:
     for path in sorted(folder.glob("*.onnx")):
         try:
             model = load(path)
-        except Exception as exc:  # noqa: BLE001 - a pack may hold files model_zoo cannot route
+        except Exception as exc:  # a pack may hold files model_zoo cannot route
             log.debug("skipping %s: %s", path.name, exc)
             continue
         task = getattr(model, "taskname", None)
