@@ -212,8 +212,8 @@ async def baseline(subscribers: int, flood_scale: float) -> list[dict]:
                                                                       "caption": "Please help", "reply_markup": markup})
 
                 async def through_ptb_aiohttp(chat_id: int) -> None:
-                    await lean.do_api_request("sendPhoto", api_kwargs={"chat_id": chat_id, "photo": file_id,
-                                                                       "caption": "Please help", "reply_markup": markup})
+                    await lean.do_api_request("sendPhoto", api_kwargs={
+                        "chat_id": chat_id, "photo": file_id, "caption": "Please help", "reply_markup": markup})
 
                 async def through_aiohttp(chat_id: int) -> None:
                     form = {"chat_id": str(chat_id), "photo": file_id, "caption": "Please help",
@@ -267,7 +267,8 @@ def report(results: list[dict], notes: dict, commit: str) -> str:
                      f"{TELEGRAM_OVERALL_PER_SECOND * r['flood_scale']:g} | {r['cards']} | {r['twice']} | "
                      f"{r['flood_429']} | {r['wall_s']:.1f} | {r['expected_s']:.1f} | {r['msgs_per_s']:.1f} | "
                      f"{r['cpu_bot_s']:.1f} ({1000 * r['cpu_bot_s'] / max(1, r['cards']):.2f}) | "
-                     f"{r['cpu_standin_s']:.1f} | {r['loadavg']:.1f} | {tally} | {r['tally'].get('unknown', 0)} ({r['unknown_arrived']}) |")
+                     f"{r['cpu_standin_s']:.1f} | {r['loadavg']:.1f} | {tally} | "
+                     f"{r['tally'].get('unknown', 0)} ({r['unknown_arrived']}) |")
         if r["killed_after"] is not None:
             lines.append(f"|  | killed with {r['sent_at_kill']} messages accepted by the stand-in; deliveries "
                          f"then: {r['killed_after']} |")

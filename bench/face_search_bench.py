@@ -178,9 +178,10 @@ def main() -> int:
             four.append((time.perf_counter() - begun) * 1000)
 
     truth = np.argsort(-(probes.astype(np.float64) @ vectors.astype(np.float64).T), axis=1)[:, :10]
-    same_top10 = np.mean([[h.face_id for h in bot_index.search(p, 10)] == t.tolist() for p, t in zip(probes, truth, strict=True)])
-    same_set = np.mean([{h.face_id for h in bot_index.search(p, 10)} == set(t.tolist()) for p, t in zip(probes, truth, strict=True)])
-    exact_same = np.mean([[h.face_id for h in exact_index.search(p, 10)] == t.tolist() for p, t in zip(probes, truth, strict=True)])
+    probed = list(zip(probes, truth, strict=True))
+    same_top10 = np.mean([[h.face_id for h in bot_index.search(p, 10)] == t.tolist() for p, t in probed])
+    same_set = np.mean([{h.face_id for h in bot_index.search(p, 10)} == set(t.tolist()) for p, t in probed])
+    exact_same = np.mean([[h.face_id for h in exact_index.search(p, 10)] == t.tolist() for p, t in probed])
 
     print(f"# In-process face search ({len(ids):,} faces, {args.probes} probes, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.2f})\n")

@@ -65,7 +65,8 @@ def noisy(identities: np.ndarray, rng) -> np.ndarray:
     return unit(identities + SAME_PERSON_NOISE * noise)
 
 
-async def load(url: str, size: int, basis: np.ndarray, rng, index_options: str = "") -> tuple[np.ndarray, np.ndarray, float, float]:
+async def load(url: str, size: int, basis: np.ndarray, rng,
+               index_options: str = "") -> tuple[np.ndarray, np.ndarray, float, float]:
     """Faces (vectors; ids 1..size) of active cases, their identities; seconds to COPY and to build the index."""
     import asyncpg
     from pgvector.asyncpg import register_vector
@@ -91,7 +92,8 @@ async def load(url: str, size: int, basis: np.ndarray, rng, index_options: str =
         await connection.copy_records_to_table(
             "case_photos", columns=["id", "case_id", "sha256", "width", "height", "kind", "is_primary",
                                     "face_status", "created_at"],
-            records=[(number + 1, number + 1, "0" * 64, 1, 1, "original", True, "done", now) for number in range(cases)])
+            records=[(number + 1, number + 1, "0" * 64, 1, 1, "original", True, "done", now)
+                     for number in range(cases)])
         vectors = np.empty((size, 512), dtype=np.float32)
         for start in range(0, size, 50_000):
             end = min(size, start + 50_000)
@@ -142,7 +144,8 @@ async def measure(url: str, vectors: np.ndarray, identities: np.ndarray, basis: 
                 recalls = []
                 async with sessionmaker() as session:
                     await index.reference_faces(session, batch[0], 10)  # warm the connection and the plan
-                    for number, (probe, expected, relevant) in enumerate(zip(batch, truth[kind], above[kind], strict=True)):
+                    probed = zip(batch, truth[kind], above[kind], strict=True)
+                    for number, (probe, expected, relevant) in enumerate(probed):
                         started = time.perf_counter()
                         returned = await index.reference_faces(session, probe, 10)
                         times.append((time.perf_counter() - started) * 1000)

@@ -581,12 +581,15 @@ def commit() -> str:
 
 def memory_line(r: dict) -> str:
     return (f"resident memory (RSS), after start / peak: the bot's own process "
-            f"{r['rss_bot_process_after_start_mb']:.0f} / {r['rss_bot_process_peak_mb']:.0f} MB, its face worker processes "
+            f"{r['rss_bot_process_after_start_mb']:.0f} / {r['rss_bot_process_peak_mb']:.0f} MB, "
+            f"its face worker processes "
             f"{r['rss_face_workers_after_start_mb']:.0f} / {r['rss_face_workers_peak_mb']:.0f} MB, together "
             f"{r['rss_after_start_mb']:.0f} / {r['rss_peak_mb']:.0f} MB (shared library pages counted in each); PSS "
-            f"of the bot and its face workers (the index and the models) {r['pss_bot_and_face_workers_after_start_mb']:.0f} MB "
-            f"after start, {r['pss_bot_and_face_workers_at_end_mb']:.0f} MB at the end; with its other children (the flyer "
-            f"renderer, multiprocessing's resource tracker) {r['pss_all_after_start_mb']:.0f} / {r['pss_all_at_end_mb']:.0f} MB")
+            f"of the bot and its face workers (the index and the models) "
+            f"{r['pss_bot_and_face_workers_after_start_mb']:.0f} MB "
+            f"after start, {r['pss_bot_and_face_workers_at_end_mb']:.0f} MB at the end; with its other children "
+            f"(the flyer renderer, multiprocessing's resource tracker) "
+            f"{r['pss_all_after_start_mb']:.0f} / {r['pss_all_at_end_mb']:.0f} MB")
 
 
 def report(results: dict, notes: dict, args) -> str:
@@ -607,7 +610,8 @@ def report(results: dict, notes: dict, args) -> str:
                   f"new tip that matches a case) and {r['text_tips']} text tips at {r['text_rate_offered']:g}/s, "
                   f"over {r['offered_s']:.1f} s",
                   f"- photos processed: **{r['photos_per_s_sustained']:.1f}/s sustained** (10th-90th percentile of "
-                  f"completions), {r['photos_per_s_overall']:.1f}/s overall (last done {r['all_processed_after_s']:.1f} s "
+                  f"completions), {r['photos_per_s_overall']:.1f}/s overall "
+                  f"(last done {r['all_processed_after_s']:.1f} s "
                   f"after the first was sent); {r['matched']} of them matched (alert queued)",
                   f"- photo stored -> candidates stored and alert queued: {ms(r['stored_to_matched_ms'])}",
                   f"- text tips meanwhile, update -> acknowledgement: **{ms(r['text_ack_ms'])}**",
@@ -628,7 +632,8 @@ def report(results: dict, notes: dict, args) -> str:
                   f"- update -> photo downloaded, checked and stored with its tip: {ms(r['update_to_stored_ms'])}",
                   f"- update -> faces detected, embedded, searched, candidates stored: {ms(r['update_to_matched_ms'])}",
                   f"- update -> the tip's photo alert at the coordinator: **{ms(r['update_to_tip_alert_ms'])}**",
-                  f"- update -> match alert queued (outbox row committed): **{ms(r['update_to_match_alert_queued_ms'])}**",
+                  "- update -> match alert queued (outbox row committed): "
+                  f"**{ms(r['update_to_match_alert_queued_ms'])}**",
                   f"- update -> match alert delivered: {ms(r['update_to_match_alert_delivered_ms'])} (the second "
                   "message to that chat within a second: the sender allows a person a burst of 2)",
                   f"- {memory_line(r)}",

@@ -8,8 +8,8 @@ Typical use from the bot (never render on the event loop)::
     if key != stored_key:                      # re-send the cached file_ids otherwise
         files = await render_flyers_async(case, "bi")
 
-See :mod:`flyers.renderer` for the pipeline, :mod:`flyers.pool` for the worker process, and :mod:`flyers.fonts` for the system
-fonts and libraries it needs.
+See :mod:`flyers.renderer` for the pipeline, :mod:`flyers.pool` for the worker process, and
+:mod:`flyers.fonts` for the system fonts and libraries it needs.
 """
 
 from .model import CaseLang, FlyerCase, FlyerFiles, FlyerPhoto, Lang, PhotoKind, Sex, as_lang

@@ -167,7 +167,8 @@ class Counts:
 
 
 async def counts(session: AsyncSession, broadcast_id: int) -> Counts:
-    rows = dict((await session.execute(select(Delivery.status, func.count()).where(Delivery.broadcast_id == broadcast_id)
+    rows = dict((await session.execute(select(Delivery.status, func.count())
+                                       .where(Delivery.broadcast_id == broadcast_id)
                                        .group_by(Delivery.status))).all())
     return Counts(total=sum(rows.values()), pending=rows.get(DELIVERY_PENDING, 0),
                   sending=rows.get(DELIVERY_SENDING, 0), sent=rows.get(DELIVERY_SENT, 0),
