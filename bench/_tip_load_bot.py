@@ -32,12 +32,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import aiosqlite.core  # noqa: E402
+import aiosqlite.core
 
-import bot.app  # noqa: E402
-from bot.db import session as session_module  # noqa: E402
-from bot.transport import processor as processor_module  # noqa: E402
-from bot.transport import sender as sender_module  # noqa: E402
+import bot.app
+from bot.db import session as session_module
+from bot.transport import processor as processor_module
+from bot.transport import sender as sender_module
 
 OUT = os.environ.get("TIPLOAD_PROBE_OUT")
 
@@ -153,7 +153,7 @@ def _before_execute(self, connection, cursor, statement, parameters, context, ma
     t = time.perf_counter()
     _orig_before_execute(self, connection, cursor, statement, parameters, context, many)
     if connection.info.get(session_module._HOLDS_WRITE_TURN):
-        kind = _kind(getattr(cursor, "execute"), (statement,))
+        kind = _kind(cursor.execute, (statement,))
         connection.info["probe_turn"] = (kind, time.perf_counter())
         with _lock:
             _turns[kind][0] += 1
@@ -246,7 +246,8 @@ def _dump() -> None:
                     "max_ms": max(_updates, default=0) * 1000, "sum_s": sum(_updates)},
         "sends": {"rows": len(_sends), "rows_sent_twice_or_more": len(dup),
                   "explained_by_full_rescan": by_rescan,
-                  "full_rescans": sum(1 for *_, full in _loads if full), "incremental_loads": sum(1 for *_, full in _loads if not full),
+                  "full_rescans": sum(1 for *_, full in _loads if full),
+                  "incremental_loads": sum(1 for *_, full in _loads if not full),
                   "gap_s_examples": [round(t[1] - t[0], 3) for t in list(dup.values())[:10]]},
         "loop_lag": {"samples": len(_lag), "p50_ms": _pct(_lag, 0.5) * 1000, "p99_ms": _pct(_lag, 0.99) * 1000,
                      "max_ms": max(_lag, default=0) * 1000},

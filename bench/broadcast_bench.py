@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -37,7 +38,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from tip_load import (  # noqa: E402
+from tip_load import (
     HOST,
     OUT_DIR,
     PYTHON,
@@ -50,9 +51,9 @@ from tip_load import (  # noqa: E402
     wait_until,
 )
 
-from bot.config import load_settings  # noqa: E402
-from tests.conftest import COORDINATOR_ID  # noqa: E402
-from tests.test_broadcast_crash import seed_running_broadcast  # noqa: E402
+from bot.config import load_settings
+from tests.conftest import COORDINATOR_ID
+from tests.test_broadcast_crash import seed_running_broadcast
 
 TOKEN = "777002:BROADCASTBENCH"
 FIRST_CHAT = 100_000
@@ -176,6 +177,11 @@ async def run(scenario: str, subscribers: int, rate: float, flood_scale: float) 
     }
 
 
+async def _limited(slots: asyncio.Semaphore, send: Callable[[int], Awaitable[None]], chat_id: int) -> None:
+    async with slots:
+        await send(chat_id)
+
+
 async def baseline(subscribers: int, flood_scale: float) -> list[dict]:
     """The same sends without the bot against the same stand-in: through PTB alone (the bot's HTTP
     stack, no database) with 1 to 16 calls in flight, and through a bare aiohttp client. What the
@@ -206,8 +212,8 @@ async def baseline(subscribers: int, flood_scale: float) -> list[dict]:
                                                                       "caption": "Please help", "reply_markup": markup})
 
                 async def through_ptb_aiohttp(chat_id: int) -> None:
-                    await lean.do_api_request("sendPhoto", api_kwargs={"chat_id": chat_id, "photo": file_id,
-                                                                       "caption": "Please help", "reply_markup": markup})
+                    await lean.do_api_request("sendPhoto", api_kwargs={
+                        "chat_id": chat_id, "photo": file_id, "caption": "Please help", "reply_markup": markup})
 
                 async def through_aiohttp(chat_id: int) -> None:
                     form = {"chat_id": str(chat_id), "photo": file_id, "caption": "Please help",
@@ -223,14 +229,9 @@ async def baseline(subscribers: int, flood_scale: float) -> list[dict]:
                 for number, (name, send, in_flight) in enumerate(runs):
                     slots = asyncio.Semaphore(in_flight)
                     chats = chat_ids[1 + number * per_client:1 + (number + 1) * per_client]
-
-                    async def one(chat_id: int) -> None:
-                        async with slots:
-                            await send(chat_id)
-
                     me = psutil.Process()
                     cpu, started = cpu_seconds(me), time.monotonic()
-                    await asyncio.gather(*(one(chat_id) for chat_id in chats))
+                    await asyncio.gather(*(_limited(slots, send, chat_id) for chat_id in chats))
                     wall = time.monotonic() - started
                     rows.append({"client": name, "sends": len(chats), "wall_s": wall, "msgs_per_s": len(chats) / wall,
                                  "cpu_ms": 1000 * (cpu_seconds(me) - cpu) / len(chats)})
@@ -266,7 +267,8 @@ def report(results: list[dict], notes: dict, commit: str) -> str:
                      f"{TELEGRAM_OVERALL_PER_SECOND * r['flood_scale']:g} | {r['cards']} | {r['twice']} | "
                      f"{r['flood_429']} | {r['wall_s']:.1f} | {r['expected_s']:.1f} | {r['msgs_per_s']:.1f} | "
                      f"{r['cpu_bot_s']:.1f} ({1000 * r['cpu_bot_s'] / max(1, r['cards']):.2f}) | "
-                     f"{r['cpu_standin_s']:.1f} | {r['loadavg']:.1f} | {tally} | {r['tally'].get('unknown', 0)} ({r['unknown_arrived']}) |")
+                     f"{r['cpu_standin_s']:.1f} | {r['loadavg']:.1f} | {tally} | "
+                     f"{r['tally'].get('unknown', 0)} ({r['unknown_arrived']}) |")
         if r["killed_after"] is not None:
             lines.append(f"|  | killed with {r['sent_at_kill']} messages accepted by the stand-in; deliveries "
                          f"then: {r['killed_after']} |")

@@ -32,7 +32,6 @@ sys.path.insert(0, str(ROOT))
 
 from tests.conftest import packaged_image  # noqa: E402
 
-
 MARK_PX = 12  # the corner mark that makes each photo distinct; small enough to leave faces alone
 
 

@@ -24,18 +24,18 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.faces.engine import FaceEngine  # noqa: E402
-from bot.faces.images import decode_image  # noqa: E402
-from bot.faces.index import InProcessIndex  # noqa: E402
-from bot.faces.models import vectron_model_dir  # noqa: E402
+from bot.faces.engine import FaceEngine
+from bot.faces.images import decode_image
+from bot.faces.index import InProcessIndex
+from bot.faces.models import vectron_model_dir
 
 
 def rss_mb() -> float:

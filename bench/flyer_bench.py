@@ -27,9 +27,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from PIL import Image  # noqa: E402
+from PIL import Image
 
-from flyers import (  # noqa: E402
+from flyers import (
     FlyerCase,
     FlyerPhoto,
     configure_pool,
@@ -38,7 +38,7 @@ from flyers import (  # noqa: E402
     shutdown_pool,
     warm_up,
 )
-from flyers.renderer import render_card_jpg, render_poster  # noqa: E402
+from flyers.renderer import render_card_jpg, render_poster
 
 
 def _photos() -> list[bytes]:

@@ -47,7 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -58,7 +58,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from tip_load import (  # noqa: E402
+from tip_load import (
     HOST,
     OUT_DIR,
     PYTHON,
@@ -125,7 +125,7 @@ def seed_database(data_dir: Path, faces: int) -> str:
     yao_faces = engine.analyse_case_photo(sample("yaoming.jpg"), with_crops=False)
     stored = media.store_image(sample("yaoming.jpg").read_bytes(), data_dir / "media")
     cases = 1 + (max(0, faces - len(yao_faces)) + 2) // 3
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     codes: set[str] = set()
     while len(codes) < cases:
         codes.add(new_case_code())
@@ -175,7 +175,7 @@ class Run:
         self.base = f"http://{HOST}:{self.port}"
         self.rss: list[tuple[float, float]] = []  # (the bot's own process, its face worker processes), MB
 
-    async def __aenter__(self) -> "Run":
+    async def __aenter__(self) -> Run:
         self.loadavg_before = os.getloadavg()
         self.case_code = await asyncio.to_thread(seed_database, self.data_dir, self.faces)
         label = "flood" if self.flood else "noflood"
@@ -263,7 +263,7 @@ class Run:
 def _epoch(stored: str) -> float:
     """A UtcDateTime as SQLite keeps it (ISO text) -> seconds since the epoch."""
     moment = datetime.fromisoformat(stored)
-    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 class Times:
@@ -390,7 +390,7 @@ def pss_mb(proc: psutil.Process) -> tuple[float, float]:
 
 def memory(run: Run) -> dict:
     at_end = pss_mb(run.bot_ps)
-    own, workers = zip(*run.rss) if run.rss else ((float("nan"),), (float("nan"),))
+    own, workers = zip(*run.rss, strict=True) if run.rss else ((float("nan"),), (float("nan"),))
     return {"rss_after_start_mb": sum(run.rss_after_start), "rss_peak_mb": max(a + b for a, b in run.rss),
             "rss_bot_process_after_start_mb": run.rss_after_start[0], "rss_bot_process_peak_mb": max(own),
             "rss_face_workers_after_start_mb": run.rss_after_start[1], "rss_face_workers_peak_mb": max(workers),
@@ -407,7 +407,7 @@ def summary(values: list[float]) -> dict:
 async def warm_up(run: Run, photos: list[bytes]) -> None:
     ids = list(range(PHOTO_USER_BASE - WARMUP_PHOTOS, PHOTO_USER_BASE))
     await run.users(ids, "Warm")
-    for uid, photo in zip(ids, photos):
+    for uid, photo in zip(ids, photos, strict=False):  # the first few photos warm up
         await run.send_photo(uid, photo)
 
     async def matched() -> bool:
@@ -581,16 +581,19 @@ def commit() -> str:
 
 def memory_line(r: dict) -> str:
     return (f"resident memory (RSS), after start / peak: the bot's own process "
-            f"{r['rss_bot_process_after_start_mb']:.0f} / {r['rss_bot_process_peak_mb']:.0f} MB, its face worker processes "
+            f"{r['rss_bot_process_after_start_mb']:.0f} / {r['rss_bot_process_peak_mb']:.0f} MB, "
+            f"its face worker processes "
             f"{r['rss_face_workers_after_start_mb']:.0f} / {r['rss_face_workers_peak_mb']:.0f} MB, together "
             f"{r['rss_after_start_mb']:.0f} / {r['rss_peak_mb']:.0f} MB (shared library pages counted in each); PSS "
-            f"of the bot and its face workers (the index and the models) {r['pss_bot_and_face_workers_after_start_mb']:.0f} MB "
-            f"after start, {r['pss_bot_and_face_workers_at_end_mb']:.0f} MB at the end; with its other children (the flyer "
-            f"renderer, multiprocessing's resource tracker) {r['pss_all_after_start_mb']:.0f} / {r['pss_all_at_end_mb']:.0f} MB")
+            f"of the bot and its face workers (the index and the models) "
+            f"{r['pss_bot_and_face_workers_after_start_mb']:.0f} MB "
+            f"after start, {r['pss_bot_and_face_workers_at_end_mb']:.0f} MB at the end; with its other children "
+            f"(the flyer renderer, multiprocessing's resource tracker) "
+            f"{r['pss_all_after_start_mb']:.0f} / {r['pss_all_at_end_mb']:.0f} MB")
 
 
 def report(results: dict, notes: dict, args) -> str:
-    lines = [f"# Photo-tip benchmark ({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC)", "",
+    lines = [f"# Photo-tip benchmark ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)", "",
              f"Commit {commit()}. Machine: {notes['nproc']} CPUs ({notes['cpu']}), {notes['mem_gb']} GB, "
              f"Python {notes['python']}. "
              f"Bot: `reunite run` on SQLite with {args.faces:,} reference faces of active cases in its in-process "
@@ -607,7 +610,8 @@ def report(results: dict, notes: dict, args) -> str:
                   f"new tip that matches a case) and {r['text_tips']} text tips at {r['text_rate_offered']:g}/s, "
                   f"over {r['offered_s']:.1f} s",
                   f"- photos processed: **{r['photos_per_s_sustained']:.1f}/s sustained** (10th-90th percentile of "
-                  f"completions), {r['photos_per_s_overall']:.1f}/s overall (last done {r['all_processed_after_s']:.1f} s "
+                  f"completions), {r['photos_per_s_overall']:.1f}/s overall "
+                  f"(last done {r['all_processed_after_s']:.1f} s "
                   f"after the first was sent); {r['matched']} of them matched (alert queued)",
                   f"- photo stored -> candidates stored and alert queued: {ms(r['stored_to_matched_ms'])}",
                   f"- text tips meanwhile, update -> acknowledgement: **{ms(r['text_ack_ms'])}**",
@@ -628,7 +632,8 @@ def report(results: dict, notes: dict, args) -> str:
                   f"- update -> photo downloaded, checked and stored with its tip: {ms(r['update_to_stored_ms'])}",
                   f"- update -> faces detected, embedded, searched, candidates stored: {ms(r['update_to_matched_ms'])}",
                   f"- update -> the tip's photo alert at the coordinator: **{ms(r['update_to_tip_alert_ms'])}**",
-                  f"- update -> match alert queued (outbox row committed): **{ms(r['update_to_match_alert_queued_ms'])}**",
+                  "- update -> match alert queued (outbox row committed): "
+                  f"**{ms(r['update_to_match_alert_queued_ms'])}**",
                   f"- update -> match alert delivered: {ms(r['update_to_match_alert_delivered_ms'])} (the second "
                   "message to that chat within a second: the sender allows a person a burst of 2)",
                   f"- {memory_line(r)}",

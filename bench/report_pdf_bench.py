@@ -24,10 +24,10 @@ from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bot.console.render import ENV  # noqa: E402
-from bot.i18n import t  # noqa: E402
-from bot.services.case_report import ReportMessage, ReportTip, pdf_from_html  # noqa: E402
-from flyers import run_in_worker, shutdown_pool  # noqa: E402
+from bot.console.render import ENV
+from bot.i18n import t
+from bot.services.case_report import ReportMessage, ReportTip, pdf_from_html
+from flyers import run_in_worker, shutdown_pool
 
 TICK = 0.005
 

@@ -23,8 +23,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bot.faces.engine import _yield_to_the_event_loop  # noqa: E402
-from bot.faces.index import InProcessIndex  # noqa: E402
+from bot.faces.engine import _yield_to_the_event_loop
+from bot.faces.index import InProcessIndex
 
 
 def run(index: InProcessIndex, probes: np.ndarray, interval: float, busy: bool) -> tuple[float, float, float]:

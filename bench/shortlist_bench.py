@@ -22,7 +22,7 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +30,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pgvector_bench import give_memory, new_identities, noisy, stop  # noqa: E402
-from tip_load import machine_notes  # noqa: E402
+from pgvector_bench import give_memory, new_identities, noisy, stop
+from tip_load import machine_notes
 
 MODEL = "buffalo_s/w600k_mbf"
 FACE_DIMENSIONS = 145
@@ -53,7 +53,7 @@ async def seed(url: str, size: int, rng) -> int:
     person = new_identities(1, basis, rng)
     tip_vectors = new_identities(size, basis, rng)
     tip_vectors[rng.choice(size, PLANTED, replace=False)] = noisy(np.repeat(person, PLANTED, axis=0), rng)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     engine = create_engine(url)
     postgres = engine.dialect.name == "postgresql"
     async with engine.begin() as connection:

@@ -40,13 +40,12 @@ import shutil
 import signal
 import socket
 import sqlite3
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -217,7 +216,7 @@ async def wait_until(pred, timeout: float, what: str, interval: float = 0.1, pro
         try:
             if await pred():
                 return
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientError, OSError):
             pass
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
@@ -273,7 +272,7 @@ async def generate(http: aiohttp.ClientSession, base: str, user_ids: list[int], 
                 if r.status != 200:
                     failures.append((uid, r.status))
                     return
-        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+        except (TimeoutError, aiohttp.ClientError) as error:
             failures.append((uid, type(error).__name__))
             return
         sent_done.append(time.time())
@@ -414,18 +413,18 @@ async def _run_once(cfg: Config, data_dir: Path, procs: Processes, probe_path: P
                                     counts[2] - base_counts[2]))
                 try:
                     await asyncio.wait_for(stop_polling.wait(), POLL_INTERVAL)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
 
         async def poll_timeline() -> None:
             while not stop_polling.is_set():
                 try:
                     await fetch_timeline(http, base, tl)
-                except (aiohttp.ClientError, asyncio.TimeoutError):
+                except (TimeoutError, aiohttp.ClientError):
                     pass
                 try:
                     await asyncio.wait_for(stop_polling.wait(), 0.5)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
 
         db_task = asyncio.create_task(poll_db())
@@ -562,13 +561,17 @@ async def _run_once(cfg: Config, data_dir: Path, procs: Processes, probe_path: P
         "verdict": verdict, "drained": drained, "drain_timeout_s": ack_timeout,
         "label": cfg.label, "scenario": cfg.scenario, "offered_rate": cfg.rate, "tips": n,
         "flood": cfg.flood, "send_rate": cfg.send_rate or "default (25)", "coordinator": cfg.coordinator,
-        "actual_offered_rate": (len(ins_at) - 1) / (last_in - first_in) if len(ins_at) > 1 and last_in > first_in else float("nan"),
+        "actual_offered_rate": ((len(ins_at) - 1) / (last_in - first_in)
+                                if len(ins_at) > 1 and last_in > first_in else float("nan")),
         "gen_max_lateness_ms": lateness * 1000, "send_failures": len(failures),
-        "committed_per_s": n / (t_all_committed - first_in) if t_all_committed and t_all_committed > first_in else float("nan"),
+        "committed_per_s": (n / (t_all_committed - first_in)
+                            if t_all_committed and t_all_committed > first_in else float("nan")),
         "time_all_committed_s": (t_all_committed - first_in) if t_all_committed else float("nan"),
         "max_commit_backlog": max_backlog, "max_commit_lag_s": max_lag_s,
         "max_inbox_backlog": max_inbox_backlog, "max_inbox_lag_s": max_inbox_lag_s,
-        "acks": len(first_ack_at), "acks_per_s": len(first_ack_at) / (last_ack - first_in) if first_ack_at and last_ack > first_in else float("nan"),
+        "acks": len(first_ack_at),
+        "acks_per_s": (len(first_ack_at) / (last_ack - first_in)
+                       if first_ack_at and last_ack > first_in else float("nan")),
         "steady_acks_per_s": steady, "peak_msgs_1s": peak_1s,
         "time_all_acked_s": last_ack - first_in if first_ack_at else float("nan"),
         "p50": pct(latencies, 0.50), "p95": pct(latencies, 0.95), "p99": pct(latencies, 0.99),
@@ -651,21 +654,28 @@ def f1(x, nd=1) -> str:
 def probe_report(r: dict) -> str:
     p = r["probe"]
     n = max(1, r["tips"])
-    out = [f"## Probe: {r['label']} (bot process after warm-up, {p['window_s']:.1f} s; mean batch {p['mean_batch']:.1f} updates)", "",
+    out = [f"## Probe: {r['label']} (bot process after warm-up, {p['window_s']:.1f} s; "
+           f"mean batch {p['mean_batch']:.1f} updates)", "",
            f"- CPU per tip: process {1000 * p['process_cpu_s'] / n:.1f} ms, main thread (event loop) "
-           f"{1000 * p['main_thread_cpu_s'] / n:.1f} ms; main thread busy {100 * p['main_thread_cpu_s'] / p['window_s']:.0f}% "
+           f"{1000 * p['main_thread_cpu_s'] / n:.1f} ms; "
+           f"main thread busy {100 * p['main_thread_cpu_s'] / p['window_s']:.0f}% "
            f"of the window; event-loop lag p50 {p['loop_lag']['p50_ms']:.1f} / p99 {p['loop_lag']['p99_ms']:.1f} / "
            f"max {p['loop_lag']['max_ms']:.0f} ms; max RSS {p['maxrss_mb']:.0f} MB",
            f"- update processing (`_process_once`, wall): p50 {p['updates']['p50_ms']:.1f} ms, p99 "
-           f"{p['updates']['p99_ms']:.1f} ms, max {p['updates']['max_ms']:.0f} ms over {p['updates']['count']} updates; "
+           f"{p['updates']['p99_ms']:.1f} ms, max {p['updates']['max_ms']:.0f} ms "
+           f"over {p['updates']['count']} updates; "
            f"largest round {p.get('max_batch', '?')} updates",
            "- garbage collections (generation: count, longest, total): " + ", ".join(
-               f"{generation}: {g['count']}, {g['max_ms']:.1f} / {g['sum_ms']:.0f} ms" for generation, g in p.get("gc", {}).items()),
+               f"{generation}: {g['count']}, {g['max_ms']:.1f} / {g['sum_ms']:.0f} ms"
+               for generation, g in p.get("gc", {}).items()),
            f"- outbox rows sent more than once: {p['sends']['rows_sent_twice_or_more']} of {p['sends']['rows']} "
-           f"(seconds between the sends: {p['sends']['gap_s_examples']}); {p['sends'].get('explained_by_full_rescan', '?')} "
-           f"of them were read back as pending by one of the sender's {p['sends'].get('full_rescans', '?')} full rescans "
+           f"(seconds between the sends: {p['sends']['gap_s_examples']}); "
+           f"{p['sends'].get('explained_by_full_rescan', '?')} "
+           f"of them were read back as pending by one of the sender's "
+           f"{p['sends'].get('full_rescans', '?')} full rescans "
            f"between the two sends ({p['sends'].get('incremental_loads', '?')} incremental outbox reads)", "",
-           "| SQLite call on the worker thread | calls/tip | wall ms/tip | CPU ms/tip | wait ms/tip (wall-CPU) | max ms |",
+           "| SQLite call on the worker thread | calls/tip | wall ms/tip | CPU ms/tip | wait ms/tip (wall-CPU) "
+           "| max ms |",
            "|---|---:|---:|---:|---:|---:|"]
     rows = sorted(p["sql"].items(), key=lambda kv: -kv[1]["wall_s"])
     tot = {"count": 0, "wall_s": 0.0, "cpu_s": 0.0}
@@ -696,40 +706,51 @@ def report(results: list[dict], notes: dict, started: str) -> str:
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         lines.append(
-            f"| {r['label']} | {'on' if r['flood'] else 'off'} | {f1(r['offered_rate'], 0)} ({f1(r['actual_offered_rate'])}) "
+            f"| {r['label']} | {'on' if r['flood'] else 'off'} "
+            f"| {f1(r['offered_rate'], 0)} ({f1(r['actual_offered_rate'])}) "
             f"| {r['tips']} | {f1(r['committed_per_s'])} | {f1(r['acks_per_s'])} ({f1(r['steady_acks_per_s'])}) "
             f"| {f1(r['p50'])} | {f1(r['p95'])} | {f1(r['p99'])} | {f1(r['max'])} | {r['flood_429']} "
             f"| {r['lost']}{'' if r['drained'] else ' (not drained in ' + f1(r['drain_timeout_s'], 0) + ' s)'} "
             f"| {r['duplicates']} | {f1(r['time_all_acked_s'])} | {f1(r['wall_s'])} |")
-    lines += ["", "| run | bot CPU s (% of a core, load window / whole) | stand-in CPU % | load-gen CPU % | machine busy % "
-              "(steal) | loadavg 1m before/after | commit backlog max (lag s) | inbox backlog max (lag s) | "
-              "peak msgs in 1 s | gen lateness max ms |",
+    lines += ["", "| run | bot CPU s (% of a core, load window / whole) | stand-in CPU % | load-gen CPU % "
+              "| machine busy % (steal) | loadavg 1m before/after | commit backlog max (lag s) "
+              "| inbox backlog max (lag s) | peak msgs in 1 s | gen lateness max ms |",
               "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         lines.append(
             f"| {r['label']} | {f1(r['cpu_bot_s'])} ({f1(100 * r['cpu_bot_load_window_s'] / r['load_window_s'], 0)}% / "
             f"{f1(100 * r['cpu_bot_s'] / r['wall_s'], 0)}%) | {f1(100 * r['cpu_standin_s'] / r['wall_s'], 0)} "
-            f"| {f1(100 * r['cpu_loadgen_s'] / r['wall_s'], 0)} | {f1(100 * r['machine_busy'], 0)} ({f1(100 * r['machine_steal'], 1)}) "
-            f"| {r['loadavg_before'][0]:.2f}/{r['loadavg_after'][0]:.2f} | {int(r['max_commit_backlog'])} ({f1(r['max_commit_lag_s'], 2)}) "
-            f"| {int(r['max_inbox_backlog'])} ({f1(r['max_inbox_lag_s'], 2)}) | {r['peak_msgs_1s']} | {f1(r['gen_max_lateness_ms'])} |")
+            f"| {f1(100 * r['cpu_loadgen_s'] / r['wall_s'], 0)} "
+            f"| {f1(100 * r['machine_busy'], 0)} ({f1(100 * r['machine_steal'], 1)}) "
+            f"| {r['loadavg_before'][0]:.2f}/{r['loadavg_after'][0]:.2f} "
+            f"| {int(r['max_commit_backlog'])} ({f1(r['max_commit_lag_s'], 2)}) "
+            f"| {int(r['max_inbox_backlog'])} ({f1(r['max_inbox_lag_s'], 2)}) | {r['peak_msgs_1s']} "
+            f"| {f1(r['gen_max_lateness_ms'])} |")
     lines += ["", "Checks per run:", ""]
     for r in results:
         failed = r["verdict"][1:]
+        why = " (" + "; ".join(failed) + ")" if failed else ""
+        coordinator = "1 (id 1001, alerts digested)" if r["coordinator"] else "none"
+        dup_acks = " " + str(r["dup_ack_examples"]) if r["dup_ack_examples"] else ""
         lines.append(
-            f"- {r['label']}: **{r['verdict'][0]}**{' (' + '; '.join(failed) + ')' if failed else ''}; send rate {r['send_rate']}, coordinator {'1 (id 1001, alerts digested)' if r['coordinator'] else 'none'}; "
+            f"- {r['label']}: **{r['verdict'][0]}**{why}; send rate {r['send_rate']}, coordinator {coordinator}; "
             f"no ack {r['no_ack']}, no tip {r['no_tip']}, dup acks {r['dup_acks']}, dup tips {r['dup_tips']}, "
-            f"dup update ids {r['dup_update_ids']}{' ' + str(r['dup_ack_examples']) if r['dup_ack_examples'] else ''}, ack ref != DB ref {r['ref_mismatch']}, inbox unprocessed "
-            f"{r['inbox_unprocessed']}, retried {r['inbox_retried']}, other msgs to tipsters {r['other_msgs_to_tipsters']}, "
+            f"dup update ids {r['dup_update_ids']}{dup_acks}, ack ref != DB ref {r['ref_mismatch']}, "
+            f"inbox unprocessed {r['inbox_unprocessed']}, retried {r['inbox_retried']}, "
+            f"other msgs to tipsters {r['other_msgs_to_tipsters']}, "
             f"coordinator msgs {r['coordinator_msgs']}, send failures {r['send_failures']}, "
-            f"stand-in API errors {r['api_errors'] or 'none'}, outbox {r['outbox']}, bot log {r['bot_log_warnings'] or 'clean'}; "
+            f"stand-in API errors {r['api_errors'] or 'none'}, outbox {r['outbox']}, "
+            f"bot log {r['bot_log_warnings'] or 'clean'}; "
             f"p99 ms by second of the load {r['p99_by_second']}")
     lines += ["", "Budgets (DESIGN.md): flood control off >= 300 tips/s with p99 <= 100 ms; on: 3,000 tips in 10 s "
               "committed on arrival, acked at Telegram's pace (the bot paces at 25/s), no 429 storm, nothing lost.",
               "Latency is update created -> acknowledgement accepted, both on the stand-in's clock; 'committed/s' is "
-              "tips / (time the last tip was visible in SQLite - first update), sampled every 0.25 s; 'commit backlog' is "
-              "tips sent (HTTP 200 from the stand-in) but not yet visible in `tips`, its lag the age of the oldest of them.",
+              "tips / (time the last tip was visible in SQLite - first update), sampled every 0.25 s; "
+              "'commit backlog' is tips sent (HTTP 200 from the stand-in) but not yet visible in `tips`, "
+              "its lag the age of the oldest of them.",
               "Verdicts: capacity PASS = committed >= 300/s, p99 <= 100 ms, nothing lost or duplicated; surge PASS = "
-              "max commit lag <= 1 s, < 10 429s, nothing lost or duplicated, steady ack rate >= 20/s (the bot paces at 25/s)."]
+              "max commit lag <= 1 s, < 10 429s, nothing lost or duplicated, "
+              "steady ack rate >= 20/s (the bot paces at 25/s)."]
     for r in results:
         if r.get("probe"):
             lines += ["", probe_report(r)]
@@ -740,7 +761,8 @@ def report(results: list[dict], notes: dict, started: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scenario", choices=("capacity", "surge", "all"), default="all")
     ap.add_argument("--rate", default=None,
                     help="tips/s; comma-separated for several capacity runs (default capacity 300,400; surge 300)")
@@ -755,7 +777,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="no coordinator (default in capacity)")
     ap.add_argument("--py-spy", action="store_true", help="record the bot with py-spy during the load (needs py-spy)")
     ap.add_argument("--cprofile", action="store_true",
-                    help="cProfile the bot's event-loop thread during the load (slower!): bench/out/tip_load_<run>.prof")
+                    help="cProfile the bot's event-loop thread during the load (slower!): "
+                         "bench/out/tip_load_<run>.prof")
     ap.add_argument("--probe", action="store_true",
                     help="run the bot through bench/_tip_load_bot.py: SQLite time/lock waits, loop lag, re-sends")
     ap.add_argument("--drain-timeout", type=float, default=None,
@@ -787,7 +810,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _terminate)
     notes = machine_notes()
-    started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     results = []
     interrupted = False
     for i, cfg in enumerate(configs, 1):
@@ -798,7 +821,7 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             interrupted = True
             break
-        except Exception as error:  # noqa: BLE001 - one failed run is reported, the others go on
+        except Exception as error:  # one failed run is reported, the others go on
             print(f"  run failed: {type(error).__name__}: {error}", file=sys.stderr)
             continue
         results.append(result)

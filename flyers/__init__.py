@@ -8,11 +8,11 @@ Typical use from the bot (never render on the event loop)::
     if key != stored_key:                      # re-send the cached file_ids otherwise
         files = await render_flyers_async(case, "bi")
 
-See :mod:`flyers.renderer` for the pipeline, :mod:`flyers.pool` for the worker process, and :mod:`flyers.fonts` for the system
-fonts and libraries it needs.
+See :mod:`flyers.renderer` for the pipeline, :mod:`flyers.pool` for the worker process, and
+:mod:`flyers.fonts` for the system fonts and libraries it needs.
 """
 
-from .model import FlyerCase, FlyerFiles, FlyerPhoto, Lang
+from .model import CaseLang, FlyerCase, FlyerFiles, FlyerPhoto, Lang, PhotoKind, Sex, as_lang
 from .pool import (
     configure_pool,
     render_flyers_async,
@@ -30,11 +30,15 @@ from .renderer import (
 )
 
 __all__ = [
+    "CaseLang",
     "FlyerCase",
     "FlyerFiles",
     "FlyerPhoto",
     "Lang",
+    "PhotoKind",
+    "Sex",
     "TEMPLATE_VERSION",
+    "as_lang",
     "configure_pool",
     "fingerprint",
     "render_card_jpg",

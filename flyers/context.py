@@ -8,7 +8,7 @@ from typing import Any
 from .fit import fit_card, fit_poster
 from .images import MAX_EXTRA_PHOTOS, Photo, prepare_photos, qr_data_uri
 from .labels import HTML_LANG, LABELS, LANGS_OF
-from .model import FlyerCase
+from .model import FlyerCase, Lang, as_lang
 from .text import (
     Age,
     age_now,
@@ -36,11 +36,8 @@ CARD_LIMITS = {
 
 
 
-def resolve_lang(case: FlyerCase, lang: str | None) -> str:
-    lang = lang or case.language or "en"
-    if lang not in LANGS_OF:
-        raise ValueError(f"unknown flyer language {lang!r} (expected en, zh or bi)")
-    return lang
+def resolve_lang(case: FlyerCase, lang: str | None) -> Lang:
+    return as_lang(lang or case.language or "en")
 
 
 def _multi(langs: tuple[str, ...], make) -> list[tuple[str, str]]:

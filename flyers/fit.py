@@ -9,8 +9,9 @@ the compact layout.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from .text import vwidth
 

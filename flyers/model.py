@@ -9,12 +9,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Literal
+from typing import Literal, get_args
 
 Lang = Literal["en", "zh", "bi"]
 """Flyer language: English, Simplified Chinese, or both (bilingual)."""
+LANGS: tuple[Lang, ...] = get_args(Lang)
+
+CaseLang = Literal["en", "zh"]
+"""The language of a case's own particulars."""
+
+Sex = Literal["male", "female", "unknown"]
 
 PhotoKind = Literal["original", "age_progressed"]
+
+
+def as_lang(value: str) -> Lang:
+    """``value`` as a flyer language; ValueError if it is not one."""
+    for lang in LANGS:
+        if value == lang:
+            return lang
+    raise ValueError(f"unknown flyer language {value!r} (expected en, zh or bi)")
 
 
 @dataclass(frozen=True)
@@ -50,7 +64,7 @@ class FlyerCase:
     last_seen_place: str
     deep_link_url: str
     other_names: str | None = None
-    sex: Literal["male", "female", "unknown"] | None = None
+    sex: Sex | None = None
     date_of_birth: date | None = None
     birth_year: int | None = None
     age_when_missing: float | None = None
@@ -67,7 +81,7 @@ class FlyerCase:
     agency_reference: str | None = None
     family_contact: str | None = None
     family_contact_public: bool = False
-    language: Literal["en", "zh"] = "en"
+    language: CaseLang = "en"
     photos: list[FlyerPhoto] = field(default_factory=list)
     as_of: date | None = None
 

@@ -13,8 +13,9 @@ import concurrent.futures
 import logging
 import multiprocessing
 import threading
-from datetime import date, datetime, timezone
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from typing import Any, TypeVar
 
 from .model import FlyerCase, FlyerFiles, Lang
 from .renderer import render_flyers
@@ -36,7 +37,7 @@ def _warm_worker(setup: Callable[[], None] | None) -> None:
         setup()
     sample = FlyerCase(
         code="C-000000", name="Warm 预热", last_seen_place="—",
-        missing_since=datetime(2020, 1, 1, tzinfo=timezone.utc),
+        missing_since=datetime(2020, 1, 1, tzinfo=UTC),
         deep_link_url="https://t.me/x?start=c_warm", as_of=date(2020, 1, 2))
     try:
         render_flyers(sample, "bi")

@@ -173,7 +173,7 @@ async def reunite(stand_in, settings):
     yield running
     try:
         await asyncio.wait_for(running.stop(), 10)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         for task in asyncio.all_tasks():
             task.print_stack()
         raise

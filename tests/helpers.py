@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+from datetime import UTC
 from pathlib import Path
 
 from PIL import Image
@@ -142,14 +143,14 @@ async def send_photo(person, data: bytes, caption: str | None = None) -> str:
 async def seed_case(reunite, *, status: str = "active", family_id: int | None = None, **particulars):
     """A case with one real photo (from the installed wheels), written straight to the database;
     ``family_id`` is the user who reported it."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from bot.services import cases, media, users
     from tests.conftest import packaged_image
 
     image = media.store_image(packaged_image("yaoming.jpg").read_bytes(), reunite.settings.media_dir)
     details = {"name": "Li Wei", "other_names": "李伟", "sex": "male", "birth_year": 2009,
-               "missing_since": datetime(2024, 3, 14, 7, 30, tzinfo=timezone.utc), "missing_since_has_time": True,
+               "missing_since": datetime(2024, 3, 14, 7, 30, tzinfo=UTC), "missing_since_has_time": True,
                "last_seen_place": "Chaoyang Park south gate, Beijing", "agency_name": "Chaoyang Police",
                "agency_phone": "+86 10 6509 1234", **particulars}
     async with reunite.sessionmaker() as session:
@@ -157,7 +158,7 @@ async def seed_case(reunite, *, status: str = "active", family_id: int | None = 
             await users.get_or_create(session, family_id, "en", frozenset())
         case = await cases.create_case(session, status=status, reported_by=family_id, **details)
         await cases.add_photos(session, case, [cases.NewPhoto(image.sha256, image.width, image.height, 14.0)],
-                               family_id, datetime.now(timezone.utc))
+                               family_id, datetime.now(UTC))
         await session.commit()
     return case
 

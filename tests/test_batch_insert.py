@@ -3,7 +3,7 @@ the objects behave afterwards as if the ORM had flushed them: linked, changeable
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import event, func, inspect, select
 
@@ -15,7 +15,7 @@ from bot.db.session import create_engine, create_sessionmaker
 def _new_tips(session, first_user_id: int, count: int) -> list[Tip]:
     """What a round of ``count`` first-time tipsters adds: a user, a tip, its entry, the answer; the
     last one with a photo (a table written through the unit of work) pointing at its tip and entry."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     tips = []
     for number in range(count):
         user_id = first_user_id + number

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from types import SimpleNamespace
 
 from sqlalchemy import func, select
@@ -41,11 +41,11 @@ async def seed_running_broadcast(settings, chat_ids: list[int]) -> str:
                 await users.get_or_create(session, user_id, "en", frozenset())
             await session.flush()
             session.add_all(Subscriber(chat_id=chat_id, latitude=BEIJING[0], longitude=BEIJING[1], radius_km=25,
-                                       children_only=False, created_at=datetime.now(timezone.utc))
+                                       children_only=False, created_at=datetime.now(UTC))
                             for chat_id in chat_ids)
             await session.flush()
             case = await session.get(type(case), case.id)
-            now = datetime.now(timezone.utc)
+            now = datetime.now(UTC)
             broadcast = await broadcasts.draft(session, case, COORDINATOR_ID, len(chat_ids), now)
 
             async def card_file(_language: str) -> broadcasts.CardFile:

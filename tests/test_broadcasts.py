@@ -8,7 +8,7 @@ import asyncio
 import json
 import re
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select, update
@@ -49,7 +49,7 @@ async def seed_subscribers(reunite, stand_in, areas: list[dict], language: str =
             session.add(Subscriber(chat_id=area["chat_id"], latitude=point[0], longitude=point[1],
                                    radius_km=area.get("radius_km"), region=area.get("region"),
                                    children_only=area.get("children_only", False),
-                                   created_at=datetime.now(timezone.utc)))
+                                   created_at=datetime.now(UTC)))
         await session.commit()
 
 
@@ -145,7 +145,8 @@ async def test_the_audience_is_whoever_covers_the_last_seen_place_once(reunite, 
     assert {chat for chat in range(4001, 4010) if cards_to(stand_in, chat)} == expected
     assert all(len(cards_to(stand_in, chat)) == 1 for chat in expected)
     card = cards_to(stand_in, 4006)[0]
-    assert case.name in card["caption"] and card["reply_markup"]["inline_keyboard"][0][0]["text"] == "I have information"
+    assert case.name in card["caption"]
+    assert card["reply_markup"]["inline_keyboard"][0][0]["text"] == "I have information"
     chinese = cards_to(stand_in, 4009)[0]  # the card in their language, with the button in it too
     assert "请帮忙寻找" in chinese["caption"] and chinese["reply_markup"]["inline_keyboard"][0][0]["text"] == "我有线索"
     assert chinese["_files"] and chinese["photo"][-1]["file_id"] != card["photo"][-1]["file_id"]
@@ -309,7 +310,7 @@ async def test_closing_a_case_stops_its_broadcast_and_takes_its_messages_down(re
     # one message older than Telegram lets a bot delete: it stays, and its button says the appeal is closed
     async with reunite.sessionmaker() as session:
         await session.execute(update(Delivery).where(Delivery.chat_id == subscribers[0])
-                              .values(sent_at=datetime.now(timezone.utc) - timedelta(hours=49)))
+                              .values(sent_at=datetime.now(UTC) - timedelta(hours=49)))
         await session.commit()
     assert "is closed" in await coordinator.say(f"/close {case.code} found")
     assert (await wait_until_finished(reunite)).status == "withdrawn"
@@ -367,7 +368,8 @@ async def test_two_workers_send_each_card_once_and_one_takes_over_when_the_other
 
         assert broadcast.status == "done"
         assert [len(cards_to(stand_in, chat)) for chat in subscribers] == [1] * len(subscribers)
-        assert {row.status for row in (await deliveries_by_chat(other)).values()} == {"sent"}  # a stop leaves none unknown
+        # a stop leaves none unknown
+        assert {row.status for row in (await deliveries_by_chat(other)).values()} == {"sent"}
         assert stand_in.stats["flood_429"] == 0
         assert other.sender.sent_count > 0  # it took over
         progress = [m for m in admin.received() if (m.get("text") or "").startswith("📣 " + broadcast.reference)]

@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 
@@ -117,7 +117,7 @@ async def test_json_lines_import_reports_every_line_and_reimports_safely(setting
     assert [case.code for case, _ in found] == [first_code, results[9]["code"]]
     (li, li_photos), (ana, _) = found
     assert li.status == "active" and li.reported_by is None and li.external_id == "ORG-1"
-    assert li.missing_since == datetime(2024, 3, 14, 7, 30, tzinfo=timezone.utc)  # 15:30 in Shanghai
+    assert li.missing_since == datetime(2024, 3, 14, 7, 30, tzinfo=UTC)  # 15:30 in Shanghai
     assert (li.language, li.height_cm, li.date_of_birth.year, li.family_contact_public) == ("zh", 162, 2009, False)
     assert [(p.age_years, p.kind, p.is_primary, p.face_status) for p in li_photos] == [
         (14.5, "original", True, "done"), (None, "age_progressed", False, "done"), (15, "original", False, "no_face")]

@@ -19,7 +19,7 @@ import os
 import re
 import socket
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pypdf
@@ -218,7 +218,7 @@ def test_overflow_falls_back_to_compact_layout(monkeypatch, caplog):
 def test_minimal_case_renders():
     """Only the required fields; no photo, no agency."""
     case = FlyerCase(code="C-MIN000", name="Sam", last_seen_place="",
-                     missing_since=datetime(2025, 1, 5, tzinfo=timezone.utc),
+                     missing_since=datetime(2025, 1, 5, tzinfo=UTC),
                      deep_link_url=DEEP_LINK)
     files = render_flyers(case, "en")
     assert page_count(files.poster_pdf) == 1

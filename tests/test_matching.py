@@ -11,7 +11,7 @@ import functools
 import io
 import re
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 from PIL import Image
@@ -66,7 +66,7 @@ def player_face(index: int) -> bytes:
 async def add_case(reunite, name: str, photos: list[bytes], *, status: str = cases.STATUS_ACTIVE,
                    family_id: int | None = None) -> Case:
     """A case with its photos stored in the media store (face_status pending), as /report would leave it."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     stored = [media.store_image(photo, reunite.settings.media_dir) for photo in photos]
     async with reunite.sessionmaker() as session:
         if family_id is not None:
@@ -202,7 +202,7 @@ async def test_a_case_activated_after_an_old_tip_retro_matches_it(reunite, peopl
     assert await rows(reunite, select(MatchCandidate)) == []  # a case in review is never searched
 
     async with reunite.sessionmaker() as session:
-        cases.verify(session, await session.get(Case, case.id), COORDINATOR_ID, datetime.now(timezone.utc))
+        cases.verify(session, await session.get(Case, case.id), COORDINATOR_ID, datetime.now(UTC))
         await session.commit()
     alert = await match_alert(coordinator)
     assert "earlier tip" in alert["caption"] and reference in alert["caption"] and case.code in alert["caption"]
@@ -211,7 +211,7 @@ async def test_a_case_activated_after_an_old_tip_retro_matches_it(reunite, peopl
     async with reunite.sessionmaker() as session:
         await cases.add_photos(session, await session.get(Case, case.id),
                                [cases.NewPhoto(*_stored(reunite, player_face(0)))], COORDINATOR_ID,
-                               datetime.now(timezone.utc))
+                               datetime.now(UTC))
         await session.commit()
     await faces_done(reunite)
     assert len([m for m in coordinator.received() if is_match_alert(m)]) == 1
@@ -228,7 +228,7 @@ async def test_faces_written_by_another_process_are_searched_within_seconds(reun
     engine = get_face_engine()
     faces = engine.analyse_case_photo(image_bytes("yaoming.jpg"), with_crops=False)
     sha, width, height = _stored(reunite, image_bytes("yaoming.jpg"))
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     async with reunite.sessionmaker() as session:
         case = await cases.create_case(session, name="Imported Case", status=cases.STATUS_ACTIVE)
         photo = CasePhoto(case_id=case.id, sha256=sha, width=width, height=height, face_status="done",
@@ -250,7 +250,7 @@ async def test_the_watcher_sees_what_changed_since_its_last_look_however_long_ag
     """The face worker looks at the reference faces between rounds, and a round can outlast the
     look-back (a batch of photos on a busy machine): a case activated since the last look is still
     seen, not left out of the search until the next full check."""
-    first_look = datetime.now(timezone.utc)
+    first_look = datetime.now(UTC)
     watcher = matching.ReferenceWatcher(reunite.face_worker.watcher.model_id)
     async with reunite.sessionmaker() as session:
         await watcher.prime(session, first_look)
@@ -280,7 +280,7 @@ async def test_photos_with_no_face_fifty_faces_or_corrupt_data_are_handled(reuni
     path.write_bytes(path.read_bytes()[:300])
     async with reunite.sessionmaker() as session:
         await cases.add_photos(session, await session.get(Case, no_face.id), [cases.NewPhoto(sha, width, height)],
-                               family.id, datetime.now(timezone.utc))
+                               family.id, datetime.now(UTC))
         await session.commit()
     reunite.face_worker.wake()
     assert "could not open it" in await family.next_text()
@@ -426,7 +426,7 @@ async def test_closing_a_case_purges_its_biometrics_but_keeps_tip_faces_another_
     async def close(case):
         async with reunite.sessionmaker() as session:
             cases.close(session, await session.get(Case, case.id), COORDINATOR_ID, cases.STATUS_FOUND,
-                        datetime.now(timezone.utc))
+                        datetime.now(UTC))
             await session.commit()
 
     async def purged(case):
@@ -456,7 +456,7 @@ async def test_tip_images_past_retention_are_purged_with_their_faces_and_files(r
     reference_in(await recent.next_text())
     await faces_done(reunite)
     images = await rows(reunite, select(TipMedia).order_by(TipMedia.id))
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     async with reunite.sessionmaker() as session:
         # the old photo is past the period, its tip is not (the tipster wrote again lately)
         await session.execute(update(TipMedia).where(TipMedia.id == images[0].id)

@@ -22,7 +22,7 @@ async def test_a_burst_of_tips_reaches_a_coordinator_as_digests_without_429s(reu
     references = [reference_in(person.texts()[0]) for person in tipsters]
     # everyone is acknowledged (a send that timed out may be repeated, with the same reference)
     assert all({reference_in(text) for text in person.texts()} == {reference}
-               for person, reference in zip(tipsters, references))
+               for person, reference in zip(tipsters, references, strict=True))
     coordinator_text = json.dumps([m.get("text") for m in stand_in.sent_to(COORDINATOR_ID)], ensure_ascii=False)
     assert all(reference in coordinator_text for reference in references)
     # far fewer messages than tips, and at most about one per second

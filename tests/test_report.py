@@ -5,7 +5,7 @@ bad answers, photos with ages, a restart and a day away), sees /mycases, and can
 from __future__ import annotations
 
 import io
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from PIL import Image
@@ -75,7 +75,7 @@ async def test_a_family_reports_a_case_step_by_step(reunite, people, coordinator
     assert case.status == "pending_review" and case.reported_by == mother.id
     assert (case.name, case.other_names, case.sex, case.birth_year) == ("Li Wei", None, "male", 2009)
     assert case.date_of_birth.isoformat() == "2009-05-02"
-    assert case.missing_since == datetime(2024, 3, 14, 15, 30, tzinfo=timezone.utc) and case.missing_since_has_time
+    assert case.missing_since == datetime(2024, 3, 14, 15, 30, tzinfo=UTC) and case.missing_since_has_time
     assert (round(case.last_seen_lat, 4), round(case.last_seen_lon, 4)) == (39.9337, 116.4755)
     assert (case.height_cm, case.hair, case.eyes) == (158, "Short, black", None)
     assert (case.agency_phone, case.agency_reference) == ("+86 10 6509 1234", None)
@@ -168,7 +168,7 @@ async def test_a_report_survives_a_restart_and_a_day_away(stand_in, settings, pe
         assert "male or female" in await family.say("Tommy")
         async with second.sessionmaker() as session:
             await session.execute(update(ConversationState).values(
-                updated_at=datetime.now(timezone.utc) - timedelta(days=1)))
+                updated_at=datetime.now(UTC) - timedelta(days=1)))
             await session.commit()
         # a day later the first message is not taken as an answer: it shows where they were
         welcome = await family.say("I saw a boy at the station")

@@ -5,7 +5,7 @@ Through the stand-in, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import io
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from PIL import Image
@@ -101,7 +101,7 @@ async def test_nothing_of_a_tipster_outlives_the_retention_period(reunite, peopl
         image = await session.scalar(select(TipMedia.sha256))
         case_photos = set(await session.scalars(select(CasePhoto.sha256)))
         # Rolf's tip came later: a month on, it is still within the period
-        later = datetime.now(timezone.utc) + timedelta(days=31)
+        later = datetime.now(UTC) + timedelta(days=31)
         recent_tip = await session.scalar(select(Tip.id).where(Tip.reference == recent_reference))
         await session.execute(update(Tip).where(Tip.id == recent_tip).values(created_at=later, last_message_at=later))
         await session.execute(update(TipEntry).where(TipEntry.tip_id == recent_tip).values(created_at=later))
@@ -118,7 +118,7 @@ async def test_nothing_of_a_tipster_outlives_the_retention_period(reunite, peopl
     assert not [hit for hit in traces(stored, needles, places) if hit[0] == "outbox"]
     assert len(media_files(reunite.settings.media_dir)) > len(case_photos)  # the tip's image, a composite
 
-    month_later = datetime.now(timezone.utc) + timedelta(days=31)
+    month_later = datetime.now(UTC) + timedelta(days=31)
     await retention.run(reunite.sessionmaker, reunite.settings.with_overrides(tip_retention_days=30), month_later)
 
     stored = await every_stored_value(reunite)
@@ -156,7 +156,7 @@ async def test_an_update_set_aside_is_kept_a_week_for_an_operator_handled_ones_t
     person.user.send_raw(poll=UNREADABLE_POLL)
     reference_in(await person.say("A tip after a strange update"))
     await settle(reunite)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
 
     async def inbox():
         async with reunite.sessionmaker() as session:
@@ -184,7 +184,7 @@ async def test_closing_a_case_leaves_none_of_its_files_even_after_a_restart(stan
         async with bot.sessionmaker() as session:
             first_flyers = set(await session.scalars(select(FlyerFile.sha256)))
             await session.execute(update(Case).where(Case.id == case.id)
-                                  .values(agency_phone="+86 10 2222 2222", updated_at=datetime.now(timezone.utc)))
+                                  .values(agency_phone="+86 10 2222 2222", updated_at=datetime.now(UTC)))
             await session.commit()
         await coordinator.say(f"/flyer {case.code}")
         await settle(bot)

@@ -42,7 +42,8 @@ TEXT_LINES = "e => { const r = document.createRange(); r.selectNodeContents(e); 
 async def phone():
     """A new page in headless Chromium on a phone-sized viewport."""
     if shutil.which(CHROMIUM) is None:
-        pytest.fail(f"{CHROMIUM} is missing: `make test` installs it (scripts/system-deps.sh), or apt-get install chromium")
+        pytest.fail(f"{CHROMIUM} is missing: `make test` installs it (scripts/system-deps.sh), "
+                    "or apt-get install chromium")
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
             "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync",

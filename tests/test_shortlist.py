@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from PIL import Image
@@ -65,7 +65,7 @@ async def yao_ming_case(reunite, age: float = 24.0) -> Case:
         await users.get_or_create(session, FAMILY_ID, "en", frozenset())
         case = await cases.create_case(session, name="Yao Ming", status=cases.STATUS_ACTIVE, reported_by=FAMILY_ID)
         await cases.add_photos(session, case, [cases.NewPhoto(image.sha256, image.width, image.height, age)],
-                               FAMILY_ID, datetime.now(timezone.utc))
+                               FAMILY_ID, datetime.now(UTC))
         await session.commit()
     reunite.face_worker.wake()
     return case
@@ -194,7 +194,7 @@ async def test_a_rejected_face_leaves_the_shortlist_for_good_and_never_becomes_a
         image = media.store_image(mirrored, reunite.settings.media_dir)
         await cases.add_photos(session, await session.get(Case, case.id),
                                [cases.NewPhoto(image.sha256, image.width, image.height)], COORDINATOR_ID,
-                               datetime.now(timezone.utc))
+                               datetime.now(UTC))
         await session.commit()
     reunite.face_worker.wake()
     await faces_done(reunite)
@@ -218,10 +218,10 @@ async def test_a_rejected_face_leaves_the_shortlist_for_good_and_never_becomes_a
     # the first tip's images reach the end of their retention: its faces go, and the decision with them
     async with reunite.sessionmaker() as session:
         await session.execute(update(TipMedia).where(TipMedia.tip_id == select(Tip.id).where(
-            Tip.reference == players).scalar_subquery()).values(created_at=datetime(2000, 1, 1, tzinfo=timezone.utc)))
+            Tip.reference == players).scalar_subquery()).values(created_at=datetime(2000, 1, 1, tzinfo=UTC)))
         await session.commit()
         purged = await retention.purge_expired_tips(session, reunite.settings.media_dir, 30,
-                                                    datetime.now(timezone.utc))
+                                                    datetime.now(UTC))
         assert purged.images == 1
     assert await rows(reunite, select(MatchCandidate).where(MatchCandidate.status == MATCH_REJECTED)) == []
     assert total_of((await open_shortlist(coordinator, case.code))["caption"]) == await tip_faces(reunite)
@@ -299,7 +299,7 @@ async def test_composite_images_of_sent_shortlist_pages_go_with_the_daily_sweep(
     for path in media_dir.rglob("*"):
         os.utime(path, (0, 0))
     async with reunite.sessionmaker() as session:
-        assert await retention.sweep_media(session, media_dir, datetime.now(timezone.utc)) == 1
+        assert await retention.sweep_media(session, media_dir, datetime.now(UTC)) == 1
     # left: the case photo and the tip's image (t1.jpg shows nobody of the case: no match alert)
     kept = {path.name for path in media_dir.rglob("*") if path.is_file()}
     photos = await rows(reunite, select(CasePhoto.sha256)) + await rows(reunite, select(TipMedia.sha256))

@@ -13,7 +13,7 @@ from aiohttp import web
 from PIL import Image
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, InputMediaPhoto, ReplyKeyboardMarkup, Update
 from telegram.constants import ParseMode
-from telegram.error import BadRequest, Forbidden, InvalidToken, NetworkError, RetryAfter
+from telegram.error import BadRequest, Conflict, Forbidden, InvalidToken, NetworkError, RetryAfter
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes, MessageHandler, filters
 
 from bot.sandbox.standin import StandIn
@@ -38,6 +38,10 @@ def jpeg(w: int = 640, h: int = 480, color=(200, 30, 30), *, exif: bool = False)
     else:
         img.save(buf, "JPEG")
     return buf.getvalue()
+
+
+def one_button(text: str, data: str) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup([[InlineKeyboardButton(text, callback_data=data)]])
 
 
 def retry_seconds(exc: RetryAfter) -> float:
@@ -100,7 +104,8 @@ async def test_unknown_method_and_raw_bodies(standin):
         async with http.get(f"{base}/getMe") as r:
             assert (await r.json())["result"]["username"] == "reunite_sandbox_bot"
         # JSON body, nested markup as an object
-        body = {"chat_id": USER, "text": "json", "reply_markup": {"inline_keyboard": [[{"text": "A", "callback_data": "a"}]]}}
+        body = {"chat_id": USER, "text": "json",
+                "reply_markup": {"inline_keyboard": [[{"text": "A", "callback_data": "a"}]]}}
         async with http.post(f"{base}/sendMessage", json=body) as r:
             res = (await r.json())["result"]
             assert res["text"] == "json" and res["reply_markup"]["inline_keyboard"][0][0]["callback_data"] == "a"
@@ -150,7 +155,8 @@ async def test_application_polling_inline_keyboard_and_callback(standin):
 
     async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await update.message.reply_text(
-            "Pick one", reply_markup=InlineKeyboardMarkup([[InlineKeyboardButton("Yes", callback_data="v:yes"), InlineKeyboardButton("No", callback_data="v:no")]])
+            "Pick one", reply_markup=InlineKeyboardMarkup([[InlineKeyboardButton("Yes", callback_data="v:yes"),
+                                                            InlineKeyboardButton("No", callback_data="v:no")]])
         )
 
     async def pressed(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -192,7 +198,7 @@ async def test_application_polling_inline_keyboard_and_callback(standin):
 
 async def test_press_unknown_button_is_a_clear_error(bot, standin):
     ann = standin.user(USER, "Ann")
-    await bot.send_message(USER, "x", reply_markup=InlineKeyboardMarkup([[InlineKeyboardButton("A", callback_data="a")]]))
+    await bot.send_message(USER, "x", reply_markup=one_button("A", "a"))
     with pytest.raises(ValueError, match="buttons: \\['A'\\]"):
         ann.press(standin.sent_to(USER)[0], "B")
 
@@ -204,7 +210,8 @@ async def test_edited_message_channel_post_and_group(bot, standin):
     ann.edit(m["message_id"], "second version")
     grp.send_text(ann, "chatter")
     standin.channel_post(-1001234567890, "news")
-    ann.send_raw(sticker={"file_id": "x", "file_unique_id": "y", "type": "regular", "width": 512, "height": 512, "is_animated": False, "is_video": False})
+    ann.send_raw(sticker={"file_id": "x", "file_unique_id": "y", "type": "regular", "width": 512, "height": 512,
+                          "is_animated": False, "is_video": False})
     ups = await bot.get_updates(timeout=0)
     assert ups[0].message.text == "first version"
     assert ups[1].edited_message.text == "second version" and ups[1].edited_message.edit_date
@@ -281,7 +288,8 @@ async def test_album_and_send_media_group(bot, standin):
     assert ups[0].message.caption == "three" and ups[1].message.caption is None
 
     reuse = ups[0].message.photo[-1].file_id
-    msgs = await bot.send_media_group(USER, [InputMediaPhoto(jpeg(color=(1, 2, 3)), caption="album"), InputMediaPhoto(reuse)])
+    msgs = await bot.send_media_group(USER, [InputMediaPhoto(jpeg(color=(1, 2, 3)), caption="album"),
+                                             InputMediaPhoto(reuse)])
     assert len(msgs) == 2 and msgs[0].media_group_id == msgs[1].media_group_id
     assert msgs[0].caption == "album"
     recs = standin.sent_to(USER)
@@ -311,14 +319,14 @@ async def test_send_document_location_and_chat(bot, standin):
 # ------------------------------------------------------------------ edits, deletes, formatting
 async def test_edit_message_text_and_delete(bot, standin):
     standin.user(USER, "Ann")
-    m = await bot.send_message(USER, "Sending 0/10", reply_markup=InlineKeyboardMarkup([[InlineKeyboardButton("Stop", callback_data="stop")]]))
+    m = await bot.send_message(USER, "Sending 0/10", reply_markup=one_button("Stop", "stop"))
     edited = await bot.edit_message_text("Sending 5/10", chat_id=USER, message_id=m.message_id)
     assert edited.text == "Sending 5/10" and edited.edit_date is not None
     (rec,) = standin.sent_to(USER)
     assert rec["text"] == "Sending 5/10" and "reply_markup" not in rec  # edited in place
     with pytest.raises(BadRequest, match="(?i)message is not modified"):
         await bot.edit_message_text("Sending 5/10", chat_id=USER, message_id=m.message_id)
-    await bot.edit_message_reply_markup(USER, m.message_id, reply_markup=InlineKeyboardMarkup([[InlineKeyboardButton("Again", callback_data="again")]]))
+    await bot.edit_message_reply_markup(USER, m.message_id, reply_markup=one_button("Again", "again"))
     assert rec["reply_markup"]["inline_keyboard"][0][0]["text"] == "Again"
     p = await bot.send_photo(USER, jpeg(), caption="old")
     await bot.edit_message_caption(USER, p.message_id, caption="new")
@@ -333,7 +341,8 @@ async def test_edit_message_text_and_delete(bot, standin):
 
 async def test_parse_modes_and_limits(bot, standin):
     standin.user(USER, "Ann")
-    m = await bot.send_message(USER, "Case <b>C-7K2M9Q</b> &amp; <a href=\"https://t.me/x?start=c_1\">link</a>", parse_mode=ParseMode.HTML)
+    m = await bot.send_message(USER, "Case <b>C-7K2M9Q</b> &amp; <a href=\"https://t.me/x?start=c_1\">link</a>",
+                               parse_mode=ParseMode.HTML)
     assert m.text == "Case C-7K2M9Q & link"
     assert [(e.type, e.offset, e.length) for e in m.entities] == [("bold", 5, 8), ("text_link", 16, 4)]
     with pytest.raises(BadRequest, match="(?i)can't parse entities"):
@@ -347,7 +356,7 @@ async def test_parse_modes_and_limits(bot, standin):
     with pytest.raises(BadRequest, match="(?i)message is too long"):
         await bot.send_message(USER, "x" * 4097)
     with pytest.raises(BadRequest, match="(?i)BUTTON_DATA_INVALID"):
-        await bot.send_message(USER, "x", reply_markup=InlineKeyboardMarkup([[InlineKeyboardButton("A", callback_data="x" * 65)]]))
+        await bot.send_message(USER, "x", reply_markup=one_button("A", "x" * 65))
     # reply keyboards are not returned to the bot but kept for the browser page
     await bot.send_message(USER, "Where?", reply_markup=ReplyKeyboardMarkup([["Share"]], one_time_keyboard=True))
     rec = standin.sent_to(USER)[-1]
@@ -442,7 +451,7 @@ async def test_webhook_delivery(bot, standin):
     try:
         ann = standin.user(USER, "Ann")
         await bot.set_webhook(f"http://127.0.0.1:{port}/tg", secret_token="s3cret")
-        with pytest.raises(Exception):  # Conflict: polling while a webhook is set
+        with pytest.raises(Conflict, match="webhook is active"):  # polling while a webhook is set
             await bot.get_updates(timeout=0)
         ann.send_text("via webhook")
         for _ in range(50):
@@ -472,7 +481,8 @@ async def test_sandbox_json_api(bot, standin):
         async with http.post("/sandbox/api/send", json={"user_id": uid, "text": "hi bot"}) as r:
             sent = await r.json()
             assert sent["text"] == "hi bot"
-        async with http.post("/sandbox/api/send", json={"user_id": uid, "location": {"latitude": 1.5, "longitude": 2.5}}) as r:
+        location = {"latitude": 1.5, "longitude": 2.5}
+        async with http.post("/sandbox/api/send", json={"user_id": uid, "location": location}) as r:
             assert (await r.json())["location"]["latitude"] == 1.5
         form = aiohttp.FormData()
         form.add_field("user_id", str(uid))
@@ -493,7 +503,7 @@ async def test_sandbox_json_api(bot, standin):
 
         ups = await bot.get_updates(timeout=0)
         assert len(ups) == 5
-        reply = await bot.send_message(uid, "Tip received", reply_markup=InlineKeyboardMarkup([[InlineKeyboardButton("Add more", callback_data="more")]]))
+        reply = await bot.send_message(uid, "Tip received", reply_markup=one_button("Add more", "more"))
 
         async with http.get(f"/sandbox/api/chats/{uid}/messages") as r:
             msgs = await r.json()
@@ -508,7 +518,8 @@ async def test_sandbox_json_api(bot, standin):
         cursor = max(m["rev"] for m in msgs)
         poll = asyncio.create_task(http.get(f"/sandbox/api/chats/{uid}/messages?after={cursor}&wait=5"))
         await asyncio.sleep(0.1)
-        async with http.post("/sandbox/api/press", json={"user_id": uid, "chat_id": uid, "message_id": reply.message_id, "callback_data": "more"}) as r:
+        press = {"user_id": uid, "chat_id": uid, "message_id": reply.message_id, "callback_data": "more"}
+        async with http.post("/sandbox/api/press", json=press) as r:
             cq = await r.json()
             assert cq["data"] == "more"
         (u,) = await bot.get_updates(offset=ups[-1].update_id + 1, timeout=0)

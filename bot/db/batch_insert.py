@@ -130,6 +130,6 @@ def _insert(session: Session, connection, plan: _Plan, objects: list) -> None:
     if plan.id_attribute is None:
         connection.execute(plan.statement, rows)
     else:
-        for obj, new_id in zip(objects, connection.execute(plan.statement, rows).scalars()):
+        for obj, new_id in zip(objects, connection.execute(plan.statement, rows).scalars(), strict=True):
             setattr(obj, plan.id_attribute, new_id)
     register_persistent(session, objects)

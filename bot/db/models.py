@@ -10,7 +10,7 @@ place.
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import numpy as np
 from sqlalchemy import (
@@ -50,11 +50,11 @@ class UtcDateTime(TypeDecorator[datetime]):
     def process_bind_param(self, value, dialect):
         if value is not None and value.tzinfo is None:
             raise ValueError("naive datetimes are not stored: pass an aware UTC time")
-        return value.astimezone(timezone.utc) if value is not None else None
+        return value.astimezone(UTC) if value is not None else None
 
     def process_result_value(self, value, dialect):
         if value is not None and value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)
+            return value.replace(tzinfo=UTC)
         return value
 
 
@@ -158,10 +158,10 @@ class Tip(InsertedInBatches, Base):
 
     # also tells the unit of work to insert a new user before their first tip in one flush
     tipster: Mapped[User] = relationship()
-    entries: Mapped[list["TipEntry"]] = relationship(
+    entries: Mapped[list[TipEntry]] = relationship(
         back_populates="tip", order_by="TipEntry.id", cascade="all, delete-orphan"
     )
-    media: Mapped[list["TipMedia"]] = relationship(
+    media: Mapped[list[TipMedia]] = relationship(
         back_populates="tip", order_by="TipMedia.id", cascade="all, delete-orphan"
     )
 
@@ -213,7 +213,7 @@ class TipMedia(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
     tip: Mapped[Tip] = relationship(back_populates="media")
-    entry: Mapped["TipEntry | None"] = relationship()
+    entry: Mapped[TipEntry | None] = relationship()
 
 
 class AuditEvent(Base):

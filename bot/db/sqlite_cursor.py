@@ -87,7 +87,7 @@ def _in_sqlite_thread(connection, method: str, operation: str, parameters: Any) 
 class OneTripConnection(AsyncAdapt_aiosqlite_connection):
     __slots__ = ()
     # duck-typed: SQLAlchemy only calls the DBAPI cursor interface, which OneTripCursor has
-    _cursor_cls = OneTripCursor  # type: ignore[assignment]
+    _cursor_cls = OneTripCursor  # type: ignore[assignment]  # duck-typed, see above
 
     def rollback(self) -> None:
         # the pool rolls back every connection it gets back, a trip to SQLite's thread even after a

@@ -25,7 +25,8 @@ import json
 import logging
 import os
 import sys
-from typing import Any, Iterator, TextIO
+from collections.abc import Iterator
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -45,7 +46,7 @@ def embed_command(paths: list[str], *, engine: FaceEngine | None = None) -> int:
     with _data_stream() as data_stream, stdout_to_stderr():
         try:
             engine = engine or FaceEngine.load()
-        except Exception as exc:  # noqa: BLE001 - reported, not a traceback on stdout
+        except Exception as exc:  # reported, not a traceback on stdout
             log.error("faces embed: cannot load the face models: %s", exc)
             return 1
         for path in paths:
@@ -75,7 +76,7 @@ def embed_file(engine: FaceEngine, path: str) -> tuple[dict[str, Any], bool]:
     except UnreadableImage as exc:
         log.warning("faces embed: %s: %s", path, exc)
         return {"file": path, "faces": [], "error": str(exc)}, False
-    except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
+    except Exception as exc:  # one bad file must not stop the batch
         log.exception("faces embed: %s: unexpected failure", path)
         return {"file": path, "faces": [], "error": f"{type(exc).__name__}: {exc}"}, False
     return {"file": path, "faces": [_face_record(face) for face in faces], "error": None}, True

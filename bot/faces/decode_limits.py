@@ -27,7 +27,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 try:  # HEIC/HEIF (iPhone photos sent as files) when the optional plugin is installed.
-    import pillow_heif  # type: ignore[import-not-found]
+    import pillow_heif  # type: ignore[import-not-found]  # an optional plugin, not among our dependencies
 
     pillow_heif.register_heif_opener()
 except ImportError:  # pragma: no cover - optional dependency

@@ -35,9 +35,10 @@ import functools
 import logging
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
@@ -127,8 +128,6 @@ class _Candidate:
     box: np.ndarray  # x1, y1, x2, y2
     score: float
     landmarks: np.ndarray  # (5, 2)
-    crop: np.ndarray | None = None  # aligned 112x112
-    sharpness: float = 0.0
 
     @property
     def area(self) -> float:
@@ -137,6 +136,15 @@ class _Candidate:
     @property
     def short_side(self) -> float:
         return float(min(self.box[2] - self.box[0], self.box[3] - self.box[1]))
+
+
+@dataclass
+class _Aligned:
+    """A detection aligned for the embedder, with how sharp the aligned face is."""
+
+    candidate: _Candidate
+    crop: np.ndarray  # aligned 112x112
+    sharpness: float
 
 
 class FaceEngine:
@@ -165,7 +173,7 @@ class FaceEngine:
         *,
         threads: int | None = None,
         policy: FacePolicy | None = None,
-    ) -> "FaceEngine":
+    ) -> FaceEngine:
         """Load the models (``REUNITE_FACE_MODEL_DIR`` or buffalo_s) and warm them up."""
         pack: ModelPack = load_model_pack(model_dir, threads=threads)
         engine = cls(pack.detector, pack.embedder, pack.model_id, policy)
@@ -200,9 +208,8 @@ class FaceEngine:
                 self.policy.max_faces,
             )
             candidates = candidates[: self.policy.max_faces]
-        for candidate in candidates:
-            self._align(decoded.bgr, candidate)
-        return self._embed(decoded, candidates, with_crops=with_crops, mirror=self.policy.flip_augmentation)
+        aligned = [self._align(decoded.bgr, candidate) for candidate in candidates]
+        return self._embed(decoded, aligned, with_crops=with_crops, mirror=self.policy.flip_augmentation)
 
     def analyse_tip_image(self, image: ImageSource) -> FaceReport:
         """The comparable faces of a tip image, largest first, and counts of those left out.
@@ -211,20 +218,20 @@ class FaceEngine:
         """
         decoded = decode_image(image)
         candidates = sorted(self._detect(decoded.bgr), key=lambda c: c.area, reverse=True)
-        accepted: list[_Candidate] = []
+        accepted: list[_Aligned] = []
         too_small = too_blurry = over_cap = 0
         for candidate in candidates:
             if candidate.short_side < self.policy.min_face_side_px:
                 too_small += 1
                 continue
-            self._align(decoded.bgr, candidate)
-            if candidate.sharpness < self.policy.min_sharpness:
+            aligned = self._align(decoded.bgr, candidate)
+            if aligned.sharpness < self.policy.min_sharpness:
                 too_blurry += 1
                 continue
             if len(accepted) >= self.policy.max_faces:
                 over_cap += 1
                 continue
-            accepted.append(candidate)
+            accepted.append(aligned)
         return FaceReport(
             faces=self._embed(decoded, accepted, with_crops=True, mirror=self.policy.tip_flip_augmentation),
             detected=len(candidates),
@@ -287,22 +294,23 @@ class FaceEngine:
                 return candidates
         return []
 
-    def _align(self, bgr: np.ndarray, candidate: _Candidate) -> None:
+    def _align(self, bgr: np.ndarray, candidate: _Candidate) -> _Aligned:
         # Aligned on the unpadded photo: outside it norm_crop fills black, which
         # measured slightly better than the padded canvas's flat colour.
-        candidate.crop = self.embedder.align(bgr, candidate.landmarks)
-        grey = cv2.cvtColor(candidate.crop, cv2.COLOR_BGR2GRAY)
-        candidate.sharpness = float(cv2.Laplacian(grey, cv2.CV_64F).var())
+        crop = self.embedder.align(bgr, candidate.landmarks)
+        grey = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
+        return _Aligned(candidate, crop, float(cv2.Laplacian(grey, cv2.CV_64F).var()))
 
     def _embed(
-        self, decoded: DecodedImage, candidates: list[_Candidate], *, with_crops: bool, mirror: bool
+        self, decoded: DecodedImage, faces_found: list[_Aligned], *, with_crops: bool, mirror: bool
     ) -> list[DetectedFace]:
-        if not candidates:
+        if not faces_found:
             return []
-        embeddings = self.embed_crops([c.crop for c in candidates], mirror=mirror)
+        embeddings = self.embed_crops([found.crop for found in faces_found], mirror=mirror)
         width, height = decoded.original_size
         faces = []
-        for candidate, embedding in zip(candidates, embeddings):
+        for found, embedding in zip(faces_found, embeddings, strict=True):
+            candidate = found.candidate
             box = candidate.box / decoded.scale
             bbox = (
                 float(np.clip(box[0], 0, width)),
@@ -318,7 +326,7 @@ class FaceEngine:
                     crop_jpeg=self._crop_jpeg(decoded.bgr, candidate.box) if with_crops else b"",
                     model_id=self.model_id,
                     landmarks=(candidate.landmarks / decoded.scale).astype(np.float32),
-                    sharpness=candidate.sharpness,
+                    sharpness=found.sharpness,
                 )
             )
         return faces

@@ -193,7 +193,7 @@ def _from_pil(image: Image.Image, *, max_pixels: int, max_side: int | None) -> D
 def _exif_orientation(image: Image.Image) -> int | None:
     try:
         return image.getexif().get(0x0112)  # Orientation tag
-    except Exception:  # noqa: BLE001 - broken EXIF is common and harmless here
+    except Exception:  # broken EXIF is common and harmless here
         return None
 
 

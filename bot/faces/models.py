@@ -29,9 +29,9 @@ import math
 import os
 import sys
 import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -160,7 +160,7 @@ class FaceDetector:
         input_sizes: Sequence[tuple[int, int]] = DEFAULT_DETECTION_SIZES,
         threshold: float = DEFAULT_DETECTION_THRESHOLD,
         nms_threshold: float = 0.4,
-    ) -> "FaceDetector":
+    ) -> FaceDetector:
         # ctx_id -1 = CPU (the sessions were created for the CPU provider already).
         self.model.prepare(
             -1,
@@ -211,7 +211,7 @@ class FaceEmbedder:
         self.model_file = Path(model.model_file)
         self.crop_size = int(model.input_size[0])
 
-    def prepare(self) -> "FaceEmbedder":
+    def prepare(self) -> FaceEmbedder:
         self.model.prepare(-1)
         return self
 
@@ -347,7 +347,7 @@ def _discover_pack(folder: Path, load) -> tuple[object, object]:
     for path in sorted(folder.glob("*.onnx")):
         try:
             model = load(path)
-        except Exception as exc:  # noqa: BLE001 - a pack may hold files model_zoo cannot route
+        except Exception as exc:  # a pack may hold files model_zoo cannot route
             log.debug("skipping %s: %s", path.name, exc)
             continue
         task = getattr(model, "taskname", None)

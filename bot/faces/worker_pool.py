@@ -100,7 +100,7 @@ def _start_worker(running, pids, next_slot, engine_for: tuple[str | None, int]) 
         return
     try:
         _engine = FaceEngine.load(engine_for[0], threads=engine_for[1])  # loads and warms up the models
-    except Exception as error:  # noqa: BLE001 - every call reports it (e.g. ModelPackError) to the bot
+    except Exception as error:  # every call reports it (e.g. ModelPackError) to the bot
         _load_error = error
 
 
@@ -114,8 +114,8 @@ def _terminated(signum, frame) -> None:
 
 def _call(call_id: int, what: str, *args, **kwargs) -> Any:
     """Run ``what`` (an engine method, or "ready") as call ``call_id``."""
-    if _load_error is not None:
-        raise _load_error
+    if _engine is None:  # the initializer could not load the models: every call says why
+        raise _load_error or RuntimeError("the face worker has no engine")
     if what == "ready":
         return os.getpid(), _engine.model_id
     if _running is not None:

@@ -9,7 +9,7 @@ from datetime import tzinfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.db.models import PRIORITY_ALERT, Tip
+from bot.db.models import PRIORITY_ALERT, Tip, TipMedia
 from bot.i18n import t
 from bot.services import outbox, users
 from bot.services.tips import TipUpdate
@@ -63,8 +63,7 @@ def _body(language: str, update: TipUpdate) -> str:
     return "\n".join(parts)
 
 
-def _photo_caption(language: str, update: TipUpdate, headline: str) -> str:
-    media = update.media
+def _photo_caption(language: str, update: TipUpdate, media: TipMedia, headline: str) -> str:
     lines = [headline]
     if media.taken_at:
         lines.append(t(language, "alert_photo_taken", taken=media.taken_at))
@@ -95,7 +94,7 @@ async def alert_tip(session: AsyncSession, coordinator_chat_id: int | None, upda
         if update.media is not None:
             album_key = f"{update.tip.reference}:{update.entry.media_group_id or update.entry.id}"
             outbox.enqueue_photo(session, recipient.chat_id, update.media.sha256,
-                                 _photo_caption(language, update, headline), priority=PRIORITY_ALERT,
+                                 _photo_caption(language, update, update.media, headline), priority=PRIORITY_ALERT,
                                  album_key=album_key,
                                  gather_seconds=ALBUM_GATHER_SECONDS if update.entry.media_group_id else None)
             continue
@@ -120,7 +119,7 @@ def tip_summary_lines(language: str, tip: Tip, case_code: str | None, tz: tzinfo
         body = entry.text or ""
         if entry.kind == "photo":
             body = ("📷 " + body).strip()
-        if entry.latitude is not None:
+        if entry.latitude is not None and entry.longitude is not None:
             body = f"📍 {map_link(entry.latitude, entry.longitude)} {body}".strip()
         if entry.kind == "edit":
             body = t(language, "alert_edited") + " " + body
@@ -129,7 +128,7 @@ def tip_summary_lines(language: str, tip: Tip, case_code: str | None, tz: tzinfo
         facts = []
         if media.taken_at:
             facts.append(t(language, "alert_photo_taken", taken=media.taken_at))
-        if media.gps_lat is not None:
+        if media.gps_lat is not None and media.gps_lon is not None:
             facts.append(t(language, "alert_photo_gps", link=map_link(media.gps_lat, media.gps_lon)))
         if facts:
             lines.append("📷 " + " · ".join(facts))

@@ -136,12 +136,13 @@ async def start(session: AsyncSession, broadcast: Broadcast, case: Case, *, regi
     broadcast.started_at = now
     if actor_id != broadcast.requested_by:
         broadcast.approved_by = actor_id
-    requester = await session.get(User, broadcast.requested_by)
-    progress = outbox.enqueue_text(session, requester.id,
-                                   progress_text(requester.language, broadcast, case, Counts(), rate=None),
-                                   priority=PRIORITY_ALERT)
-    await session.flush()
-    broadcast.progress_outbox_id = progress.id
+    requester = await _requester(session, broadcast)
+    if requester is not None:
+        progress = outbox.enqueue_text(session, requester.id,
+                                       progress_text(requester.language, broadcast, case, Counts(), rate=None),
+                                       priority=PRIORITY_ALERT)
+        await session.flush()
+        broadcast.progress_outbox_id = progress.id
     audit.record(session, actor_id, "broadcast.start", broadcast.reference)
     return len(recipients)
 
@@ -166,7 +167,8 @@ class Counts:
 
 
 async def counts(session: AsyncSession, broadcast_id: int) -> Counts:
-    rows = dict((await session.execute(select(Delivery.status, func.count()).where(Delivery.broadcast_id == broadcast_id)
+    rows = dict((await session.execute(select(Delivery.status, func.count())
+                                       .where(Delivery.broadcast_id == broadcast_id)
                                        .group_by(Delivery.status))).all())
     return Counts(total=sum(rows.values()), pending=rows.get(DELIVERY_PENDING, 0),
                   sending=rows.get(DELIVERY_SENDING, 0), sent=rows.get(DELIVERY_SENT, 0),
@@ -203,6 +205,12 @@ async def _progress_message_id(session: AsyncSession, broadcast: Broadcast) -> i
                                 .where(OutboxMessage.id == broadcast.progress_outbox_id))
 
 
+async def _requester(session: AsyncSession, broadcast: Broadcast) -> User | None:
+    """Who asked for ``broadcast``; None if they are no longer known (``requested_by`` is no foreign
+    key: a coordinator whose role was revoked may since have been forgotten as an idle user)."""
+    return await session.get(User, broadcast.requested_by)
+
+
 async def _edit_progress(session: AsyncSession, broadcast: Broadcast, requester: User, text: str) -> bool:
     """Edit the requester's progress message to ``text``; False while it has not been sent yet."""
     message_id = await _progress_message_id(session, broadcast)
@@ -218,8 +226,10 @@ async def finish(session: AsyncSession, broadcast: Broadcast, status: str, now: 
     requester gets a summary."""
     broadcast.status = status
     broadcast.finished_at = now
-    case = await session.get(Case, broadcast.case_id)
-    requester = await session.get(User, broadcast.requested_by)
+    requester = await _requester(session, broadcast)
+    if requester is None:
+        return
+    case = await session.get_one(Case, broadcast.case_id)
     tally = await counts(session, broadcast.id)
     await _edit_progress(session, broadcast, requester, progress_text(requester.language, broadcast, case, tally, None))
     outbox.enqueue_text(session, requester.id, summary_text(requester.language, broadcast, case, tally),
@@ -231,7 +241,7 @@ class ProgressReporter:
     have no delivery left. Runs beside the one sender (so once, whatever the number of workers);
     remembers what it last wrote, so an unchanged message is not edited."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._shown: dict[int, str] = {}
         self._sent_before: dict[int, tuple[datetime, int]] = {}
 
@@ -251,8 +261,10 @@ class ProgressReporter:
                 self._shown.pop(broadcast.id, None)
                 self._sent_before.pop(broadcast.id, None)
                 continue
-            case = await session.get(Case, broadcast.case_id)
-            requester = await session.get(User, broadcast.requested_by)
+            requester = await _requester(session, broadcast)
+            if requester is None:
+                continue
+            case = await session.get_one(Case, broadcast.case_id)
             text = progress_text(requester.language, broadcast, case, tally,
                                  self._rate(broadcast.id, tally.sent, now, configured_rate))
             if self._shown.get(broadcast.id) != text and await _edit_progress(session, broadcast, requester, text):
@@ -264,8 +276,10 @@ class ProgressReporter:
 
 async def _tell_requester(session: AsyncSession, broadcast: Broadcast, key: str, **values: object) -> None:
     """Message ``key`` to whoever asked for ``broadcast``, in their language."""
-    requester = await session.get(User, broadcast.requested_by)
-    case = await session.get(Case, broadcast.case_id)
+    requester = await _requester(session, broadcast)
+    if requester is None:
+        return
+    case = await session.get_one(Case, broadcast.case_id)
     outbox.enqueue_text(session, requester.id, t(requester.language, key, reference=broadcast.reference,
                                                  name=case.name, **values), priority=PRIORITY_ALERT)
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.db.dml import rows_affected
 from bot.db.models import (
     CHANGE_APPROVED,
     CHANGE_PENDING,
@@ -136,31 +137,40 @@ class Review:
     case: Case | None = None
 
 
-async def _claim(session: AsyncSession, change_id: int, status: str, reviewer_id: int, now: datetime) -> Review:
+@dataclass(frozen=True)
+class _Claimed:
+    """A change this call decided, with its case: the caller applies it."""
+
+    change: CaseChange
+    case: Case
+
+
+async def _claim(session: AsyncSession, change_id: int, status: str, reviewer_id: int,
+                 now: datetime) -> _Claimed | Review:
     """Decide a waiting change once: a conditional UPDATE, so two coordinators (or two workers) who
     press at the same moment cannot both apply it."""
     change = await session.get(CaseChange, change_id)
     if change is None:
         return Review("gone")
-    case = await session.get(Case, change.case_id)
+    case = await session.get_one(Case, change.case_id)
     if change.status == CHANGE_PENDING and case.status in cases.CLOSED_STATUSES:
         return Review("closed", change, case)
-    claimed = await session.execute(
-        update(CaseChange).where(CaseChange.id == change_id, CaseChange.status == CHANGE_PENDING)
-        .values(status=status, reviewed_by=reviewer_id, reviewed_at=now))
-    if claimed.rowcount == 0:
+    claimed = await rows_affected(session, update(CaseChange)
+                                  .where(CaseChange.id == change_id, CaseChange.status == CHANGE_PENDING)
+                                  .values(status=status, reviewed_by=reviewer_id, reviewed_at=now))
+    if claimed == 0:
         await session.refresh(change)  # decided by someone else meanwhile: say how
         return Review("already", change, case)
-    return Review("done", change, case)
+    return _Claimed(change, case)
 
 
 async def approve(session: AsyncSession, change_id: int, reviewer_id: int, now: datetime) -> Review:
     """Apply the change as its family asked (the flyer re-renders with it; new photos go to face
     matching as any case photo does); the family is told. Decided once, whoever comes first."""
-    review = await _claim(session, change_id, CHANGE_APPROVED, reviewer_id, now)
-    if review.result != "done":
-        return review
-    change, case = review.change, review.case
+    claimed = await _claim(session, change_id, CHANGE_APPROVED, reviewer_id, now)
+    if isinstance(claimed, Review):
+        return claimed
+    change, case = claimed.change, claimed.case
     if change.field == PHOTOS:
         await cases.add_photos(session, case, proposed_photos(change), change.requested_by, now)
         audit.record(session, change.requested_by, "case.photo.add", case.code)
@@ -169,24 +179,24 @@ async def approve(session: AsyncSession, change_id: int, reviewer_id: int, now: 
                                  change.requested_by, now)
     audit.record(session, reviewer_id, "case.change.approve", case.code)
     await _tell_family(session, case, change, "family_change_approved")
-    return review
+    return Review("done", change, case)
 
 
 async def reject(session: AsyncSession, change_id: int, reviewer_id: int, now: datetime, media_dir: Path,
                  reason: str | None = None) -> Review:
     """Nothing changes on the case; the family is told (with ``reason`` if given); rejected photos
     leave the media store."""
-    review = await _claim(session, change_id, CHANGE_REJECTED, reviewer_id, now)
-    if review.result != "done":
-        return review
-    change, case = review.change, review.case
+    claimed = await _claim(session, change_id, CHANGE_REJECTED, reviewer_id, now)
+    if isinstance(claimed, Review):
+        return claimed
+    change, case = claimed.change, claimed.case
     audit.record(session, reviewer_id, "case.change.reject", case.code)
     await _forget_photos(session, [change], media_dir)
     if reason:
         await _tell_family(session, case, change, "family_change_rejected_reason", reason=reason)
     else:
         await _tell_family(session, case, change, "family_change_rejected")
-    return review
+    return Review("done", change, case)
 
 
 async def withdraw_pending(session: AsyncSession, case: Case, media_dir: Path) -> None:

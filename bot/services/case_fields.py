@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from datetime import date, datetime, time, timezone, tzinfo
+from datetime import UTC, date, datetime, time, tzinfo
 
 from bot.i18n import LANGUAGES as CATALOG_LANGUAGES
 from bot.i18n import t
@@ -86,8 +86,8 @@ FIELDS = (NAME, OTHER_NAMES, SEX, BIRTH_DATE, MISSING_SINCE, LAST_SEEN_PLACE, LA
           FAMILY_CONTACT, FAMILY_CONTACT_PUBLIC, LANGUAGE)
 BY_KEY = {field.key: field for field in FIELDS}
 
-SEXES = tuple(value for _, value in SEX.choices)
-CASE_LANGUAGES = tuple(value for _, value in LANGUAGE.choices)
+SEXES = tuple(name for name, _ in SEX.choices)  # each stored as its name
+CASE_LANGUAGES = tuple(name for name, _ in LANGUAGE.choices)
 
 
 # -- reading what people type -------------------------------------------------------------------
@@ -206,28 +206,29 @@ def when_value(moment: datetime, has_time: bool, tz: tzinfo, now: datetime) -> d
         moment = moment.replace(tzinfo=tz)
     if moment.year < OLDEST_YEAR or moment > now:
         raise FieldError("field_date_out_of_range")
-    return {"missing_since": moment.astimezone(timezone.utc).isoformat(), "missing_since_has_time": has_time}
+    return {"missing_since": moment.astimezone(UTC).isoformat(), "missing_since_has_time": has_time}
 
 
 def parse_birth(text: str, today: date) -> dict:
     """A date of birth, or only the year."""
     cleaned = text.strip().rstrip("年")
     if re.fullmatch(r"\d{4}", cleaned):
-        return birth_value(None, int(cleaned), today)
+        return birth_value(int(cleaned), today)
     day, rest = _date_and_rest(cleaned)
     if rest.strip():
         raise FieldError("field_bad_date")
-    return birth_value(day, None, today)
+    return birth_value(day, today)
 
 
-def birth_value(day: date | None, year: int | None, today: date) -> dict:
-    if day is not None:
-        if not date(OLDEST_YEAR, 1, 1) <= day <= today:
+def birth_value(born: date | int, today: date) -> dict:
+    """A day of birth, or only its year."""
+    if isinstance(born, date):
+        if not date(OLDEST_YEAR, 1, 1) <= born <= today:
             raise FieldError("field_date_out_of_range")
-        return {"date_of_birth": day.isoformat(), "birth_year": day.year}
-    if not OLDEST_YEAR <= year <= today.year:
+        return {"date_of_birth": born.isoformat(), "birth_year": born.year}
+    if not OLDEST_YEAR <= born <= today.year:
         raise FieldError("field_date_out_of_range")
-    return {"date_of_birth": None, "birth_year": year}
+    return {"date_of_birth": None, "birth_year": born}
 
 
 def pin_value(latitude: float, longitude: float) -> dict:

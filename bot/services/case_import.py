@@ -33,10 +33,11 @@ import json
 import sys
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timezone, tzinfo
+from datetime import UTC, date, datetime, tzinfo
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
@@ -232,7 +233,8 @@ def _birth(record: dict, today: date) -> dict:
         if day is not None and day.year != int(year_number):
             raise LineError("date_of_birth and birth_year disagree")
         year = int(year_number)
-    return _checked("date_of_birth" if day else "birth_year", case_fields.birth_value, day, year, today)
+    return _checked("date_of_birth" if day else "birth_year", case_fields.birth_value,
+                    day if day is not None else year, today)
 
 
 def _pin(record: dict) -> dict:
@@ -262,7 +264,7 @@ def _photo_entries(value) -> list[dict]:
             cells = [cell.strip() for cell in part.split("|")]
             if len(cells) > 3:
                 raise LineError(f"photos: {part!r} has more than path|age|kind")
-            entries.append(dict(zip(("path", "age", "kind"), cells)))
+            entries.append(dict(zip(("path", "age", "kind"), cells, strict=False)))  # age and kind may be left off
         return entries
     if not isinstance(value, list) or not all(isinstance(entry, dict) for entry in value):
         raise LineError("photos must be a list of {\"path\", \"age\", \"kind\"} objects")
@@ -297,7 +299,8 @@ def check_line(record: dict, folders: PhotoFolders, tz: tzinfo, now: datetime) -
     missing = [key for key in REQUIRED if _given(record, key) is None]
     if missing:
         raise LineError(f"{missing[0]} is required")
-    columns = {key: value for key, field in TEXT_FIELDS.items() if (value := _text(record, field)) is not None}
+    columns: dict[str, Any] = {key: value for key, field in TEXT_FIELDS.items()
+                               if (value := _text(record, field)) is not None}
     columns.update(_missing_since(record["missing_since"], tz, now), **_birth(record, now.astimezone(tz).date()),
                    **_pin(record))
     columns = case_fields.to_columns(columns)
@@ -346,30 +349,31 @@ async def _prepare_batch(batch: list[tuple[int, CaseRecord | LineError]], import
     """The photos of a batch's new lines, stored and analysed side by side, by line."""
     to_store = {number: record for number, record in batch
                 if isinstance(record, CaseRecord) and record.external_id not in imported}
-    return dict(zip(to_store, await asyncio.gather(*(_prepared_photos(record, media_dir, faces)
-                                                     for record in to_store.values()))))
+    prepared = await asyncio.gather(*(_prepared_photos(record, media_dir, faces) for record in to_store.values()))
+    return dict(zip(to_store, prepared, strict=True))
 
 
 async def _codes_by_external_id(session: AsyncSession, external_ids: list[str]) -> dict[str, str]:
-    found = {}
+    found: dict[str, str] = {}
     for start in range(0, len(external_ids), LOOKUP_CHUNK):
         chunk = external_ids[start:start + LOOKUP_CHUNK]
-        found.update((await session.execute(select(Case.external_id, Case.code)
-                                            .where(Case.external_id.in_(chunk)))).all())
+        rows = await session.execute(select(Case.external_id, Case.code).where(Case.external_id.in_(chunk)))
+        # never None: one of ``chunk``; the check is for the type
+        found.update((external_id, code) for external_id, code in rows if external_id is not None)
     return found
 
 
 async def _add_case(session: AsyncSession, record: CaseRecord, photos: list[PreparedPhoto],
                     with_faces: bool) -> _Created:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     case = await cases.create_case(session, status=cases.STATUS_ACTIVE, external_id=record.external_id,
                                    **record.columns)
     rows = await cases.add_photos(session, case, [photo.stored for photo in photos], SHELL_ADMIN, now)
     if with_faces:
-        for row, photo in zip(rows, photos):
+        for row, photo in zip(rows, photos, strict=True):
             await matching.record_case_faces(session, row, photo.faces, now)
     audit.record(session, SHELL_ADMIN, "case.import", case.code)
-    return _Created(case.code, [str(photo.source.path) for row, photo in zip(rows, photos)
+    return _Created(case.code, [str(photo.source.path) for row, photo in zip(rows, photos, strict=True)
                                 if row.face_status in (matching.FACES_NONE, matching.FACES_FAILED)])
 
 
@@ -405,18 +409,25 @@ async def _write_batch(session: AsyncSession, batch: list[tuple[int, CaseRecord 
     items = []
     for number, record in batch:
         photos = prepared.get(number)
-        if isinstance(record, LineError) or isinstance(photos, LineError):
-            outcomes[number] = record if isinstance(record, LineError) else photos
-        elif record.external_id in imported or record.external_id in first_line_of:
+        if isinstance(record, LineError):
+            outcomes[number] = record
+        elif isinstance(photos, LineError):
+            outcomes[number] = photos
+        elif record.external_id is not None and (record.external_id in imported
+                                                 or record.external_id in first_line_of):
             outcomes[number] = _Existing(record.external_id)
         else:
+            # photos are prepared for every line whose external_id was not imported before
+            assert photos is not None
             items.append((number, record, photos))
             if record.external_id:
                 first_line_of[record.external_id] = number
     created = await _create_cases(session, items, with_faces)
     outcomes.update(created)
-    imported.update((external_id, created[number].code) for external_id, number in first_line_of.items()
-                    if isinstance(created[number], _Created))
+    for external_id, number in first_line_of.items():
+        outcome = created[number]
+        if isinstance(outcome, _Created):
+            imported[external_id] = outcome.code
     return [_result(number, outcomes[number], imported) for number, _ in batch]
 
 
@@ -450,7 +461,7 @@ class ProgressBar:
 
 
 async def import_cases(path: Path, settings: Settings, out: TextIO = sys.stdout, err: TextIO = sys.stderr,
-                       *, skip_faces: bool = False, photo_folders: list[Path] = ()) -> int:
+                       *, skip_faces: bool = False, photo_folders: Sequence[Path] = ()) -> int:
     """Import ``path``; one result line per data line on ``out``. The exit status: 0 unless every
     line failed (2 if the file cannot be read at all, or the face models cannot be loaded).
     ``skip_faces``: leave the photos' faces to the running bot's face worker. ``photo_folders``:
@@ -461,15 +472,16 @@ async def import_cases(path: Path, settings: Settings, out: TextIO = sys.stdout,
         err.write(f"cannot read {path}: {error}\n")
         return 2
     folders = PhotoFolders(path, photo_folders)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     checked: list[tuple[int, CaseRecord | LineError]] = []
-    for number, record in lines:
-        if not isinstance(record, LineError):
-            try:
-                record = check_line(record, folders, settings.tz, now)
-            except LineError as error:
-                record = error
-        checked.append((number, record))
+    for number, line in lines:
+        if isinstance(line, LineError):
+            checked.append((number, line))
+            continue
+        try:
+            checked.append((number, check_line(line, folders, settings.tz, now)))
+        except LineError as error:
+            checked.append((number, error))
 
     faces = None if skip_faces else FacePool()
     try:

@@ -23,6 +23,6 @@ async def tell_family(session: AsyncSession, case: Case, key: str, **values: obj
     """Message ``key`` to the family who reported ``case`` (an imported case has none to tell)."""
     if case.reported_by is None:
         return
-    family = await session.get(User, case.reported_by)
+    family = await session.get_one(User, case.reported_by)
     outbox.enqueue_text(session, family.id, t(family.language, key, code=case.code, name=case.name, **values),
                         priority=PRIORITY_ALERT)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -41,7 +41,7 @@ DEFAULT_LISTING = "open"
 
 async def create_case(session: AsyncSession, *, name: str, status: str = STATUS_PENDING, language: str = "en",
                       reported_by: int | None = None, **particulars) -> Case:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     while True:
         code = new_case_code()
         if await session.scalar(select(Case.id).where(Case.code == code)) is None:
@@ -107,7 +107,7 @@ async def add_photos(session: AsyncSession, case: Case, photos: list[NewPhoto], 
     case gets is its primary (the flyer's large one)."""
     has_primary = await session.scalar(
         select(CasePhoto.id).where(CasePhoto.case_id == case.id, CasePhoto.is_primary.is_(True)).limit(1))
-    rows = []
+    rows: list[CasePhoto] = []
     for photo in photos:
         row = CasePhoto(case_id=case.id, sha256=photo.sha256, width=photo.width, height=photo.height,
                         age_years=photo.age_years, kind=photo.kind, is_primary=has_primary is None and not rows,
@@ -151,7 +151,7 @@ async def tip_counts(session: AsyncSession, case_ids: list[int]) -> dict[int, in
         return {}
     rows = await session.execute(select(Tip.case_id, func.count()).where(Tip.case_id.in_(case_ids))
                                  .group_by(Tip.case_id))
-    return dict(rows.all())
+    return {case_id: count for case_id, count in rows if case_id is not None}  # never None: filtered above
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.db.dml import rows_affected
 from bot.db.models import ConsoleLoginToken, ConsoleSession, User
 from bot.services import audit, users
 
@@ -54,12 +55,12 @@ async def redeem(session: AsyncSession, token: str, now: datetime) -> NewSession
         return None
     digest = _digest(token)
     # one statement, so two browsers opening the same link cannot both win
-    used = await session.execute(
-        update(ConsoleLoginToken)
+    used = await rows_affected(
+        session, update(ConsoleLoginToken)
         .where(ConsoleLoginToken.token_hash == digest, ConsoleLoginToken.used_at.is_(None),
                ConsoleLoginToken.expires_at > now)
         .values(used_at=now).execution_options(synchronize_session=False))
-    if used.rowcount != 1:
+    if used != 1:
         return None
     user_id = await session.scalar(select(ConsoleLoginToken.user_id).where(ConsoleLoginToken.token_hash == digest))
     user = await session.get(User, user_id)

@@ -29,7 +29,8 @@ async def confirmed_leads_by_week(session: AsyncSession, tz: tzinfo, now: dateti
     since = datetime.combine(first, datetime.min.time(), tz)
     reviewed = await session.scalars(select(MatchCandidate.reviewed_at).where(
         MatchCandidate.status == MATCH_CONFIRMED, MatchCandidate.reviewed_at >= since))
-    counted = Counter(moment.astimezone(tz).date() for moment in reviewed)
+    # reviewed_at is never None here (compared above); the check is for the type
+    counted = Counter(moment.astimezone(tz).date() for moment in reviewed if moment is not None)
     days = [(first + timedelta(days=n), counted[first + timedelta(days=n)]) for n in range((today - first).days + 1)]
     return by_week(days)
 
@@ -49,7 +50,10 @@ async def last_seen_places(session: AsyncSession, case_id: int | None) -> list[C
         Case.status.in_(cases.OPEN_STATUSES), Case.last_seen_lat.is_not(None), Case.last_seen_lon.is_not(None))
     if case_id is not None:
         query = query.where(Case.id == case_id)
-    return [CasePlace(*row) for row in await session.execute(query.order_by(Case.id))]
+    rows = await session.execute(query.order_by(Case.id))
+    # the coordinates are never None here (filtered above); the check is for the type
+    return [CasePlace(code, name, status, lat, lon) for code, name, status, lat, lon in rows
+            if lat is not None and lon is not None]
 
 
 @dataclass(frozen=True)

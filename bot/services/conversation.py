@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import bindparam, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -45,7 +45,7 @@ async def get(session: AsyncSession, user_id: int) -> State | None:
 async def put(session: AsyncSession, user_id: int, flow: str, step: str, data: dict) -> None:
     state_of(session).without_conversation.discard(user_id)
     row = await session.get(ConversationState, user_id)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     if row is None:
         session.add(ConversationState(user_id=user_id, flow=flow, step=step, data=json.dumps(data),
                                       updated_at=now))

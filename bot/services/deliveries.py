@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.db.dml import rows_affected
 from bot.db.models import (
     BROADCAST_SENDING,
     DELIVERY_BLOCKED,
@@ -74,10 +75,10 @@ DELETED = "deleted"
 
 async def recover(session: AsyncSession) -> int:
     """After a crash: deliveries caught mid-call may have arrived; never send them again."""
-    result = await session.execute(update(Delivery).where(Delivery.status == DELIVERY_SENDING)
-                                   .values(status=DELIVERY_UNKNOWN, error="interrupted"))
+    recovered = await rows_affected(session, update(Delivery).where(Delivery.status == DELIVERY_SENDING)
+                                    .values(status=DELIVERY_UNKNOWN, error="interrupted"))
     await session.commit()
-    return result.rowcount
+    return recovered
 
 
 async def pending_after(session: AsyncSession, after_id: int, limit: int) -> list[Job]:

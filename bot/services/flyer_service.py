@@ -10,8 +10,9 @@ import asyncio
 import hashlib
 import os
 import tempfile
-from datetime import date, datetime, timezone, tzinfo
+from datetime import UTC, date, datetime, tzinfo
 from pathlib import Path
+from typing import get_args
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,15 +21,29 @@ from bot.config import Settings
 from bot.db.models import Case, CasePhoto, FlyerFile
 from bot.db.session import create_engine, create_sessionmaker
 from bot.services import cases, retention
-from bot.services.case_fields import CASE_LANGUAGES
 from bot.services.media import media_path, renewed
-from flyers import FlyerCase, FlyerFiles, FlyerPhoto, fingerprint, render_flyers, render_flyers_async
+from flyers import (
+    CaseLang,
+    FlyerCase,
+    FlyerFiles,
+    FlyerPhoto,
+    PhotoKind,
+    Sex,
+    as_lang,
+    fingerprint,
+    render_flyers,
+    render_flyers_async,
+)
 
 POSTER_JPG = "poster_jpg"
 POSTER_PDF = "poster_pdf"
 CARD_JPG = "card_jpg"
 DESIGNS = (POSTER_JPG, POSTER_PDF, CARD_JPG)
 FLYER_LANGUAGES = ("en", "zh", "bi")
+# the rows' strings as the flyer's types (a case's language other than these prints in English)
+_CASE_LANGUAGES: dict[str, CaseLang] = {language: language for language in get_args(CaseLang)}
+_SEXES: dict[str, Sex] = {sex: sex for sex in get_args(Sex)}
+_PHOTO_KINDS: dict[str, PhotoKind] = {kind: kind for kind in get_args(PhotoKind)}
 
 
 def deep_link_url(bot_username: str, case: Case) -> str:
@@ -39,8 +54,11 @@ def deep_link_url(bot_username: str, case: Case) -> str:
 def flyer_case(case: Case, photos: list[tuple[CasePhoto, bytes]], deep_link: str, tz: tzinfo,
                today: date) -> FlyerCase:
     """What the flyer shows of ``case``; its photos as (row, image bytes), primary first."""
+    if case.missing_since is None:  # required of every reported and imported case
+        raise ValueError(f"{case.code} has no missing_since")
     return FlyerCase(
-        code=case.code, name=case.name, other_names=case.other_names, sex=case.sex,
+        code=case.code, name=case.name, other_names=case.other_names,
+        sex=_SEXES.get(case.sex) if case.sex is not None else None,
         date_of_birth=case.date_of_birth, birth_year=case.birth_year, age_when_missing=case.age_when_missing,
         # the renderer prints the wall-clock time it is given
         missing_since=case.missing_since.astimezone(tz), missing_since_has_time=case.missing_since_has_time,
@@ -49,8 +67,8 @@ def flyer_case(case: Case, photos: list[tuple[CasePhoto, bytes]], deep_link: str
         circumstances=case.circumstances, agency_name=case.agency_name, agency_phone=case.agency_phone,
         agency_reference=case.agency_reference, family_contact=case.family_contact,
         family_contact_public=case.family_contact_public,
-        language=case.language if case.language in CASE_LANGUAGES else "en",
-        photos=[FlyerPhoto(image, row.age_years, row.kind, row.is_primary) for row, image in photos],
+        language=_CASE_LANGUAGES.get(case.language, "en"),
+        photos=[FlyerPhoto(image, row.age_years, _PHOTO_KINDS[row.kind], row.is_primary) for row, image in photos],
         deep_link_url=deep_link, as_of=today,
     )
 
@@ -63,7 +81,7 @@ def _prepare(case: Case, rows: list[CasePhoto], media_dir: Path, deep_link: str,
              lang: str) -> tuple[FlyerCase, str]:
     """(what to render, its fingerprint): reads and hashes the photos, so off the event loop."""
     content = flyer_case(case, _read_photos(media_dir, rows), deep_link, tz, today)
-    return content, fingerprint(content, lang)
+    return content, fingerprint(content, as_lang(lang))
 
 
 def store_file(data: bytes, media_dir: Path) -> str:
@@ -95,7 +113,7 @@ async def current_flyers(session: AsyncSession, case: Case, lang: str, *, media_
         select(FlyerFile).where(FlyerFile.case_id == case.id, FlyerFile.language == lang))}
     if len(stored) == len(DESIGNS) and all(row.fingerprint == key for row in stored.values()):
         return stored
-    files = await render_flyers_async(content, lang)
+    files = await render_flyers_async(content, as_lang(lang))
     replaced = {row.sha256 for row in stored.values()}
     for design, data in ((POSTER_JPG, files.poster_jpg), (POSTER_PDF, files.poster_pdf), (CARD_JPG, files.card_jpg)):
         row = stored.get(design)
@@ -129,7 +147,7 @@ async def flyer_for_print(settings: Settings, code: str, lang: str | None) -> Fl
             lang = lang or case.language
             content, _ = await flyer_content(session, case, lang, media_dir=settings.media_dir,
                                              bot_username=settings.bot_username, tz=settings.tz,
-                                             now=datetime.now(timezone.utc))
+                                             now=datetime.now(UTC))
     finally:
         await engine.dispose()
-    return render_flyers(content, lang)  # the command's own process: no event loop to keep free
+    return render_flyers(content, as_lang(lang))  # the command's own process: no event loop to keep free

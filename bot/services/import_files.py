@@ -6,6 +6,7 @@ operator allowed (``--photos-from``), symbolic links followed: a link cannot lea
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from bot.faces import decode_limits
@@ -28,7 +29,7 @@ class PhotoFolders:
     """The folders photos may come from (resolved: symbolic links followed), by default only the import
     file's own."""
 
-    def __init__(self, import_file: Path, extra: list[Path] = ()):
+    def __init__(self, import_file: Path, extra: Sequence[Path] = ()):
         self.base = import_file.parent  # relative photo paths start here
         self.roots = [folder.resolve() for folder in (import_file.parent, *extra)]
 

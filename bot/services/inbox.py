@@ -7,14 +7,15 @@ update id already stored is never processed twice.
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.db.models import InboxUpdate
+from bot.db.models import Base, InboxUpdate
 
 # after this many failed attempts an update is set aside (kept, with its error) instead of retried
 MAX_ATTEMPTS = 5
@@ -54,27 +55,27 @@ def received(payloads: list[dict]) -> list[RawUpdate]:
 
 # run by every round of updates: built once (see tips._LATEST_TIPS), on the table rather than the
 # model, as the rows are plain values (the ORM's bulk INSERT path adds nothing but CPU here)
+_INBOX = Base.metadata.tables[InboxUpdate.__tablename__]
 _ADD_NEW = {
-    name: dialect_insert(InboxUpdate.__table__).on_conflict_do_nothing(index_elements=["update_id"])
-    .returning(InboxUpdate.__table__.c.update_id)
+    name: dialect_insert(_INBOX).on_conflict_do_nothing(index_elements=["update_id"]).returning(_INBOX.c.update_id)
     for name, dialect_insert in (("postgresql", postgresql.insert), ("sqlite", sqlite.insert))
 }
 
 
-async def add(session: AsyncSession, updates: list[RawUpdate], handled: set[int] = frozenset()) -> set[int]:
+async def add(session: AsyncSession, updates: list[RawUpdate], handled: Collection[int] = frozenset()) -> set[int]:
     """Insert the updates not seen before, without committing; returns their ids (already-known ids
     are skipped). Those in ``handled`` are being handled in this transaction: stored as processed,
     without the payload (it names the sender), as :func:`mark_processed` leaves them."""
     if not updates:
         return set()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     rows = [
         {"update_id": raw.update_id, "user_key": raw.user_key, "received_at": now, "attempts": 0,
          **({"payload": "{}", "processed_at": now} if raw.update_id in handled
             else {"payload": json.dumps(raw.payload), "processed_at": None})}
         for raw in updates
     ]
-    result = await session.execute(_ADD_NEW[session.bind.dialect.name], rows)
+    result = await session.execute(_ADD_NEW[session.get_bind().dialect.name], rows)
     return set(result.scalars())
 
 
@@ -111,7 +112,7 @@ async def processed_among(session: AsyncSession, update_ids: list[int]) -> set[i
 async def mark_processed(session: AsyncSession, update_ids: list[int]) -> None:
     """Done: the raw payload (which names the sender) is dropped; the id stays to refuse re-delivery."""
     if update_ids:
-        await session.execute(_MARK_PROCESSED, {"update_ids": update_ids, "now": datetime.now(timezone.utc)})
+        await session.execute(_MARK_PROCESSED, {"update_ids": update_ids, "now": datetime.now(UTC)})
 
 
 async def record_failure(session: AsyncSession, update_id: int, error: str) -> int:
@@ -123,7 +124,7 @@ async def record_failure(session: AsyncSession, update_id: int, error: str) -> i
     row.error = error[:200]
     if row.attempts >= MAX_ATTEMPTS:
         # set aside, not deleted: an operator can look at the payload and the error
-        row.processed_at = datetime.now(timezone.utc)
+        row.processed_at = datetime.now(UTC)
     await session.commit()
     return row.attempts
 
@@ -132,6 +133,6 @@ async def set_aside(session: AsyncSession, raw: RawUpdate, error: str) -> None:
     """Never to be processed (it cannot be); the payload stays for an operator to look at."""
     await session.execute(
         update(InboxUpdate).where(InboxUpdate.update_id == raw.update_id)
-        .values(processed_at=datetime.now(timezone.utc), error=error[:200], attempts=MAX_ATTEMPTS,
+        .values(processed_at=datetime.now(UTC), error=error[:200], attempts=MAX_ATTEMPTS,
                 payload=json.dumps(raw.payload))
     )

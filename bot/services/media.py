@@ -143,9 +143,9 @@ def strip_plain_jpeg(image: Image.Image, data: bytes) -> bytes | None:
     No pixel is decoded and encoded again: the segments that can carry metadata are dropped from the
     file as it is, and a JFIF or Adobe header is written anew (:func:`_without_metadata_segments`).
     Under photo load the decode and encode this replaces were ~12 ms of CPU per 1280 px photo in the
-    bot (bench/RESULTS.md, session 7), and every photo lost a little quality to them. The file is still decoded once, at 1/8 scale (under a
-    millisecond): a photo that does not decode is refused now, as before, not found out by the face
-    worker later.
+    bot (bench/RESULTS.md, session 7), and every photo lost a little quality to them. The file is still
+    decoded once, at 1/8 scale (under a millisecond): a photo that does not decode is refused now, as
+    before, not found out by the face worker later.
     """
     if not is_plain_jpeg(image, data):
         return None
@@ -177,8 +177,8 @@ _ADOBE_TRANSFORM_AT = 15  # from the marker: marker 2, length 2, "Adobe" 5, vers
 
 def _without_metadata_segments(data: bytes) -> bytes | None:
     """The JPEG ``data`` from SOI to its first EOI, with only the segments in :data:`_KEPT_MARKERS` and a
-    minimal JFIF or Adobe header where it had one; anything after EOI (another image, a video, vendor data) is dropped too.
-    None if the file is not laid out as a baseline or progressive JPEG should be."""
+    minimal JFIF or Adobe header where it had one; anything after EOI (another image, a video, vendor
+    data) is dropped too. None if the file is not laid out as a baseline or progressive JPEG should be."""
     if not data.startswith(b"\xff\xd8"):
         return None
     kept = [b"\xff\xd8"]
@@ -200,10 +200,11 @@ def _without_metadata_segments(data: bytes) -> bytes | None:
         if length < 2 or segment_end > end:
             return None
         if marker == _SOS:
-            segment_end = _end_of_scan(data, segment_end)
-            if segment_end is None:
+            scan_end = _end_of_scan(data, segment_end)
+            if scan_end is None:
                 return None
-            kept.append(data[at:segment_end])
+            kept.append(data[at:scan_end])
+            segment_end = scan_end
         elif marker in _KEPT_MARKERS:
             kept.append(data[at:segment_end])
         elif marker == _APP0 and data.startswith(b"JFIF\x00", at + 4):

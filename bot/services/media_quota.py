@@ -7,6 +7,7 @@ with what was stored; the image that crosses the line is kept, the next is refus
 from __future__ import annotations
 
 from datetime import date
+from typing import TypeGuard
 
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,7 +16,8 @@ from bot.db.models import MediaQuota, User
 from bot.services import users
 
 
-def applies_to(user: User | None, daily_bytes: int) -> bool:
+def applies_to(user: User | None, daily_bytes: int) -> TypeGuard[User]:
+    """Whether a quota holds for ``user``: there is one, not a coordinator, and quotas are on."""
     return daily_bytes > 0 and user is not None and not users.is_coordinator(user)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import inspect, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -60,7 +60,7 @@ class Outgoing:
     attempts: int
 
     @classmethod
-    def from_row(cls, row: OutboxMessage) -> "Outgoing":
+    def from_row(cls, row: OutboxMessage) -> Outgoing:
         return cls(row.id, row.chat_id, row.method, json.loads(row.payload), row.digest_line,
                    row.priority, row.attempts)
 
@@ -69,13 +69,13 @@ def enqueue(session: AsyncSession, chat_id: int, method: str, payload: dict, *, 
             digest_line: str | None = None, tip: Tip | None = None) -> OutboxMessage:
     row = OutboxMessage(chat_id=chat_id, method=method, payload=json.dumps(payload, ensure_ascii=False),
                         digest_line=digest_line, priority=priority, status=OUT_PENDING, attempts=0,
-                        created_at=datetime.now(timezone.utc), tip=tip)
+                        created_at=datetime.now(UTC), tip=tip)
     session.add(row)
     state_of(session).queued_rows.append(row)
     return row
 
 
-def committed_rows(session: AsyncSession) -> list["Outgoing"]:
+def committed_rows(session: AsyncSession) -> list[Outgoing]:
     """The rows this session queued that its commit wrote (a rolled-back savepoint's are gone)."""
     state = state_of(session)
     rows, state.queued_rows = state.queued_rows, []
@@ -134,7 +134,7 @@ SPENT = {"payload": "{}", "digest_line": None}
 
 async def apply_results(session: AsyncSession, results: list[SendResult]) -> None:
     """Write a batch of send results in one transaction."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     # the common case, sent messages, as one executemany; the rest one statement each
     sent = [{"id": row_id, "status": OUT_SENT, "error": None, "message_id": result.message_id, "sent_at": now,
              **SPENT}

@@ -54,7 +54,7 @@ class Draft:
     case_id: int | None = None  # /edit and /addphoto
 
     @classmethod
-    def from_state(cls, state: conversation.State) -> "Draft":
+    def from_state(cls, state: conversation.State) -> Draft:
         return cls(flow=state.flow, step=state.step, **state.data)
 
     async def save(self, session: AsyncSession, user_id: int) -> None:
@@ -95,9 +95,12 @@ class Draft:
             return
         if self.step == STEP_PHOTOS:
             raise FieldError("report_expects_photo")
-        if self.field.required:
+        field = self.field
+        if field is None:  # the report is complete: no question to skip
+            raise FieldError("report_expects_other")
+        if field.required:
             raise FieldError("field_required")
-        self.give(case_fields.cleared(self.field))
+        self.give(case_fields.cleared(field))
 
     def back(self) -> None:
         if self.history:
@@ -117,7 +120,10 @@ class Draft:
             self.step = self._photo_step()
 
     def give_age(self, age: float | None) -> None:
-        self.photos[self.asking_photo]["age"] = age
+        asking = self.asking_photo
+        if asking is None:  # every photo has its age: no question to answer
+            raise FieldError("report_expects_other")
+        self.photos[asking]["age"] = age
         self.step = self._photo_step()
 
     def done(self) -> None:

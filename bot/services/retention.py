@@ -32,16 +32,17 @@ import logging
 import os
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Iterable
 
 from sqlalchemy import delete, event, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from bot.config import Settings
+from bot.db.dml import rows_affected
 from bot.db.models import (
     BROADCAST_SENDING,
     OUT_PENDING,
@@ -148,7 +149,7 @@ def _keep_released_files(session: Session) -> None:
 
 def _files_older_than(media_dir: Path, before: float) -> dict[str, Path]:
     """Files in the media store (by name: their SHA-256) last stored before ``before``."""
-    found = {}
+    found: dict[str, Path] = {}
     if not media_dir.is_dir():
         return found
     for folder in os.scandir(media_dir):
@@ -188,8 +189,9 @@ async def track_composite(session: AsyncSession, candidate_ids: list[int], sha25
 
 async def release_sent_composites(session: AsyncSession, media_dir: Path) -> int:
     """Delete the composite images whose alerts are all sent (or given up); commits. Returns how many."""
-    shas = set(await session.scalars(select(MatchCandidate.composite_sha256)
-                                     .where(MatchCandidate.composite_sha256.is_not(None)).distinct()))
+    found = await session.scalars(select(MatchCandidate.composite_sha256)
+                                  .where(MatchCandidate.composite_sha256.is_not(None)).distinct())
+    shas = {sha for sha in found if sha is not None}  # never None: filtered above; the check is for the type
     done = shas - await files_of_pending_work(session) if shas else set()
     if done:
         await session.execute(update(MatchCandidate).where(MatchCandidate.composite_sha256.in_(done))
@@ -222,13 +224,13 @@ async def purge_case_biometrics(session: AsyncSession, case_id: int) -> PurgeCou
     commits."""
     tip_face_ids = set(await session.scalars(
         select(MatchCandidate.tip_face_id).where(MatchCandidate.case_id == case_id)))
-    candidates = await session.execute(delete(MatchCandidate).where(MatchCandidate.case_id == case_id))
+    candidates = await rows_affected(session, delete(MatchCandidate).where(MatchCandidate.case_id == case_id))
     still_needed = set(await session.scalars(
         select(MatchCandidate.tip_face_id).join(Case, Case.id == MatchCandidate.case_id)
         .where(MatchCandidate.tip_face_id.in_(tip_face_ids), Case.status == STATUS_ACTIVE)))
-    tip_faces = await session.execute(delete(Face).where(Face.id.in_(tip_face_ids - still_needed)))
-    case_faces = await session.execute(delete(Face).where(Face.case_id == case_id))
-    return PurgeCounts(case_faces.rowcount, candidates.rowcount, tip_faces.rowcount)
+    tip_faces = await rows_affected(session, delete(Face).where(Face.id.in_(tip_face_ids - still_needed)))
+    case_faces = await rows_affected(session, delete(Face).where(Face.case_id == case_id))
+    return PurgeCounts(case_faces, candidates, tip_faces)
 
 
 async def purge_closed_case(session: AsyncSession, case_id: int, media_dir: Path) -> None:
@@ -301,9 +303,9 @@ async def purge_expired_tips(session: AsyncSession, media_dir: Path, retention_d
         await _purge_tip_images(session, media_dir, image_ids)
         await session.commit()
         images += len(image_ids)
-    entries = await session.execute(delete(TipEntry).where(TipEntry.created_at < cutoff))
+    entries = await rows_affected(session, delete(TipEntry).where(TipEntry.created_at < cutoff))
     await session.commit()
-    return PurgedTips(tips, images, entries.rowcount)
+    return PurgedTips(tips, images, entries)
 
 
 # -- messages and updates -------------------------------------------------------------------------
@@ -316,14 +318,14 @@ async def purge_messages(session: AsyncSession, retention_days: int, now: dateti
     # sent before their content was dropped at sending
     await session.execute(update(OutboxMessage).where(done, OutboxMessage.payload != "{}")
                           .values(payload="{}", digest_line=None))
-    messages = await session.execute(delete(OutboxMessage).where(
+    messages = await rows_affected(session, delete(OutboxMessage).where(
         done, OutboxMessage.created_at < now - timedelta(days=retention_days)))
-    handled = await session.execute(delete(InboxUpdate).where(
+    handled = await rows_affected(session, delete(InboxUpdate).where(
         InboxUpdate.processed_at < now - PROCESSED_UPDATE_KEEP, InboxUpdate.attempts < MAX_ATTEMPTS))
-    set_aside = await session.execute(delete(InboxUpdate).where(
+    set_aside = await rows_affected(session, delete(InboxUpdate).where(
         InboxUpdate.processed_at < now - SET_ASIDE_UPDATE_KEEP))
     await session.commit()
-    return messages.rowcount, handled.rowcount + set_aside.rowcount
+    return messages, handled + set_aside
 
 
 async def purge_idle_users(session: AsyncSession, retention_days: int, now: datetime) -> int:
@@ -332,10 +334,10 @@ async def purge_idle_users(session: AsyncSession, retention_days: int, now: date
     owns = [exists().where(Tip.tipster_id == User.id), exists().where(Subscriber.chat_id == User.id),
             exists().where(Case.reported_by == User.id), exists().where(Case.verified_by == User.id),
             exists().where(ConversationState.user_id == User.id)]
-    forgotten = await session.execute(delete(User).where(
+    forgotten = await rows_affected(session, delete(User).where(
         User.role == ROLE_PUBLIC, User.created_at < now - timedelta(days=retention_days), *(~owned for owned in owns)))
     await session.commit()
-    return forgotten.rowcount
+    return forgotten
 
 
 # -- the job --------------------------------------------------------------------------------------
@@ -362,7 +364,7 @@ async def run_daily(sessionmaker: async_sessionmaker[AsyncSession], settings: Se
     """:func:`run` now and every :data:`RUN_INTERVAL`, for as long as the bot runs."""
     while True:
         try:
-            await run(sessionmaker, settings, datetime.now(timezone.utc))
+            await run(sessionmaker, settings, datetime.now(UTC))
         except asyncio.CancelledError:
             raise
         except Exception:  # the database briefly down: the next run does it all

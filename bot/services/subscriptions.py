@@ -16,6 +16,7 @@ from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import Region
+from bot.db.dml import rows_affected
 from bot.db.models import Case, Subscriber, User
 
 RADII_KM = (5, 25, 100)
@@ -84,9 +85,8 @@ async def areas_of(session: AsyncSession, chat_id: int) -> list[Subscriber]:
 
 async def remove(session: AsyncSession, chat_id: int, area_ids: list[int]) -> int:
     """Remove some of a person's areas (never someone else's); how many went."""
-    result = await session.execute(delete(Subscriber).where(Subscriber.chat_id == chat_id,
-                                                            Subscriber.id.in_(area_ids)))
-    return result.rowcount
+    return await rows_affected(session, delete(Subscriber).where(Subscriber.chat_id == chat_id,
+                                                                 Subscriber.id.in_(area_ids)))
 
 
 # -- a case's audience --------------------------------------------------------------------------

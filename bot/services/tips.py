@@ -194,7 +194,7 @@ def add_team_reply(session: AsyncSession, actor_id: int, tip: Tip, text: str, no
 async def reply_to_tipster(session: AsyncSession, actor_id: int, tip: Tip, message: str, now: datetime) -> None:
     """The tipster gets ``message`` from "the Reunite team", never from the coordinator by name."""
     add_team_reply(session, actor_id, tip, message, now)
-    tipster = await session.get(User, tip.tipster_id)
+    tipster = await session.get_one(User, tip.tipster_id)
     outbox.enqueue_text(session, tip.tipster_id, t(tipster.language, "team_reply", reference=tip.reference,
                                                    message=message), priority=PRIORITY_ACK, tip=tip)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,7 +23,7 @@ async def get_or_create(session: AsyncSession, user_id: int, telegram_language: 
     if user is None:
         user = User(id=user_id, role=ROLE_ADMIN if user_id in admins else ROLE_PUBLIC,
                     language=language_from_telegram(telegram_language), language_chosen=False,
-                    blocked_bot=False, created_at=datetime.now(timezone.utc))
+                    blocked_bot=False, created_at=datetime.now(UTC))
         session.add(user)
         absent.discard(user_id)
     else:
@@ -54,7 +54,7 @@ async def set_role(session: AsyncSession, actor: User, target_id: int, role: str
     target = await session.get(User, target_id)
     if target is None:
         target = User(id=target_id, role=role, language="en", language_chosen=False, blocked_bot=False,
-                      created_at=datetime.now(timezone.utc))
+                      created_at=datetime.now(UTC))
         session.add(target)
     else:
         target.role = role
@@ -107,6 +107,6 @@ async def bootstrap_admins(session: AsyncSession, admins: frozenset[int]) -> Non
         user = await session.get(User, admin_id)
         if user is None:
             session.add(User(id=admin_id, role=ROLE_ADMIN, language="en", language_chosen=False,
-                             blocked_bot=False, created_at=datetime.now(timezone.utc)))
+                             blocked_bot=False, created_at=datetime.now(UTC)))
         else:
             user.role = ROLE_ADMIN
