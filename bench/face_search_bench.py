@@ -121,7 +121,8 @@ def main() -> int:
 
     checked = probes[:100]
     truth = [np.argsort(-((vectors @ p - means) / stds))[:10] for p in checked]
-    same_top10 = np.mean([[h.face_id for h in bot_index.search(p, 10)] == t.tolist() for p, t in zip(checked, truth)])
+    same_top10 = np.mean([[h.face_id for h in bot_index.search(p, 10)] == t.tolist()
+                          for p, t in zip(checked, truth, strict=True)])
 
     print(f"# In-process face search ({len(ids):,} faces, {args.probes} probes, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.2f})\n")

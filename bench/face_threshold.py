@@ -229,7 +229,7 @@ def normalised_figures(engine: FaceEngine, probes_by_image, references_by_image,
     references = [face for name in IMPOSTOR_IMAGES for face in references_by_image[name]]
     pairs = impostor_pairs(probes, references)
     raw = np.array([float(a.embedding @ b.embedding) for a, b in pairs])
-    normalised = np.array([z(a, b, cosine) for (a, b), cosine in zip(pairs, raw)])
+    normalised = np.array([z(a, b, cosine) for (a, b), cosine in zip(pairs, raw, strict=False)])
     yao = references_by_image["yaoming.jpg"][0]
     his_face = max(probes_by_image["players.jpg"], key=lambda face: float(face.embedding @ yao.embedding))
     yao_raw = float(his_face.embedding @ yao.embedding)

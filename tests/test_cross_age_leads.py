@@ -10,7 +10,7 @@ floor follows the review load set by REUNITE_WRONG_LEADS_PER_FACE.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -59,7 +59,7 @@ async def add_case(reunite, name: str, photo: bytes, age: float) -> Case:
     async with reunite.sessionmaker() as session:
         case = await cases.create_case(session, name=name, status=cases.STATUS_ACTIVE)
         await cases.add_photos(session, case, [cases.NewPhoto(stored.sha256, stored.width, stored.height, age)],
-                               None, datetime.now(timezone.utc))
+                               None, datetime.now(UTC))
         await session.commit()
     reunite.face_worker.wake()
     return case
@@ -166,7 +166,7 @@ async def test_the_cohort_grows_with_tip_faces_retro_matches_alike_and_loses_pur
 
     # past the retention period, tip faces leave the cohort with their rows
     async with reunite.sessionmaker() as session:
-        later = datetime.now(timezone.utc) + timedelta(days=reunite.settings.tip_retention_days + 1)
+        later = datetime.now(UTC) + timedelta(days=reunite.settings.tip_retention_days + 1)
         await retention.purge_expired_tips(session, reunite.settings.media_dir,
                                            reunite.settings.tip_retention_days, later)
     await worker.follow_the_cohort()

@@ -4,7 +4,7 @@ plus the int8 screen's error bound and the in-process index following changes ma
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -45,7 +45,7 @@ def test_int8_screen_bounds_hold_and_the_index_stays_exact():
     # float16 rows: the same scores up to float16 rounding (near-ties may swap places)
     index = InProcessIndex(dtype=np.float16)
     index.add(np.arange(len(rows)), np.arange(len(rows)) // 4, rows)
-    for number, (probe, truth) in enumerate(zip(probes, exact)):
+    for number, (probe, truth) in enumerate(zip(probes, exact, strict=False)):
         hits = index.search(probe, 10)
         assert np.allclose([hit.score for hit in hits], np.sort(truth)[::-1][:10], atol=1e-3)
         if number < 5:  # a near-duplicate of row ``number`` finds it first
@@ -96,7 +96,7 @@ def test_the_int8_screen_is_exact_on_cpus_that_add_products_in_16_bits():
     assert np.all(np.abs(faces @ faces.T - approximate) <= bound[:, None])
     index = InProcessIndex()
     index.add(np.arange(len(faces)), 0, faces)
-    for face, truth in zip(faces, faces @ faces.T):
+    for face, truth in zip(faces, faces @ faces.T, strict=False):
         assert np.allclose([hit.score for hit in index.search(face, 10)], np.sort(truth)[::-1][:10], atol=1e-6)
 
 
@@ -144,7 +144,7 @@ async def seed(sessionmaker, rng) -> dict:
     """Cases with one to three photos of the same person (an identity vector plus noise), a quarter
     of them not active, and tip faces, some of them of those people; the reference faces' cohort
     statistics against a cohort of other people."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     identities = unit(rng.standard_normal((CASES, 512)))
     data = {"case_of_face": {}, "active": set(), "vectors": {}, "tip_of_face": {}, "tip_vectors": {}}
     async with sessionmaker() as session:
@@ -161,7 +161,7 @@ async def seed(sessionmaker, rng) -> dict:
                           embedding=vector, model_id=MODEL, created_at=now) for vector in vectors]
             session.add_all(faces)
             await session.flush()
-            for face, vector in zip(faces, vectors):
+            for face, vector in zip(faces, vectors, strict=False):
                 data["case_of_face"][face.id] = case.id
                 data["vectors"][face.id] = vector
             if status == cases.STATUS_ACTIVE:

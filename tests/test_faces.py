@@ -164,7 +164,7 @@ def test_exif_rotation_of_a_group_photo_keeps_every_face(engine, t1_faces):
     exif[0x0112] = 6
     faces = engine.analyse_case_photo(jpeg_bytes(cv2.rotate(upright, cv2.ROTATE_90_COUNTERCLOCKWISE), exif=exif))
     assert len(faces) == 6
-    for face, reference in zip(faces, t1_faces):
+    for face, reference in zip(faces, t1_faces, strict=False):
         assert np.allclose(face.bbox, reference.bbox, atol=5)
         assert float(face.embedding @ reference.embedding) > 0.95
 
@@ -286,7 +286,7 @@ def test_large_photos_are_decoded_at_working_size_with_original_coordinates(engi
     faces = engine.analyse_tip_image(jpeg_bytes(big, quality=90)).faces
     reference = engine.analyse_tip_image(bgr).faces
     assert len(faces) == len(reference) == 6
-    for face, small in zip(faces, reference):
+    for face, small in zip(faces, reference, strict=False):
         assert np.allclose(face.bbox, np.array(small.bbox) * 3, atol=12)
 
 
@@ -580,7 +580,7 @@ def test_best_per_owner_scores_each_case_by_its_best_photo():
     vectors = index._vectors[: len(index)]
     scores = vectors @ probe
     best: dict[int, float] = {}
-    for owner, score in zip(index._owners[: len(index)].tolist(), scores.tolist()):
+    for owner, score in zip(index._owners[: len(index)].tolist(), scores.tolist(), strict=False):
         best[owner] = max(best.get(owner, -1.0), score)
     expected = sorted(best, key=best.get, reverse=True)[:8]
     assert [m.owner_id for m in index.best_per_owner(probe, 8)] == expected

@@ -65,7 +65,7 @@ def test_the_index_returns_exactly_the_normalised_ranking_of_brute_force(dtype):
         differs += set(truth.tolist()) != set(np.argsort(-(kept @ probe))[:10].tolist())
 
         best: dict[int, float] = {}
-        for owner, score in zip(owners.tolist(), z.tolist()):
+        for owner, score in zip(owners.tolist(), z.tolist(), strict=False):
             best[owner] = max(best.get(owner, -np.inf), score)
         ranked = sorted(best, key=best.get, reverse=True)
         assert [match.owner_id for match in index.best_per_owner(probe, 7)] == ranked[:7]
@@ -78,7 +78,7 @@ def test_the_index_returns_exactly_the_normalised_ranking_of_brute_force(dtype):
     many = index.best_per_owner(probes[:3], 5)
     z = np.max([normalised_score(kept @ probe, means, stds) for probe in probes[:3]], axis=0)
     best = {}
-    for owner, score in zip(owners.tolist(), z.tolist()):
+    for owner, score in zip(owners.tolist(), z.tolist(), strict=False):
         best[owner] = max(best.get(owner, -np.inf), score)
     assert [match.owner_id for match in many] == sorted(best, key=best.get, reverse=True)[:5]
 

@@ -25,7 +25,8 @@ of adult faces with higher cosines.
 from __future__ import annotations
 
 import threading
-from typing import Iterable, NamedTuple, Protocol, runtime_checkable
+from collections.abc import Iterable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -180,7 +181,7 @@ class InProcessIndex:
             self._owners[start:end] = owners
             self._means[start:end] = means
             self._inverse_stds[start:end] = 1.0 / stds
-            self._position_of.update(zip(ids.tolist(), range(start, end)))
+            self._position_of.update(zip(ids.tolist(), range(start, end), strict=False))
             self._size = end
 
     def remove(self, ids: Iterable[int] | np.ndarray) -> int:
@@ -208,7 +209,7 @@ class InProcessIndex:
         for array in self._columns():
             array[holes] = array[movers]
         self._screen.move_rows(holes, movers)
-        self._position_of.update(zip(self._ids[holes].tolist(), holes.tolist()))
+        self._position_of.update(zip(self._ids[holes].tolist(), holes.tolist(), strict=False))
         self._size = new_size
         return count
 
@@ -272,7 +273,7 @@ class InProcessIndex:
                 positions = np.flatnonzero(np.isin(self._owners[: self._size], _owner_array(allowed_owner)))
             lower, upper = self._bounds(matrix, positions)
             results = []
-            for low, high, probe in zip(lower, upper, matrix):
+            for low, high, probe in zip(lower, upper, matrix, strict=False):
                 # k rows score at least the k-th best lower bound: only rows that may reach it can be in the top k
                 rows = np.flatnonzero(high >= _kth_largest(low, k))
                 if positions is not None:
@@ -280,7 +281,7 @@ class InProcessIndex:
                 exact = self._exact(rows, probe[None])[:, 0]
                 top = _top_k(exact, k)
                 results.append([SearchHit(int(self._ids[r]), int(self._owners[r]), float(exact[t]))
-                                for r, t in zip(rows[top], top)])
+                                for r, t in zip(rows[top], top, strict=False)])
         return results[0] if single else results
 
     def best_per_owner(

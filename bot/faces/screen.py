@@ -197,7 +197,7 @@ class Int8Screen:
         and for each probe a bound (m,): ``|exact - approximate| <= bound`` for every row."""
         probe = self.probe_codes(probes)
         approximate = np.empty((len(probes), size), dtype=np.float32)
-        for block, start in zip(self._blocks, self._starts[:-1].tolist()):
+        for block, start in zip(self._blocks, self._starts[:-1].tolist(), strict=False):
             if start >= size:
                 break
             end = min(size, start + block.shape[1])

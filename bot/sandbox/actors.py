@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 class SimUser:
     """A Telegram user in a private chat with the bot. Every method enqueues update(s)."""
 
-    def __init__(self, standin: "StandIn", user: dict, chat: dict):
+    def __init__(self, standin: StandIn, user: dict, chat: dict):
         self._s = standin
         self.user = user  # the `from` object
         self.chat = chat  # the private chat object
@@ -93,7 +93,7 @@ class SimUser:
 class SimGroup:
     """A group (negative id) the bot is a member of; every member message is delivered."""
 
-    def __init__(self, standin: "StandIn", chat: dict):
+    def __init__(self, standin: StandIn, chat: dict):
         self._s = standin
         self.chat = chat
         self.id: int = chat["id"]

@@ -141,7 +141,7 @@ class BotSetupMethods:
                 else:
                     skip = set()
                 results = await asyncio.gather(*(self._deliver(session, hook, u) for u in batch if u["update_id"] not in skip))
-                done = skip | {u["update_id"] for u, ok in zip((u for u in batch if u["update_id"] not in skip), results) if ok}
+                done = skip | {u["update_id"] for u, ok in zip((u for u in batch if u["update_id"] not in skip), results, strict=False) if ok}
                 if len(done) == len(batch) and all(self.s._updates and self.s._updates[0] is u for u in batch[:1]):
                     for _ in range(len(batch)):
                         self.s._updates.popleft()

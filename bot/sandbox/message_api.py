@@ -319,7 +319,7 @@ class MessageMethods:
         self._flood(chat_id, len(media))
         group_id = str(13_000_000_000_000_000 + next(self.s._group_ids))
         built = []
-        for item, cap in zip(media, captions):
+        for item, cap in zip(media, captions, strict=False):
             if item["type"] == "photo":
                 sizes, uploads = await self._photo_sizes(item.get("media"), f, "media")
                 built.append(({"photo": sizes, **cap}, uploads))

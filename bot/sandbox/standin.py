@@ -34,8 +34,9 @@ import signal
 import sys
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import uvloop
 from aiohttp import BodyPartReader, web
@@ -207,7 +208,7 @@ class StandIn:
             await self._runner.cleanup()
             self._runner = None
 
-    async def __aenter__(self) -> "StandIn":
+    async def __aenter__(self) -> StandIn:
         await self.start()
         return self
 

@@ -78,7 +78,7 @@ async def fused_scores(session: AsyncSession, model_id: str, probes_by_case: dic
             continue
         fused, best_faces = faces[case_id].scores(np.atleast_2d(probes))
         scored[case_id] = [CaseScore(case_id, float(score), int(face_id), index)
-                           for index, (score, face_id) in enumerate(zip(fused, best_faces))]
+                           for index, (score, face_id) in enumerate(zip(fused, best_faces, strict=False))]
     return scored
 
 

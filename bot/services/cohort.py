@@ -177,7 +177,7 @@ class Cohort:
             normalised = augmented_references(vectors, means, stds) if postgres else None
             values = [{"b_id": row[0], "b_mean": float(mean), "b_std": float(std), "b_size": len(self),
                        "b_normalised": None if normalised is None else normalised[i]}
-                      for i, (row, mean, std) in enumerate(zip(rows, means, stds))]
+                      for i, (row, mean, std) in enumerate(zip(rows, means, stds, strict=False))]
             await session.execute(_SET_STATISTICS, values)
             await session.commit()
             done += len(rows)

@@ -239,7 +239,7 @@ class PgvectorSearch:
         probes = np.asarray(probes, dtype=np.float32).reshape(-1, EMBEDDING_SIZE)
         min_scores = np.broadcast_to(np.asarray(min_scores, dtype=np.float32), len(probes))
         matches = []
-        for probe_index, (probe, min_score) in enumerate(zip(probes, min_scores.tolist())):
+        for probe_index, (probe, min_score) in enumerate(zip(probes, min_scores.tolist(), strict=False)):
             for hit in await self.index.tip_faces(session, probe, per_probe):
                 if hit.score < min_score:
                     break  # best first

@@ -17,10 +17,11 @@ The face worker (:mod:`bot.services.face_worker`) drives this; searches go throu
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Awaitable, Callable, TypeVar
+from typing import TypeVar
 
 import numpy as np
 from sqlalchemy import delete, func, select, update
@@ -83,7 +84,7 @@ class FaceCrop:
     jpeg: bytes = field(default=b"", repr=False, compare=False)
 
     @classmethod
-    def of(cls, face: Face, sha256: str) -> "FaceCrop":
+    def of(cls, face: Face, sha256: str) -> FaceCrop:
         return cls(sha256, (face.x1, face.y1, face.x2, face.y2))
 
 
@@ -360,7 +361,7 @@ async def record_tip_matches(session: AsyncSession, tip: Tip, tip_faces: list[Fa
 def with_candidate_ids(draft: MatchAlert, ids: list[int | None]) -> MatchAlert | None:
     """The drafted alert with the stored candidates' ids, without those not stored (None if none is)."""
     stored = [replace(candidate, candidate_id=candidate_id)
-              for candidate, candidate_id in zip(draft.candidates, ids) if candidate_id is not None]
+              for candidate, candidate_id in zip(draft.candidates, ids, strict=False) if candidate_id is not None]
     return replace(draft, candidates=stored) if stored else None
 
 
@@ -381,7 +382,7 @@ class ReferenceWatcher:
         self.active: set[int] = set()
         self._newest_id = 0
         self._recent: dict[int, datetime] = {}  # face id -> when first seen, kept for WATCH_LOOKBACK
-        self._checked_all_at = datetime.min.replace(tzinfo=timezone.utc)  # never: the first look checks all
+        self._checked_all_at = datetime.min.replace(tzinfo=UTC)  # never: the first look checks all
         # the last look that was handled: the next reads from a window before it, however long ago
         # it was (the face worker looks between rounds, and a round can outlast the window)
         self._looked_at: datetime | None = None

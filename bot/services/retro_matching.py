@@ -86,7 +86,8 @@ async def plan_retro_matches(session: AsyncSession, search: FaceSearch, faces_by
     best_faces = await matching.references_by_id(
         session, [score.face_id for scores in scored.values() for score in scores])
     return sorted((RetroMatch(*tip_faces[face_id], best_faces[score.face_id], score.score)
-                   for case_id, scores in scored.items() for face_id, score in zip(per_case[case_id], scores)
+                   for case_id, scores in scored.items()
+                   for face_id, score in zip(per_case[case_id], scores, strict=False)
                    if score.score >= floor and score.face_id in best_faces),
                   key=lambda match: match.similarity, reverse=True)
 

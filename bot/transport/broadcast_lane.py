@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime, timezone
-from typing import Callable
+from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -61,7 +61,7 @@ class BroadcastLane:
         async with self.sessionmaker() as session:
             jobs = await deliveries.pending_after(session, self._after_id, room)
             withdrawals = await deliveries.to_withdraw(session, self._withdrawals_known, room,
-                                                       datetime.now(timezone.utc))
+                                                       datetime.now(UTC))
             new_cards = await deliveries.cards_of(session, {job.broadcast_id for job in jobs} - self._cards.keys())
             self._file_ids.update(await outbox.uploaded_file_ids(session, [
                 card.photo_sha256 for cards in new_cards.values() for card in cards.values()
@@ -103,7 +103,7 @@ class BroadcastLane:
         commit before this returns."""
         to_claim = [job.delivery_id for job in jobs if not job.claimed and not job.is_withdrawal]
         async with self.sessionmaker() as session:
-            claimed = await deliveries.claim(session, to_claim, results, datetime.now(timezone.utc))
+            claimed = await deliveries.claim(session, to_claim, results, datetime.now(UTC))
 
         def may_go(job: Job) -> bool:
             return job.claimed or job.is_withdrawal or job.delivery_id in claimed

@@ -155,7 +155,7 @@ class AiohttpRequest(BaseRequest):
             async with session.request(method, url, data=body, headers=headers, timeout=timeout,
                                        allow_redirects=False) as response:
                 return response.status, await response.read()
-        except asyncio.TimeoutError as error:  # aiohttp's ServerTimeoutError and ConnectionTimeoutError too
+        except TimeoutError as error:  # aiohttp's ServerTimeoutError and ConnectionTimeoutError too
             raise TimedOut from error
         except aiohttp.ClientError as error:
             raise NetworkError(f"aiohttp.{error.__class__.__name__}: {error}") from error

@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections import deque
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from telegram import Update
@@ -293,7 +293,7 @@ class UpdateProcessor:
             log.error("update %s cannot be read (%s); set aside", raw.update_id, error)
             await inbox.set_aside(session, raw, f"unreadable: {type(error).__name__}")
             return None
-        scope = UpdateScope(session=session, settings=self.settings, user=None, now=datetime.now(timezone.utc))
+        scope = UpdateScope(session=session, settings=self.settings, user=None, now=datetime.now(UTC))
         token = current_scope.set(scope)
         try:
             sender = update.effective_user

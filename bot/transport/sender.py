@@ -23,7 +23,7 @@ import heapq
 import logging
 import time
 from bisect import insort
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -470,7 +470,7 @@ class Sender:
             await asyncio.sleep(PROGRESS_INTERVAL)
             try:
                 async with self.sessionmaker() as session:
-                    await self._progress.report(session, datetime.now(timezone.utc), self.rate)
+                    await self._progress.report(session, datetime.now(UTC), self.rate)
                     self.push(outbox.committed_rows(session), broadcasts.lane_may_change(session))
             except Exception:  # the database is briefly locked or down: the next round catches up
                 log.warning("could not report broadcast progress", exc_info=True)
@@ -505,7 +505,7 @@ class Sender:
                     await users.mark_blocked(session, chat_id)
                     await outbox.fail_pending_for_chat(session, chat_id, "blocked")
                     await deliveries.block_pending_for_chat(session, chat_id)
-                await deliveries.write_results(session, delivered, datetime.now(timezone.utc))
+                await deliveries.write_results(session, delivered, datetime.now(UTC))
                 await outbox.apply_results(session, results)  # commits all of it
         except BaseException:  # also a stop cancelling the write: these messages were sent, keep saying so
             self._results[:0] = results

@@ -77,7 +77,8 @@ class TelegramCalls:
         if head.method == "sendMessage":
             text = payload["text"]
             if len(batch) > 1:
-                text = "\n\n".join([payload.get("digest_header", ""), *(row.digest_line or "" for row in batch)]).strip()
+                lines = [payload.get("digest_header", ""), *(row.digest_line or "" for row in batch)]
+                text = "\n\n".join(lines).strip()
             message = await self.plain_call("sendMessage", chat_id=chat_id, text=text,
                                             reply_markup=payload.get("reply_markup") if len(batch) == 1 else None)
             self.sent_count += 1
@@ -87,13 +88,14 @@ class TelegramCalls:
             if len(batch) == 1:
                 # a single photo may carry buttons (a match alert's Confirm lead / Reject)
                 message = await self.bot.send_photo(chat_id, await self._stored_file(hashes[0]),
-                                                    caption=payload.get("caption"), reply_markup=self._keyboard(payload))
+                                                    caption=payload.get("caption"),
+                                                    reply_markup=self._keyboard(payload))
                 messages = [message]
             else:
                 media = [InputMediaPhoto(await self._stored_file(sha), caption=row.payload.get("caption"))
-                         for sha, row in zip(hashes, batch)]
+                         for sha, row in zip(hashes, batch, strict=False)]
                 messages = list(await self.bot.send_media_group(chat_id, media))
-            uploaded = tuple(upload for sha, message in zip(hashes, messages) if message.photo
+            uploaded = tuple(upload for sha, message in zip(hashes, messages, strict=False) if message.photo
                              for upload in self._remember_upload(sha, message.photo[-1].file_id))
             self.sent_count += len(messages)
             return SendResult(ids, OUT_SENT, message_id=messages[0].message_id, uploaded=uploaded)
