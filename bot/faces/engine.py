@@ -394,8 +394,9 @@ def face_executor() -> ThreadPoolExecutor:
 #: How long a thread may keep the GIL while another waits for it (Python's default: 5 ms). Set at the
 #: bot's start (:func:`bot.workers.tune_process`). Inference has left the process, but a search is
 #: still a dozen NumPy and onnxruntime calls, each taking the GIL back from a busy event loop:
-#: measured over 100,000 faces with the main thread running Python throughout, a search took p50 41-52 ms at 5 ms and 9.5-21 ms
-#: at 0.5 ms, the main thread's own work rate unchanged (bench/search_gil_bench.py, bench/RESULTS.md).
+#: measured over 100,000 faces with the main thread running Python throughout, a search took p50
+#: 41-52 ms at 5 ms and 9.5-21 ms at 0.5 ms, the main thread's own work rate unchanged
+#: (bench/search_gil_bench.py, bench/history/2026-11.md).
 #: Other threads that hand results to a busy loop (aiosqlite's, the face pool's) are likely to gain
 #: the same way; that was not measured separately.
 GIL_SWITCH_INTERVAL = 0.0005
