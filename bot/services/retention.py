@@ -55,6 +55,7 @@ from bot.db.models import (
     FlyerFile,
     InboxUpdate,
     MatchCandidate,
+    MediaQuota,
     OutboxMessage,
     Subscriber,
     Tip,
@@ -350,6 +351,8 @@ async def run(sessionmaker: async_sessionmaker[AsyncSession], settings: Settings
     async with sessionmaker() as session:
         tips = await purge_expired_tips(session, media_dir, settings.tip_retention_days, now)
         closed = await purge_closed_cases(session, media_dir)
+        # a day's image quota counts only that day: older rows name a person for nothing
+        await session.execute(delete(MediaQuota).where(MediaQuota.day < now.date()))
         await session.commit()
         messages, updates = await purge_messages(session, settings.tip_retention_days, now)
         users = await purge_idle_users(session, settings.tip_retention_days, now)
