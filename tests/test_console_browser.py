@@ -13,10 +13,12 @@ from contextlib import asynccontextmanager
 
 import pytest
 from playwright.async_api import async_playwright, expect
+from sqlalchemy import select
 
+from bot.db.models import Face
 from bot.services import users
 from tests.conftest import COORDINATOR_ID, packaged_image
-from tests.helpers import reference_in, running_sandbox, seed_case
+from tests.helpers import reference_in, running_sandbox, seed_case, until
 from tests.test_case_changes import alert_about, edit_field
 from tests.test_console import console_link, settings  # noqa: F401 (the console on, for `reunite`)
 from tests.test_matching import faces_done
@@ -137,7 +139,13 @@ async def test_a_coordinator_works_through_every_page_and_loses_it_when_revoked(
         await expect(page.locator("#case-status")).to_have_text("public")
         await expect(page.get_by_role("link", name="PDF (bi)")).to_be_visible()
 
-        # its shortlist on the leads page: the face most like it confirmed as a lead
+        # its shortlist on the leads page: the face most like it confirmed as a lead (once the face worker
+        # has seen the case become public and given its photo's face its cohort statistics, within a second)
+        async def scored() -> bool:
+            async with reunite.sessionmaker() as session:
+                return bool(await session.scalar(select(Face.id).where(Face.case_id == case.id,
+                                                                       Face.cohort_std.is_not(None))))
+        await until(scored, what="the case's face scored")
         await page.get_by_role("link", name=re.compile("leads to decide")).click()
         entry = page.locator("#shortlist article.shortlist-entry").first
         await expect(entry).to_contain_text(reference)
