@@ -11,6 +11,7 @@ import time
 
 from PIL import Image
 from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
 
 from bot.db.models import Base, InboxUpdate, Tip, TipEntry, User
 from bot.db.session import create_engine
@@ -205,10 +206,20 @@ async def writes_locked_out(settings):
             locker.close()
         return
     engine = create_engine(settings.database_url)
+    tables = ", ".join(table.name for table in Base.metadata.sorted_tables)
     try:
         async with engine.connect() as locker:
-            tables = ", ".join(table.name for table in Base.metadata.sorted_tables)
-            await locker.execute(text(f"LOCK TABLE {tables} IN EXCLUSIVE MODE"))  # reads go on, writes wait
+            # the tables are locked one by one, so a bot transaction that already wrote to a later
+            # one and wants an earlier one deadlocks with us; a maintenance job would try again
+            for attempt in range(10):
+                try:
+                    await locker.execute(text(f"LOCK TABLE {tables} IN EXCLUSIVE MODE"))  # reads go on, writes wait
+                    break
+                except DBAPIError as error:
+                    await locker.rollback()
+                    if "deadlock" not in str(error) or attempt == 9:
+                        raise
+                    await asyncio.sleep(0.1)
             yield
             await locker.commit()
     finally:
