@@ -91,7 +91,7 @@ async def start_standin(procs: Processes, http: aiohttp.ClientSession, name: str
     """A fresh stand-in with these users; (its process, its base URL)."""
     port = free_port()
     base = f"http://{HOST}:{port}"
-    standin = procs.start("stand-in", [PYTHON, "-m", "bot.sandbox.standin", "--host", HOST, "--port", str(port),
+    standin = procs.start("stand-in", [PYTHON, "-m", "bot.sandbox.serve", "--host", HOST, "--port", str(port),
                                        "--token", TOKEN, "--flood-scale", str(flood_scale)],
                           dict(os.environ), OUT_DIR / f"broadcast_{name}_standin.log")
     await wait_until(lambda: get_json(http, f"{base}/sandbox/api/stats"), 30, "the stand-in")

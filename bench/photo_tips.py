@@ -4,7 +4,7 @@ index holds 100,000 reference faces of active cases; every photo (1280 px, one f
     .venv/bin/python bench/photo_tips.py [--scenario capacity|latency|all] [--faces 100000]
                                          [--photo-rate 10] [--text-rate 30] [--seconds 30] [--photos 30]
 
-Both processes run as in production: `python -m bot.sandbox.standin` and `reunite run`, on 127.0.0.1.
+Both processes run as in production: `python -m bot.sandbox.serve` and `reunite run`, on 127.0.0.1.
 The database is seeded first: one case whose photo is yaoming.jpg (its faces embedded by the product's
 engine) and random reference faces of other active cases (three per case) up to --faces.
 
@@ -181,7 +181,7 @@ class Run:
         label = "flood" if self.flood else "noflood"
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("TELEGRAM_", "REUNITE_", "WEBHOOK_")) and k not in ("DATABASE_URL", "PORT")}
-        argv = [PYTHON, "-m", "bot.sandbox.standin", "--host", HOST, "--port", str(self.port), "--token", TOKEN,
+        argv = [PYTHON, "-m", "bot.sandbox.serve", "--host", HOST, "--port", str(self.port), "--token", TOKEN,
                 "--no-demo-users"] + ([] if self.flood else ["--no-flood"])
         self.standin = self.procs.start("stand-in", argv, env, OUT_DIR / f"photo_tips_{label}_standin.log")
         self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=128), timeout=HTTP_TIMEOUT)

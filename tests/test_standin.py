@@ -260,7 +260,7 @@ async def test_user_photo_is_reencoded_without_exif(bot, standin):
     assert photo[0].width < photo[-1].width
     f = await bot.get_file(photo[-1].file_id)
     assert f.file_size == photo[-1].file_size
-    assert standin._files[photo[-1].file_id]["file_path"].startswith("photos/")  # relative on the wire
+    assert standin.files.get(photo[-1].file_id)["file_path"].startswith("photos/")  # relative on the wire
     data = bytes(await f.download_as_bytearray())
     img = Image.open(io.BytesIO(data))
     assert img.format == "JPEG" and img.size == (1280, 853)

@@ -28,19 +28,22 @@ class SimUser:
     def __repr__(self) -> str:
         return f"SimUser(id={self.id}, first_name={self.first_name!r})"
 
-    def send_text(self, text: str, *, reply_to_message_id: int | None = None, entities: list[dict] | None = None) -> dict:
+    def send_text(self, text: str, *, reply_to_message_id: int | None = None,
+                  entities: list[dict] | None = None) -> dict:
         fields: dict[str, Any] = {"text": text}
         ents = entities if entities is not None else auto_entities(text)
         if ents:
             fields["entities"] = ents
         return self._s._user_message(self, self.chat, fields, reply_to_message_id)
 
-    def send_photo(self, image: bytes, *, caption: str | None = None, media_group_id: str | None = None, reply_to_message_id: int | None = None) -> dict:
+    def send_photo(self, image: bytes, *, caption: str | None = None, media_group_id: str | None = None,
+                   reply_to_message_id: int | None = None) -> dict:
         """Like a Telegram app: re-encoded JPEG <= 1280 px, no EXIF. Not an image -> ValueError."""
-        sizes = self._s._register_photo(user_photo(image))
+        sizes = self._s.files.register_photo(user_photo(image))
         return self._photo_message(sizes, caption, media_group_id, reply_to_message_id)
 
-    def _photo_message(self, sizes: list[dict], caption: str | None, media_group_id: str | None, reply_to_message_id: int | None = None) -> dict:
+    def _photo_message(self, sizes: list[dict], caption: str | None, media_group_id: str | None,
+                       reply_to_message_id: int | None = None) -> dict:
         fields: dict[str, Any] = {"photo": sizes}
         if media_group_id:
             fields["media_group_id"] = media_group_id
@@ -52,14 +55,15 @@ class SimUser:
         if not 2 <= len(images) <= 10:
             raise ValueError("an album has 2 to 10 items")
         encoded = [user_photo(img) for img in images]
-        return self._album([self._s._register_photo(e) for e in encoded], caption)
+        return self._album([self._s.files.register_photo(e) for e in encoded], caption)
 
     def _album(self, photo_sets: list[list[dict]], caption: str | None) -> list[dict]:
         group_id = str(13_000_000_000_000_000 + next(self._s._group_ids))
         return [self._photo_message(sizes, caption if i == 0 else None, group_id) for i, sizes in enumerate(photo_sets)]
 
-    def send_document(self, data: bytes, file_name: str, mime_type: str, *, caption: str | None = None, reply_to_message_id: int | None = None) -> dict:
-        doc = self._s._register_document(data, file_name, mime_type)
+    def send_document(self, data: bytes, file_name: str, mime_type: str, *, caption: str | None = None,
+                      reply_to_message_id: int | None = None) -> dict:
+        doc = self._s.files.register_document(data, file_name, mime_type)
         fields: dict[str, Any] = {"document": doc}
         if caption:
             fields["caption"] = caption

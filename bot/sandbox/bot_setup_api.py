@@ -38,12 +38,14 @@ class BotSetupMethods:
         self.s = standin
 
     def _m_getMe(self, p: dict, f: dict) -> dict:
-        return dict(self.s.bot_user, can_join_groups=True, can_read_all_group_messages=False, supports_inline_queries=False,
+        return dict(self.s.bot_user, can_join_groups=True, can_read_all_group_messages=False,
+                    supports_inline_queries=False,
                     can_connect_to_business=False, has_main_web_app=False)
 
     async def _m_getUpdates(self, p: dict, f: dict) -> list[dict]:
         if self.s._webhook["url"]:
-            raise ApiError(409, "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to delete the webhook first")
+            raise ApiError(409, "Conflict: can't use getUpdates method while webhook is active; "
+                                "use deleteWebhook to delete the webhook first")
         offset = to_int(p.get("offset") or 0, "offset")
         limit = max(1, min(100, to_int(p.get("limit") or 100, "limit")))
         timeout = max(0.0, to_float(p.get("timeout") or 0, "timeout"))
@@ -112,7 +114,8 @@ class BotSetupMethods:
         return True
 
     def _m_getWebhookInfo(self, p: dict, f: dict) -> dict:
-        info: dict[str, Any] = {"url": self.s._webhook["url"], "has_custom_certificate": False, "pending_update_count": len(self.s._updates)}
+        info: dict[str, Any] = {"url": self.s._webhook["url"], "has_custom_certificate": False,
+                                "pending_update_count": len(self.s._updates)}
         if self.s._webhook["url"]:
             info["max_connections"] = self.s._webhook.get("max_connections", 40)
             for k in ("last_error_date", "last_error_message"):
@@ -140,8 +143,9 @@ class BotSetupMethods:
                     skip = {u["update_id"] for u in batch if self.s._allowed_updates.isdisjoint(u)}
                 else:
                     skip = set()
-                results = await asyncio.gather(*(self._deliver(session, hook, u) for u in batch if u["update_id"] not in skip))
-                done = skip | {u["update_id"] for u, ok in zip((u for u in batch if u["update_id"] not in skip), results, strict=False) if ok}
+                to_send = [u for u in batch if u["update_id"] not in skip]
+                results = await asyncio.gather(*(self._deliver(session, hook, u) for u in to_send))
+                done = skip | {u["update_id"] for u, ok in zip(to_send, results, strict=True) if ok}
                 if len(done) == len(batch) and all(self.s._updates and self.s._updates[0] is u for u in batch[:1]):
                     for _ in range(len(batch)):
                         self.s._updates.popleft()

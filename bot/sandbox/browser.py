@@ -74,7 +74,8 @@ class BrowserPage:
             try:
                 uid = int(spec.get("id") or spec.get("user_id") or self.s._free_user_id())
                 name = str(spec.get("first_name") or spec.get("name") or "User").strip()[:64] or "User"
-                u = self.s.user(uid, name, last_name=spec.get("last_name") or None, username=spec.get("username") or None,
+                u = self.s.user(uid, name, last_name=spec.get("last_name") or None,
+                                username=spec.get("username") or None,
                               language_code=spec.get("language_code") or "en", label=spec.get("label") or None)
             except (TypeError, ValueError) as exc:
                 return json_response({"error": str(exc)}, 400)
@@ -105,7 +106,8 @@ class BrowserPage:
                 return json_response(g.send_text(u, str(body.get("text") or ""), reply_to_message_id=reply_to))
             if "location" in body:
                 loc = body["location"]
-                return json_response(u.send_location(float(loc["latitude"]), float(loc["longitude"]), reply_to_message_id=reply_to))
+                return json_response(u.send_location(float(loc["latitude"]), float(loc["longitude"]),
+                                                     reply_to_message_id=reply_to))
             if "contact" in body:
                 return json_response(u.send_raw(contact=body["contact"], reply_to_message_id=reply_to))
             if "raw" in body and isinstance(body["raw"], dict):
@@ -127,7 +129,8 @@ class BrowserPage:
             if not isinstance(part, BodyPartReader):
                 continue
             if part.filename is not None:
-                uploads.append((bytes(await part.read()), part.filename, part.headers.get("Content-Type") or "application/octet-stream"))
+                uploads.append((bytes(await part.read()), part.filename,
+                                part.headers.get("Content-Type") or "application/octet-stream"))
             elif part.name:
                 fields[part.name] = await part.text()
         u = self._sim(fields.get("user_id"))
@@ -141,14 +144,16 @@ class BrowserPage:
             for i, (data, name, ctype) in enumerate(uploads):
                 if ctype == "application/octet-stream":
                     ctype = mimetypes.guess_type(name)[0] or ctype
-                out.append(u.send_document(data, name, ctype, caption=caption if i == 0 else None, reply_to_message_id=reply_to if i == 0 else None))
+                first = i == 0  # the caption and the reply go with the first file, as in the apps
+                out.append(u.send_document(data, name, ctype, caption=caption if first else None,
+                                           reply_to_message_id=reply_to if first else None))
             return json_response(out[0] if len(out) == 1 else out)
         if kind not in ("photo", "album"):
             return json_response({"error": "kind is photo, album or document"}, 400)
         if len(uploads) > 10:
             return json_response({"error": "an album has at most 10 photos"}, 400)
         encoded = await asyncio.gather(*(asyncio.to_thread(user_photo, data) for data, _, _ in uploads))
-        sets = [self.s._register_photo(e) for e in encoded]
+        sets = [self.s.files.register_photo(e) for e in encoded]
         if len(sets) == 1:
             return json_response(u._photo_message(sets[0], caption, None, reply_to))
         return json_response(u._album(sets, caption))
@@ -187,7 +192,8 @@ class BrowserPage:
             "message_id": e["message_id"], "rev": e["_rev"], "direction": e["_dir"], "date": e["date"],
             "deleted": bool(e.get("_deleted")), "edited": "edit_date" in e,
         }
-        for k in ("text", "entities", "caption", "caption_entities", "media_group_id", "location", "contact", "reply_markup"):
+        for k in ("text", "entities", "caption", "caption_entities", "media_group_id", "location", "contact",
+                  "reply_markup"):
             if k in e:
                 v[k] = e[k]
         if e["_dir"] == "out":
@@ -196,10 +202,12 @@ class BrowserPage:
             v["from_name"] = e["from"].get("first_name")
         if "photo" in e and e["photo"]:
             big = e["photo"][-1]
-            v["photo"] = {"url": f"/sandbox/files/{big['file_id']}", "width": big.get("width"), "height": big.get("height"), "file_id": big["file_id"]}
+            v["photo"] = {"url": f"/sandbox/files/{big['file_id']}", "width": big.get("width"),
+                          "height": big.get("height"), "file_id": big["file_id"]}
         if "document" in e:
             d = e["document"]
-            v["document"] = {"url": f"/sandbox/files/{d['file_id']}", "file_name": d.get("file_name") or "file", "mime_type": d.get("mime_type"),
+            v["document"] = {"url": f"/sandbox/files/{d['file_id']}", "file_name": d.get("file_name") or "file",
+                             "mime_type": d.get("mime_type"),
                              "file_size": d.get("file_size"), "file_id": d["file_id"]}
         for k in ("sticker", "voice", "video", "animation", "audio", "video_note", "poll", "dice", "venue"):
             if k in e:
@@ -209,11 +217,13 @@ class BrowserPage:
             v["reply_keyboard"] = e["_reply_keyboard"]
         if "reply_to_message" in e:
             r = e["reply_to_message"]
-            v["reply_to"] = {"message_id": r["message_id"], "text": (r.get("text") or r.get("caption") or ("photo" if "photo" in r else "message"))[:120],
+            quoted = r.get("text") or r.get("caption") or ("photo" if "photo" in r else "message")
+            v["reply_to"] = {"message_id": r["message_id"], "text": quoted[:120],
                              "direction": "out" if r.get("from", {}).get("is_bot") else "in"}
         if "_callback_answer" in e:
             a = e["_callback_answer"]
-            v["callback_answer"] = {"text": a.get("text"), "show_alert": a.get("show_alert"), "id": a.get("callback_query_id")}
+            v["callback_answer"] = {"text": a.get("text"), "show_alert": a.get("show_alert"),
+                                    "id": a.get("callback_query_id")}
         return v
 
     async def _api_messages(self, request: web.Request) -> web.Response:
@@ -235,14 +245,15 @@ class BrowserPage:
         return json_response([self._view(e) for e in log_ if e["_rev"] > after])
 
     async def _api_file(self, request: web.Request) -> web.StreamResponse:
-        rec = self.s._files.get(request.match_info["file_id"])
+        rec = self.s.files.get(request.match_info["file_id"])
         if rec is None:
             return json_response({"error": "unknown file"}, 404)
         headers = {"Cache-Control": "private, max-age=3600"}
         if rec["kind"] == "document" and not request.query.get("inline"):
             name = rec.get("file_name") or "file"
             headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(name)}"
-        return web.Response(body=rec["data"], content_type=rec.get("mime_type") or "application/octet-stream", headers=headers)
+        return web.Response(body=rec["data"], content_type=rec.get("mime_type") or "application/octet-stream",
+                            headers=headers)
 
     async def _api_stats(self, request: web.Request) -> web.Response:
         s = dict(self.s.stats)

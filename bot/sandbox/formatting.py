@@ -8,6 +8,12 @@ from typing import Any
 
 from bot.sandbox.wire import ApiError, bad_request, utf16_len
 
+
+def mentioned(user_id: str) -> dict:
+    """The user of a text_mention entity, as Telegram fills it for a mention by id."""
+    return {"id": int(user_id), "is_bot": False, "first_name": ""}
+
+
 _HTML_TAGS = {
     "b": "bold", "strong": "bold", "i": "italic", "em": "italic", "u": "underline", "ins": "underline",
     "s": "strikethrough", "strike": "strikethrough", "del": "strikethrough", "tg-spoiler": "spoiler",
@@ -60,7 +66,7 @@ class _HTMLEntities(HTMLParser):
                 return
             m = re.fullmatch(r"tg://user\?id=(\d+)", href)
             if m:
-                ent = {"type": "text_mention", "offset": start, "length": length, "user": {"id": int(m.group(1)), "is_bot": False, "first_name": ""}}
+                ent = {"type": "text_mention", "offset": start, "length": length, "user": mentioned(m.group(1))}
             else:
                 ent["url"] = href
         elif name == "pre" and language:
@@ -202,7 +208,8 @@ def _parse_markdown_v2(s: str) -> tuple[str, list[dict]]:
             if pos > start:
                 mu = re.fullmatch(r"tg://user\?id=(\d+)", url)
                 if mu:
-                    entities.append({"type": "text_mention", "offset": start, "length": pos - start, "user": {"id": int(mu.group(1)), "is_bot": False, "first_name": ""}})
+                    entities.append({"type": "text_mention", "offset": start, "length": pos - start,
+                                     "user": mentioned(mu.group(1))})
                 else:
                     entities.append({"type": "text_link", "offset": start, "length": pos - start, "url": url})
             i = j + 1
@@ -217,7 +224,8 @@ def _parse_markdown_v2(s: str) -> tuple[str, list[dict]]:
         if marker is not None:
             if any(e[0] == marker for e in stack):
                 if stack[-1][0] != marker:
-                    raise err(f"Can't find end of {_MDV2_TYPES[stack[-1][0]].capitalize() if stack[-1][0] in _MDV2_TYPES else 'TextUrl'} entity at byte offset {len(s[:stack[-1][2]].encode())}")
+                    kind = _MDV2_TYPES[stack[-1][0]].capitalize() if stack[-1][0] in _MDV2_TYPES else "TextUrl"
+                    raise err(f"Can't find end of {kind} entity at byte offset {len(s[:stack[-1][2]].encode())}")
                 _, start, _ = stack.pop()
                 if pos > start:
                     entities.append({"type": _MDV2_TYPES[marker], "offset": start, "length": pos - start})
@@ -248,7 +256,8 @@ def _parse_markdown(s: str) -> tuple[str, list[dict]]:
     plain = re.compile(r"[^*_`\[\\]+")
 
     def err(at: int) -> ApiError:
-        return bad_request(f"can't parse entities: Can't find end of the entity starting at byte offset {len(s[:at].encode())}")
+        return bad_request("can't parse entities: Can't find end of the entity starting at byte offset "
+                           f"{len(s[:at].encode())}")
 
     while i < n:
         m = plain.match(s, i)

@@ -17,7 +17,8 @@ def _jpeg(img: Image.Image, quality: int = 85) -> bytes:
     return buf.getvalue()
 
 
-def encode_photo(data: bytes, max_side: int = USER_PHOTO_MAX_SIDE, *, keep_if_small_jpeg: bool = False, strict: bool = False) -> list[tuple[bytes, int, int]]:
+def encode_photo(data: bytes, max_side: int = USER_PHOTO_MAX_SIDE, *, keep_if_small_jpeg: bool = False,
+                 strict: bool = False) -> list[tuple[bytes, int, int]]:
     """Telegram's photo treatment: EXIF orientation applied, re-encoded as JPEG at most `max_side`
     on the long side with no metadata; plus thumbnails. Returns [(bytes, w, h)] smallest first.
     `strict` applies the Bot API's upload limits (bots); a user's app scales any photo itself.
@@ -66,4 +67,5 @@ def user_photo(data: bytes) -> list[tuple[bytes, int, int]]:
     try:
         return encode_photo(data)
     except ApiError as exc:
-        raise ValueError(f"a Telegram app could not send this as a photo ({exc.description}); send it as a document") from exc
+        raise ValueError(f"a Telegram app could not send this as a photo ({exc.description}); "
+                         "send it as a document") from exc

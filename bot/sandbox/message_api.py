@@ -35,6 +35,19 @@ from bot.sandbox.wire import (
 if TYPE_CHECKING:
     from bot.sandbox.standin import StandIn
 
+# inline keyboard buttons that do something without callback data or a URL
+OTHER_BUTTON_KINDS = ("switch_inline_query", "switch_inline_query_current_chat", "login_url", "web_app", "pay",
+                      "callback_game", "copy_text", "switch_inline_query_chosen_chat")
+
+
+def _text_button_refused() -> ApiError:
+    return bad_request("can't parse inline keyboard button: Text buttons are unallowed in the inline keyboard")
+
+
+def _upload_name(field: str, value: Any) -> str:
+    """The multipart part that carried an upload: the field itself, or the one ``attach://name`` names."""
+    return field if value in (None, "") else str(value)[len("attach://"):]
+
 
 class MessageMethods:
     # answered by the methods named _m_<method> below
@@ -133,7 +146,7 @@ class MessageMethods:
                     raise bad_request("can't parse inline keyboard button: InlineKeyboardButton must be an Object")
                 for btn in row:
                     if not isinstance(btn, dict) or not btn.get("text"):
-                        raise bad_request("can't parse inline keyboard button: Text buttons are unallowed in the inline keyboard")
+                        raise _text_button_refused()
                     if "callback_data" in btn:
                         data = btn["callback_data"]
                         if not isinstance(data, str) or not 1 <= len(data.encode()) <= 64:
@@ -141,8 +154,8 @@ class MessageMethods:
                     elif "url" in btn:
                         if not re.match(r"(https?|tg)://\S+$", str(btn["url"])):
                             raise bad_request(f"inline keyboard button URL '{btn['url']}' is invalid: Wrong HTTP URL")
-                    elif not any(k in btn for k in ("switch_inline_query", "switch_inline_query_current_chat", "login_url", "web_app", "pay", "callback_game", "copy_text", "switch_inline_query_chosen_chat")):
-                        raise bad_request("can't parse inline keyboard button: Text buttons are unallowed in the inline keyboard")
+                    elif not any(k in btn for k in OTHER_BUTTON_KINDS):
+                        raise _text_button_refused()
             return markup, None
         if "keyboard" in markup or "remove_keyboard" in markup or "force_reply" in markup:
             return None, markup
@@ -166,9 +179,11 @@ class MessageMethods:
             raise bad_request("message to be replied not found")
         return as_quoted(target)
 
-    def _out_message(self, chat: dict, method: str, fields: dict, files: dict | None, params: dict, keyboard: dict | None, reply: dict | None) -> dict:
+    def _out_message(self, chat: dict, method: str, fields: dict, files: dict | None, params: dict,
+                     keyboard: dict | None, reply: dict | None) -> dict:
         chat_id = chat["id"]
-        entry: dict[str, Any] = {"message_id": self.s._mid(chat_id), "from": self.s.bot_user, "chat": chat, "date": int(time.time())}
+        entry: dict[str, Any] = {"message_id": self.s._mid(chat_id), "from": self.s.bot_user, "chat": chat,
+                                 "date": int(time.time())}
         if reply is not None:
             entry["reply_to_message"] = reply
         entry.update(fields)
@@ -193,7 +208,8 @@ class MessageMethods:
             raise bad_request(not_found)
         return chat_id, entry
 
-    def _input_file(self, value: Any, files: dict, field: str, kind: str) -> tuple[dict | None, tuple[bytes, str | None, str | None] | None]:
+    def _input_file(self, value: Any, files: dict, field: str,
+                    kind: str) -> tuple[dict | None, tuple[bytes, str | None, str | None] | None]:
         """-> (existing file record, or None; upload (bytes, filename, content type), or None)."""
         if isinstance(value, str) and value.startswith("attach://"):
             up = files.get(value[len("attach://"):])
@@ -208,7 +224,7 @@ class MessageMethods:
         if isinstance(value, (bytes, bytearray)):
             return None, (bytes(value), None, None)
         value = str(value)
-        rec = self.s._files.get(value)
+        rec = self.s.files.get(value)
         if rec is None:
             if value.startswith(("http://", "https://")):
                 raise bad_request("failed to get HTTP URL content")
@@ -226,7 +242,7 @@ class MessageMethods:
         if len(data) > MAX_PHOTO_UPLOAD:
             raise ApiError(413, "Request Entity Too Large")
         encoded = await asyncio.to_thread(encode_photo, data, USER_PHOTO_MAX_SIDE, keep_if_small_jpeg=True, strict=True)
-        return self.s._register_photo(encoded), {field if value in (None, "") else str(value)[len("attach://"):]: data}
+        return self.s.files.register_photo(encoded), {_upload_name(field, value): data}
 
     def _document(self, value: Any, files: dict, field: str) -> tuple[dict, dict]:
         rec, up = self._input_file(value, files, field, "document")
@@ -238,7 +254,7 @@ class MessageMethods:
             raise ApiError(413, "Request Entity Too Large")
         if filename in (None, "", "application.octet-stream"):
             filename = filename or "file"
-        return self.s._register_document(data, filename, ctype), {field if value in (None, "") else str(value)[len("attach://"):]: data}
+        return self.s.files.register_document(data, filename, ctype), {_upload_name(field, value): data}
 
 
     def _m_sendChatAction(self, p: dict, f: dict) -> bool:
@@ -246,12 +262,12 @@ class MessageMethods:
         return True
 
     def _m_getFile(self, p: dict, f: dict) -> dict:
-        rec = self.s._files.get(str(p.get("file_id") or ""))
+        rec = self.s.files.get(str(p.get("file_id") or ""))
         if rec is None:
             raise bad_request("invalid file_id")
         if rec["file_size"] > MAX_DOWNLOAD:
             raise bad_request("file is too big")
-        return {"file_id": rec["file_id"], "file_unique_id": rec["file_unique_id"], "file_size": rec["file_size"], "file_path": rec["file_path"]}
+        return {key: rec[key] for key in ("file_id", "file_unique_id", "file_size", "file_path")}
 
     def _m_sendMessage(self, p: dict, f: dict) -> dict:
         chat_id = self._chat_id(p)
@@ -302,7 +318,8 @@ class MessageMethods:
         chat = self._chat_for_send(chat_id)
         media = p.get("media")
         if not isinstance(media, list) or not 2 <= len(media) <= 10:
-            raise bad_request("wrong number of media specified: an album has 2 to 10 items" if isinstance(media, list) else "can't parse media JSON object")
+            raise bad_request("wrong number of media specified: an album has 2 to 10 items" if isinstance(media, list)
+                              else "can't parse media JSON object")
         types = set()
         for item in media:
             if not isinstance(item, dict) or item.get("type") not in ("photo", "document", "video", "audio"):
@@ -353,7 +370,8 @@ class MessageMethods:
             raise bad_request("message can't be edited")
         same = all(entry.get(k) == v for k, v in new.items()) and entry.get("reply_markup") == markup
         if same:
-            raise bad_request("message is not modified: specified new message content and reply markup are exactly the same as a current content and reply markup of the message")
+            raise bad_request("message is not modified: specified new message content and reply markup are exactly "
+                              "the same as a current content and reply markup of the message")
         self._chat_for_send(chat_id)
         self._flood(chat_id)
         for k, v in new.items():
@@ -433,7 +451,8 @@ class MessageMethods:
         if text is not None and len(str(text)) > 200:
             raise bad_request("MESSAGE_TOO_LONG")
         cb["answered"] = True
-        answer = {"callback_query_id": cq_id, "text": text, "show_alert": to_bool(p.get("show_alert", False)), "url": p.get("url")}
+        answer = {"callback_query_id": cq_id, "text": text, "show_alert": to_bool(p.get("show_alert", False)),
+                  "url": p.get("url")}
         self.s.callback_answers[cq_id] = answer
         entry = self.s._by_id.get(cb["chat_id"], {}).get(cb["message_id"])
         if entry is not None and text:

@@ -11,56 +11,46 @@ can act as several Telegram users.
 All state lives in plain dicts on the event loop that runs the server: call the Python API
 (`user()`, `SimUser.send_*`, ...) from that loop's thread.
 
-Run standalone: `python -m bot.sandbox.standin --port 8081 [--no-flood] [--flood-scale X]`.
+Run standalone: `python -m bot.sandbox.serve --port 8081 [--no-flood] [--flood-scale X]`.
 
 Beside it: the Bot API methods (`bot_setup_api.py`, `message_api.py`), the browser page and its JSON
-API (`browser.py`), simulated users (`actors.py`), formatting, images and the wire format. This
-module is longer than most (about 680 lines) because it is the one place that holds the server's
-state (chats, messages, files, updates, faults) and the operations that keep it consistent; the
-components above only call those operations.
+API (`browser.py`), simulated users (`actors.py`), files (`files.py`), injected faults (`faults.py`),
+formatting, images and the wire format. This module is longer than most (about 560 lines) because it
+is the one place that holds the chats, messages and updates and the operations that keep them
+consistent (a user's message, an edit, a button press, a block); the components above only call
+those operations.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import hashlib
 import itertools
-import json
 import logging
-import mimetypes
-import secrets
-import signal
-import sys
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-import uvloop
-from aiohttp import BodyPartReader, web
-from aiohttp.web_request import FileField
+from aiohttp import web
 
 from bot.sandbox.actors import SimGroup, SimUser
 from bot.sandbox.bot_setup_api import BotSetupMethods
 from bot.sandbox.browser import BrowserPage
+from bot.sandbox.faults import Faults
+from bot.sandbox.files import FileStore
 from bot.sandbox.formatting import auto_entities
 from bot.sandbox.message_api import MessageMethods
 from bot.sandbox.wire import (
-    INFRA_METHODS,
-    JSON_KEYS,
     ApiError,
     FloodBucket,
     as_quoted,
     as_returned,
-    bad_request,
-    default_description,
     error_response,
     json_response,
+    read_params,
 )
 
-__all__ = ["StandIn", "SimUser", "SimGroup", "main"]
+__all__ = ["StandIn", "SimUser", "SimGroup"]
 
 log = logging.getLogger("reunite.sandbox")
 
@@ -121,14 +111,12 @@ class StandIn:
         self._next_update_id = first_update_id
         self._poll_waiters: list[asyncio.Future] = []
         self._allowed_updates: set[str] | None = None
-        self._files: dict[str, dict] = {}
-        self._paths: dict[str, str] = {}
-        self._file_counter = itertools.count(1)
+        self.files = FileStore()
         self._group_ids = itertools.count(1)
         self._cq_ids = itertools.count(1)
         self._auto_user_ids = itertools.count(100001)
         self._callbacks: dict[str, dict] = {}
-        self._faults: list[dict] = []
+        self.faults = Faults()
         self._buckets: dict[int | None, FloodBucket] = {}
         self._webhook: dict[str, Any] = {"url": ""}
         self._webhook_task: asyncio.Task | None = None
@@ -266,7 +254,8 @@ class StandIn:
         if chat is None:
             chat = {"id": chat_id, "type": "channel", "title": f"Channel {chat_id}"}
             self._chats[chat_id] = chat
-        msg: dict[str, Any] = {"message_id": self._mid(chat_id), "sender_chat": chat, "chat": chat, "date": int(time.time()), "text": text}
+        msg: dict[str, Any] = {"message_id": self._mid(chat_id), "sender_chat": chat, "chat": chat,
+                               "date": int(time.time()), "text": text}
         ents = auto_entities(text)
         if ents:
             msg["entities"] = ents
@@ -323,7 +312,7 @@ class StandIn:
         return list(self._log.get(chat_id, ()))
 
     def file_bytes(self, file_id: str) -> bytes:
-        rec = self._files.get(file_id)
+        rec = self.files.get(file_id)
         if rec is None:
             raise KeyError(f"unknown file_id {file_id!r}")
         return rec["data"]
@@ -331,7 +320,8 @@ class StandIn:
     def pending_updates(self) -> list[dict]:
         return list(self._updates)
 
-    async def wait_for(self, chat_id: int, count: int = 1, timeout: float = 10.0, predicate: Callable[[dict], bool] | None = None) -> list[dict]:
+    async def wait_for(self, chat_id: int, count: int = 1, timeout: float = 10.0,
+                       predicate: Callable[[dict], bool] | None = None) -> list[dict]:
         """Wait until the bot sent >= `count` messages (matching `predicate`) to `chat_id`; return them all."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -354,7 +344,8 @@ class StandIn:
         sent = self._sent.get(chat_id, [])
         desc = []
         for m in sent[-8:]:
-            body = m.get("text") or m.get("caption") or ("<photo>" if "photo" in m else "<document>" if "document" in m else "<location>" if "location" in m else "")
+            shown = next((f"<{name}>" for name in ("photo", "document", "location") if name in m), "")
+            body = m.get("text") or m.get("caption") or shown
             desc.append(f"#{m['message_id']} {m['_method']}{' (deleted)' if m.get('_deleted') else ''}: {body[:80]!r}")
         errs = [e for e in self.recent_errors if e.get("chat_id") in (chat_id, None)][-5:]
         return (
@@ -366,46 +357,23 @@ class StandIn:
         )
 
     # ---------------------------------------------------------------- faults
-    def fail_next(self, method: str | None = None, *, status: int = 500, chat_id: int | None = None, retry_after: int | None = None,
-                  times: int = 1, description: str | None = None) -> None:
-        """The next `times` matching calls answer with an error (method None: any method but polling/getMe)."""
-        if status == 429 and retry_after is None:
-            retry_after = 1
-        if description is None:
-            description = f"Too Many Requests: retry after {retry_after}" if status == 429 else default_description(status)
-        self._faults.append({"kind": "fail", "method": method, "chat_id": chat_id, "status": status, "retry_after": retry_after,
-                             "times": times, "description": description})
+    def fail_next(self, method: str | None = None, **fault: Any) -> None:
+        """The next matching calls answer with an error: :meth:`Faults.fail_next`."""
+        self.faults.fail_next(method, **fault)
 
-    def slow_next(self, method: str | None = None, *, delay: float, chat_id: int | None = None, times: int = 1) -> None:
-        """The next `times` matching calls are answered after `delay` s; the call still takes effect."""
-        self._faults.append({"kind": "slow", "method": method, "chat_id": chat_id, "delay": delay, "times": times})
+    def slow_next(self, method: str | None = None, **fault: Any) -> None:
+        """The next matching calls answer late: :meth:`Faults.slow_next`."""
+        self.faults.slow_next(method, **fault)
 
     def clear_faults(self) -> None:
-        self._faults.clear()
+        self.faults.clear()
 
     def _take_fault(self, method: str, params: dict) -> dict | None:
         chat = params.get("chat_id")
         if chat is None and method == "answerCallbackQuery":
-            cb = self._callbacks.get(str(params.get("callback_query_id")))
-            chat = cb["chat_id"] if cb else None
-        for f in self._faults:
-            fm = f["method"]
-            if fm is None:
-                if method in INFRA_METHODS:
-                    continue
-            elif fm.lower() != method.lower():
-                continue
-            if f["chat_id"] is not None:
-                try:
-                    if chat is None or int(chat) != f["chat_id"]:
-                        continue
-                except (TypeError, ValueError):
-                    continue
-            f["times"] -= 1
-            if f["times"] <= 0:
-                self._faults.remove(f)
-            return f
-        return None
+            callback = self._callbacks.get(str(params.get("callback_query_id")))
+            chat = callback["chat_id"] if callback else None
+        return self.faults.take(method, chat)
 
     # ---------------------------------------------------------------- internals: chats and messages
     def _mid(self, chat_id: int) -> int:
@@ -457,7 +425,8 @@ class StandIn:
         chat_id = chat["id"]
         if chat_id in self._blocked and chat_id == user.id:
             self.unblock(chat_id)  # writing to a bot you blocked means restarting it
-        msg: dict[str, Any] = {"message_id": self._mid(chat_id), "from": user.user, "chat": chat, "date": int(time.time())}
+        msg: dict[str, Any] = {"message_id": self._mid(chat_id), "from": user.user, "chat": chat,
+                               "date": int(time.time())}
         if reply_to_message_id is not None:
             target = self._by_id.get(chat_id, {}).get(int(reply_to_message_id))
             if target is None:
@@ -518,85 +487,19 @@ class StandIn:
             labels = [b.get("text") for row in rows for b in row]
             raise ValueError(f"no inline button {button!r} on message {entry['message_id']}; buttons: {labels}")
         if "callback_data" not in found:
-            raise ValueError(f"button {found.get('text')!r} has no callback_data (it is a {', '.join(k for k in found if k != 'text')} button)")
+            kinds = ", ".join(k for k in found if k != "text")
+            raise ValueError(f"button {found.get('text')!r} has no callback_data (it is a {kinds} button)")
         cq_id = str(5_000_000_000_000_000 + next(self._cq_ids) * 7919)
         cq = {
             "id": cq_id, "from": user.user, "message": as_returned(entry),
             "chat_instance": str((abs(chat_id) * 1_000_003 + self.bot_id) % 10**18), "data": found["callback_data"],
         }
-        self._callbacks[cq_id] = {"chat_id": chat_id, "message_id": entry["message_id"], "answered": False, "user_id": user.id}
+        self._callbacks[cq_id] = {"chat_id": chat_id, "message_id": entry["message_id"], "answered": False,
+                                  "user_id": user.id}
         self._enqueue("callback_query", cq)
         return cq
 
-    # ---------------------------------------------------------------- internals: files
-    def _new_file_id(self, prefix: str) -> tuple[str, int]:
-        n = next(self._file_counter)
-        return f"{prefix}{n:07d}{secrets.token_hex(8)}", n
-
-    def _add_file(self, data: bytes, kind: str, ext: str, prefix: str, **extra: Any) -> dict:
-        file_id, n = self._new_file_id(prefix)
-        unique = "AQAD" + hashlib.sha1(data).hexdigest()[:16]
-        path = f"{'photos' if kind == 'photo' else 'documents'}/file_{n}{ext}"
-        rec = {"file_id": file_id, "file_unique_id": unique, "file_size": len(data), "file_path": path, "data": data, "kind": kind, **extra}
-        self._files[file_id] = rec
-        self._paths[path] = file_id
-        return rec
-
-    def _register_photo(self, encoded: list[tuple[bytes, int, int]]) -> list[dict]:
-        sizes: list[dict] = []
-        for data, w, h in encoded:
-            rec = self._add_file(data, "photo", ".jpg", "AgAC", mime_type="image/jpeg", width=w, height=h)
-            sizes.append({"file_id": rec["file_id"], "file_unique_id": rec["file_unique_id"], "file_size": rec["file_size"], "width": w, "height": h})
-        for s in sizes:
-            self._files[s["file_id"]]["sizes"] = sizes
-        return sizes
-
-    def _register_document(self, data: bytes, file_name: str | None, mime_type: str | None) -> dict:
-        ext = Path(file_name or "").suffix[:10] if file_name else ""
-        if not mime_type or mime_type == "application/octet-stream":
-            mime_type = (mimetypes.guess_type(file_name or "")[0] if file_name else None) or mime_type or "application/octet-stream"
-        rec = self._add_file(data, "document", ext, "BQAC", mime_type=mime_type, file_name=file_name)
-        doc: dict[str, Any] = {"file_id": rec["file_id"], "file_unique_id": rec["file_unique_id"], "file_size": rec["file_size"], "mime_type": mime_type}
-        if file_name:
-            doc["file_name"] = file_name
-        rec["document"] = doc
-        return doc
-
     # ---------------------------------------------------------------- HTTP: Bot API
-    async def _read_params(self, request: web.Request) -> tuple[dict, dict]:
-        params: dict[str, Any] = dict(request.query) if request.query_string else {}
-        files: dict[str, tuple[bytes, str | None, str | None]] = {}
-        if request.method == "POST" and request.can_read_body:
-            ctype = request.content_type
-            if ctype == "application/json":
-                try:
-                    body = await request.json()
-                except ValueError:
-                    raise bad_request("can't parse JSON object") from None
-                if isinstance(body, dict):
-                    params.update(body)
-            elif ctype == "multipart/form-data":
-                reader = await request.multipart()
-                async for part in reader:
-                    if not isinstance(part, BodyPartReader) or part.name is None:
-                        continue
-                    if part.filename is not None:
-                        files[part.name] = (bytes(await part.read()), part.filename, part.headers.get("Content-Type"))
-                    else:
-                        params[part.name] = await part.text()
-            else:
-                form = await request.post()
-                for k, v in form.items():
-                    params[k] = v.file.read() if isinstance(v, FileField) else v
-        for key in JSON_KEYS.intersection(params):
-            v = params[key]
-            if isinstance(v, str):
-                try:
-                    params[key] = json.loads(v)
-                except ValueError:
-                    raise bad_request(f"can't parse {key} JSON object") from None
-        return params, files
-
     async def _handle_api(self, request: web.Request) -> web.Response:
         if request.match_info["token"] != self.token:
             return json_response({"ok": False, "error_code": 401, "description": "Unauthorized"}, 401)
@@ -608,8 +511,8 @@ class StandIn:
         self.stats["calls"][name] += 1
         params: dict | None = None
         try:
-            params, files = await self._read_params(request)
-            fault = self._take_fault(name, params) if self._faults else None
+            params, files = await read_params(request)
+            fault = self._take_fault(name, params) if self.faults else None
             if fault is not None:
                 if fault["kind"] == "fail":
                     self.stats["injected"] += 1
@@ -652,51 +555,8 @@ class StandIn:
     async def _handle_file_download(self, request: web.Request) -> web.StreamResponse:
         if request.match_info["token"] != self.token:
             return json_response({"ok": False, "error_code": 401, "description": "Unauthorized"}, 401)
-        file_id = self._paths.get(request.match_info["path"])
-        if file_id is None:
+        rec = self.files.at_path(request.match_info["path"])
+        if rec is None:
             return json_response({"ok": False, "error_code": 404, "description": "Not Found"}, 404)
-        rec = self._files[file_id]
         self.stats["calls"]["<file download>"] += 1
         return web.Response(body=rec["data"], content_type=rec.get("mime_type") or "application/octet-stream")
-
-# --------------------------------------------------------------------------------------------
-# Runner
-# --------------------------------------------------------------------------------------------
-
-DEMO_USERS = [
-    {"id": 1001, "first_name": "Coordinator", "username": "coord_amy", "language_code": "en", "label": "coordinator"},
-    {"id": 2001, "first_name": "Li", "last_name": "Wei", "language_code": "zh", "label": "public"},
-    {"id": 2002, "first_name": "Sam", "language_code": "en", "label": "public"},
-]
-
-
-async def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bot.sandbox.standin", description="Local Telegram Bot API stand-in + browser chat")
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=8081)
-    ap.add_argument("--token", default="123456:SANDBOX")
-    ap.add_argument("--no-flood", action="store_true", help="switch flood limits off (capacity benchmarks)")
-    ap.add_argument("--flood-scale", type=float, default=1.0, help="multiply Telegram's limits (10 = 10x looser)")
-    ap.add_argument("--no-demo-users", action="store_true", help="start without the preset demo users")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    s = StandIn(args.token, flood_control=not args.no_flood, flood_scale=args.flood_scale)
-    if not args.no_demo_users:
-        s.preset_users = [dict(u) for u in DEMO_USERS]
-    await s.start(args.host, args.port)
-    print(f"stand-in ready: {s.url}  TELEGRAM_API_URL={s.api_url}  TELEGRAM_BOT_TOKEN={s.token}  "
-          f"flood_control={'on' if s.flood_control else 'off'} scale={s.flood_scale}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except NotImplementedError:  # pragma: no cover - Windows
-            pass
-    await stop.wait()
-    await s.stop()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(uvloop.run(main(sys.argv[1:])))

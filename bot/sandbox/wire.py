@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
+from aiohttp.web_request import FileField
 
 # Parameters that arrive as JSON strings inside form bodies.
 JSON_KEYS = frozenset(
@@ -137,3 +138,40 @@ class FloodBucket:
         if self.tokens + 1e-9 >= need:
             return 0.0
         return (need - self.tokens) / self.rate
+
+
+async def read_params(request: web.Request) -> tuple[dict, dict]:
+    """A Bot API call's parameters (query, JSON, form or multipart; JSON-valued fields decoded) and
+    its uploaded files (field name -> bytes, file name, content type)."""
+    params: dict[str, Any] = dict(request.query) if request.query_string else {}
+    files: dict[str, tuple[bytes, str | None, str | None]] = {}
+    if request.method == "POST" and request.can_read_body:
+        ctype = request.content_type
+        if ctype == "application/json":
+            try:
+                body = await request.json()
+            except ValueError:
+                raise bad_request("can't parse JSON object") from None
+            if isinstance(body, dict):
+                params.update(body)
+        elif ctype == "multipart/form-data":
+            reader = await request.multipart()
+            async for part in reader:
+                if not isinstance(part, BodyPartReader) or part.name is None:
+                    continue
+                if part.filename is not None:
+                    files[part.name] = (bytes(await part.read()), part.filename, part.headers.get("Content-Type"))
+                else:
+                    params[part.name] = await part.text()
+        else:
+            form = await request.post()
+            for k, v in form.items():
+                params[k] = v.file.read() if isinstance(v, FileField) else v
+    for key in JSON_KEYS.intersection(params):
+        v = params[key]
+        if isinstance(v, str):
+            try:
+                params[key] = json.loads(v)
+            except ValueError:
+                raise bad_request(f"can't parse {key} JSON object") from None
+    return params, files
