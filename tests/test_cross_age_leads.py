@@ -17,9 +17,9 @@ import pytest
 from PIL import Image, ImageOps
 from sqlalchemy import func, select
 
-from bot.db.models import Case, CohortFace, Face, MatchCandidate, TipMedia
+from bot.db.models import Case, CohortFace, Face, MatchCandidate, Tip, TipMedia
 from bot.faces.normalisation import case_score, normalised_score
-from bot.services import cases, match_alerts, matching, media, retention
+from bot.services import cases, cohort, match_alerts, matching, media, retention
 from tests.conftest import packaged_image
 from tests.helpers import reference_in
 from tests.test_matching import (
@@ -136,7 +136,7 @@ async def test_a_case_photo_at_age_3_gets_a_lead_from_the_same_person_as_an_adul
     assert len(tipster.received()) == 1 and "match" not in tipster.texts()[0].lower()
 
 
-async def test_the_cohort_grows_with_tip_faces_retro_matches_alike_and_loses_purged_faces(
+async def test_the_cohort_grows_with_new_people_s_tip_faces_retro_matches_alike_and_loses_purged_faces(
         reunite, people, coordinator):
     worker = reunite.face_worker
     seeded = len(worker.cohort)
@@ -159,9 +159,21 @@ async def test_the_cohort_grows_with_tip_faces_retro_matches_alike_and_loses_pur
         (await brute_force_candidates(reunite, [candidates[0].tip_face_id], worker.floor()))[0][1], abs=1e-3)
     assert await scalar(reunite, select(Face.cohort_size).where(Face.case_id == yao.id)) == seeded
 
-    # the tip faces joined the cohort: it doubled, so the statistics were computed again
+    # these photos show the seed's own people: each is in the cohort once already, and stays once
     await worker.follow_the_cohort()
-    assert len(worker.cohort) == seeded + len(tip_faces)
+    assert len(worker.cohort) == seeded
+    # faces of people it has none of join it (no photo of others is packaged: their embeddings are
+    # stored as faces of the tip's image); it doubled, so the statistics were computed again
+    newcomers = np.random.default_rng(13).standard_normal((seeded + 1, 512)).astype(np.float32)
+    newcomers /= np.linalg.norm(newcomers, axis=1, keepdims=True)
+    async with reunite.sessionmaker() as session:
+        image = await session.scalar(select(TipMedia).order_by(TipMedia.id))
+        session.add_all(Face(tip_media_id=image.id, x1=0.0, y1=0.0, x2=100.0, y2=100.0, det_score=0.9,
+                             embedding=vector, model_id=worker.search.model_id, created_at=datetime.now(UTC),
+                             cohort_key=cohort.new_cohort_key()) for vector in newcomers)
+        await session.commit()
+    await worker.follow_the_cohort()
+    assert len(worker.cohort) == seeded + len(newcomers)
     assert await scalar(reunite, select(Face.cohort_size).where(Face.case_id == yao.id)) == len(worker.cohort)
 
     # past the retention period, tip faces leave the cohort with their rows
@@ -172,3 +184,37 @@ async def test_the_cohort_grows_with_tip_faces_retro_matches_alike_and_loses_pur
     await worker.follow_the_cohort()
     assert len(worker.cohort) == seeded
     assert len([m for m in tipster.received() if is_match_alert(m)]) == 0
+
+
+async def test_a_burst_of_tips_showing_the_same_people_leaves_the_cohort_and_the_leads_as_they_were(
+        reunite, people, coordinator):
+    """A viral sighting or an album: the same few people in tip after tip. Were their faces all drawn
+    into the cohort, one person's faces would count as different people's there: the floor would rise
+    past every real lead, and nobody would get one any more."""
+    worker = reunite.face_worker
+    seeded = len(worker.cohort)
+    yao = await add_case(reunite, "Yao Ming", image_bytes("yaoming.jpg"), age=3)
+    for number, photo in enumerate(cut_out_faces("gdp.jpg")):
+        await add_case(reunite, f"Person {number}", photo, age=30)
+    await faces_done(reunite)
+    floor = worker.floor()
+    # the six people of t1.jpg (in the cohort's seed already), until their faces outnumber the seed
+    for number in range(seeded // 6 + 1):
+        fan = people(7200 + number, f"Fan {number}")
+        photo = Image.open(packaged_image("t1.jpg"))
+        fan.user.send_photo(jpeg(ImageOps.mirror(photo) if number % 2 else photo))
+        await fan.next_text()
+    await faces_done(reunite)
+    assert await scalar(reunite, select(func.count()).select_from(Face).where(Face.tip_media_id.is_not(None))) \
+        >= seeded
+    await worker.follow_the_cohort()
+    assert len(worker.cohort) == seeded  # each person once
+    assert worker.floor() == pytest.approx(floor)
+
+    tipster = people(7300, "Lin")
+    tipster.user.send_photo(image_bytes("players.jpg"))
+    reference = reference_in(await tipster.next_text())
+    await faces_done(reunite)
+    leads = await rows(reunite, select(MatchCandidate.case_id).join(Tip, Tip.id == MatchCandidate.tip_id)
+                       .where(Tip.reference == reference))
+    assert leads[:1] == [yao.id]

@@ -15,6 +15,7 @@ from bot.faces.normalisation import (
     augmented_probes,
     augmented_references,
     case_score,
+    distinct_people,
     normalised_score,
     reference_stats,
 )
@@ -102,6 +103,23 @@ def test_the_case_s_own_person_in_the_cohort_does_not_distort_its_statistics():
     mean, std = reference_stats(reference, twice)
     assert abs(mean[0] - clean_mean[0]) < 0.1 * clean_std[0]
     assert abs(std[0] - clean_std[0]) < 0.1 * clean_std[0]
+
+
+def test_the_cohort_takes_each_new_person_once_and_no_more_than_it_may():
+    rng = np.random.default_rng(8)
+    # ten photos of each of 40 people: the same person ~0.6 (as two adult photos score), others ~0.05
+    person = rng.permutation(np.repeat(np.arange(40), 10))
+    shared = unit(rng.standard_normal(512))
+    faces = unit(0.35 * shared + unit(rng.standard_normal((40, 512)))[person]
+                 + 0.8 * unit(rng.standard_normal((400, 512))))
+    taken = faces[person < 10][:30]  # the seed shows people 0-9
+    candidates = faces[person >= 5]  # tips of people 5-39, in the order drawn
+    joined = distinct_people(taken, candidates, limit=1000)
+    shown = person[person >= 5]
+    assert sorted(shown[joined]) == list(range(10, 40))  # each person not taken yet, once
+    assert joined == [int(np.flatnonzero(shown == someone)[0]) for someone in sorted(set(shown[joined]),
+                                                                                   key=list(shown).index)]
+    assert distinct_people(taken, candidates, limit=7) == joined[:7]
 
 
 def test_the_floor_keeps_the_expected_wrong_candidates_per_tip_face_under_the_setting():

@@ -36,6 +36,11 @@ import numpy as np
 TRIMMED_SHARE = 0.01
 #: ... and at least this many (the same person may be in the cohort more than once).
 MIN_TRIMMED = 2
+#: Two faces scoring at or above this cosine are taken for the same person: the cohort keeps the
+#: first (:func:`distinct_people`). Different people score 0 +- 0.083 with buffalo_s
+#: (bench/FACES.md), so this is over five spreads above them; the same adult in two photos is
+#: nearly always above it.
+SAME_PERSON_COSINE = 0.45
 #: Spreads are never taken below this (a degenerate cohort of identical faces).
 MIN_STD = 1e-3
 #: Case score: this share of the best photo's score, the rest from the mean over its photos.
@@ -74,6 +79,26 @@ def reference_stats(references: np.ndarray, cohort: np.ndarray) -> tuple[np.ndar
         chunk = slice(first, first + _STATS_CHUNK)
         means[chunk], stds[chunk] = _trimmed_stats(references[chunk] @ cohort.T)
     return means, stds
+
+
+def distinct_people(taken: np.ndarray, candidates: np.ndarray, limit: int) -> list[int]:
+    """Which of ``candidates`` (unit rows, in order; at most ``limit``) join a cohort holding ``taken``:
+    each one that looks like nobody taken nor any candidate that joined before it (a cosine below
+    :data:`SAME_PERSON_COSINE`). CPU-bound for large inputs: run it in the face executor."""
+    if limit <= 0 or len(candidates) == 0:
+        return []
+    candidates = np.asarray(candidates, dtype=np.float32)
+    like_taken = (candidates @ np.asarray(taken, dtype=np.float32).T).max(axis=1) >= SAME_PERSON_COSINE \
+        if len(taken) else np.zeros(len(candidates), dtype=bool)
+    among = candidates @ candidates.T
+    joined: list[int] = []
+    for index in np.flatnonzero(~like_taken):
+        if joined and among[index, joined].max() >= SAME_PERSON_COSINE:
+            continue
+        joined.append(int(index))
+        if len(joined) == limit:
+            break
+    return joined
 
 
 def normalised_score(raw, cohort_mean, cohort_std):
@@ -131,10 +156,11 @@ class ImpostorTail:
     Each cohort face in turn is taken as a reference, and each other cohort face as a tip face: the
     reference's statistics come from the rest of the cohort (without either face, as for a tip that
     is not in the cohort), and the tip face's normalised score against it is a score of different
-    people (as long as the cohort holds each person once; a person there twice only makes the tail
-    heavier, so the floor higher). P(z >= t) is the larger of the empirical share of those scores
-    and a Gaussian fitted to them: the empirical tail where there are data (the within-photo tail
-    of team-mates is heavier than a Gaussian), the Gaussian beyond the largest score measured.
+    people: the cohort holds each person once (:func:`distinct_people`; a person there many times
+    would make the tail far heavier and lift the floor over real leads). P(z >= t) is the larger of
+    the empirical share of those scores and a Gaussian fitted to them: the empirical tail where there
+    are data (the within-photo tail of team-mates is heavier than a Gaussian), the Gaussian beyond
+    the largest score measured.
     """
 
     def __init__(self, cohort: np.ndarray) -> None:

@@ -7,7 +7,10 @@ review floor it gives.
   model, and stored (``cohort_faces``).
 * **Grows with real tip faces**: every tip face gets a random draw when stored (``cohort_key``);
   the cohort takes the :data:`MAX_TIP_FACES` tip faces with the lowest draws, a uniform random
-  sample of the tip faces stored now. A tip face purged (retention, a closed case) leaves it with its
+  sample of the tip faces stored now, *each person once*: a tip face that looks like the same person
+  as a face already taken (seed or tip) is passed over. A burst of tips showing the same people (a
+  viral sighting, an album) would otherwise fill the cohort with them and lift the floor over every
+  real lead. A tip face purged (retention, a closed case) leaves it with its
   row; the copy held here is read again every :meth:`Cohort.reload`.
 * **Statistics**: each reference face's mean and spread against the cohort are stored with it
   (and, on PostgreSQL, its normalised vector for the inner-product index). New reference faces get
@@ -35,7 +38,7 @@ from bot.db.models import CohortFace, Face
 from bot.db.statements import dialect_of
 from bot.faces.engine import run_in_face_executor
 from bot.faces.models import EMBEDDING_SIZE
-from bot.faces.normalisation import ImpostorTail, augmented_references, reference_stats
+from bot.faces.normalisation import ImpostorTail, augmented_references, distinct_people, reference_stats
 from bot.faces.worker_pool import FacePool
 
 log = logging.getLogger(__name__)
@@ -57,6 +60,8 @@ MIN_FACES = 10
 #: Every reference face's statistics are computed again when the cohort is this many times the size
 #: the oldest statistics came from.
 REFRESH_GROWTH = 2.0
+# tip faces read at a time while the cohort is drawn
+_TIP_FACES_READ = 1000
 # reference faces given their statistics per transaction
 _STATS_BATCH = 2000
 
@@ -115,14 +120,24 @@ async def seed(session: AsyncSession, faces: FacePool, model_id: str, now: datet
 
 
 async def cohort_vectors(session: AsyncSession, model_id: str) -> np.ndarray:
-    """The cohort now: the seed faces, then the sampled tip faces (lowest draws first)."""
-    seeds = await session.scalars(select(CohortFace.embedding)
-                                  .where(CohortFace.model_id == model_id).order_by(CohortFace.id))
-    tips = await session.scalars(
-        select(Face.embedding)
-        .where(Face.tip_media_id.is_not(None), Face.model_id == model_id, Face.cohort_key.is_not(None))
-        .order_by(Face.cohort_key).limit(MAX_TIP_FACES))
-    return np.concatenate([as_matrix(list(seeds)), as_matrix(list(tips))])
+    """The cohort now: the seed faces, then the sampled tip faces (lowest draws first), each person
+    once (:func:`~bot.faces.normalisation.distinct_people`)."""
+    cohort = as_matrix(await session.scalars(select(CohortFace.embedding)
+                                             .where(CohortFace.model_id == model_id).order_by(CohortFace.id)))
+    seeded, after = len(cohort), -1.0
+    tip_faces = (select(Face.cohort_key, Face.embedding)
+                 .where(Face.tip_media_id.is_not(None), Face.model_id == model_id, Face.cohort_key.is_not(None))
+                 .order_by(Face.cohort_key).limit(_TIP_FACES_READ))
+    while len(cohort) - seeded < MAX_TIP_FACES:
+        rows = (await session.execute(tip_faces.where(Face.cohort_key > after))).all()
+        if not rows:
+            break
+        after = rows[-1][0]
+        candidates = as_matrix([row[1] for row in rows])
+        joined = await run_in_face_executor(distinct_people, cohort, candidates,
+                                            MAX_TIP_FACES - (len(cohort) - seeded))
+        cohort = np.concatenate([cohort, candidates[joined]])
+    return cohort
 
 
 @dataclass
