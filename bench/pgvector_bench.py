@@ -291,6 +291,8 @@ def main() -> int:
                         help="e.g. ' WITH (m = 32, ef_construction = 128)': what another migration would give")
     args = parser.parse_args()
     args.ef = [int(value) for value in args.ef.split(",")]
+    if not all(1 <= ef <= 1000 for ef in args.ef):
+        parser.error("pgvector takes hnsw.ef_search from 1 to 1000")
     sizes = [asyncio.run(run_size(int(size), args)) for size in args.sizes.split(",")]
     text = report(sizes, machine_notes(), args)
     print(text)

@@ -30,10 +30,12 @@ from bot.faces.index import OwnerMatch, SearchHit
 from bot.faces.models import EMBEDDING_SIZE
 from bot.faces.normalisation import augmented_probes
 
-#: HNSW candidates kept per step of the graph walk (pgvector's default is 40). Whether a probe's own
-#: case is among the top 5 as often as exact search puts it there was measured by
-#: bench/pgvector_bench.py: see bench/RESULTS.md.
-EF_SEARCH = 400
+#: HNSW candidates kept per step of the graph walk (pgvector's default is 40; at most 1,000). At
+#: 1,000,000 reference faces a probe of the person across ages (far from the stored photo in
+#: cosine) had its case among the top 5 as often as exact search in 0.94 of the probes at 400 and
+#: 0.99 at 800 (p50 30 and 47 ms on two cores): weak, real leads are what the index must not lose
+#: (bench/pgvector_bench.py, bench/RESULTS.md).
+EF_SEARCH = 800
 #: Faces fetched per probe when ranking cases, so a case with many photos cannot crowd others out.
 FACES_PER_CASE = 4
 
