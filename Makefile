@@ -44,8 +44,11 @@ sandbox:
 test-deps:
 	bash scripts/system-deps.sh --test
 
+# Test files side by side: the suite mostly waits, so more workers than cores pay (README, "Tests").
+TEST_WORKERS ?= 4
+
 test: test-deps install
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 # ruff with the rules chosen in pyproject.toml, then mypy over bot/ and flyers/
 lint: install
